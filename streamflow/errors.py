@@ -1,0 +1,162 @@
+"""The one error tree of streamflow.
+
+Every exception streamflow raises is a :class:`StreamflowError`. Each branch
+tells the caller what to do next::
+
+    StreamflowError
+    ├── ConfigError               fail at start; the message names the fix
+    │   └── TopologyError         the pipeline's shape is invalid (ordering, names)
+    ├── EventError                one event is bad: dead-letter it, keep running
+    │   ├── DecodeError           bytes that are not JSON, or not an event
+    │   ├── PayloadInvalid        the payload fails the pipeline's input model
+    │   └── StepFailed            a step failed for good (not retriable)
+    ├── RetriableError            transient: retry with backoff (``retry_after`` hint)
+    │   ├── StepTimeout           a step ran past its timeout and was cancelled
+    │   ├── RateLimited           the endpoint said 429
+    │   └── Unavailable           the endpoint or broker is briefly unavailable
+    ├── CapacityExceeded          a bounded buffer was offered more than its bound
+    └── TransportError            the transport underneath (topic/partition/offset)
+        ├── TransportClosed       closed on purpose; stop using it
+        ├── TransportBroken       lost (broker gone, fenced, group lost); restart
+        └── TransportRetriable    a transport hiccup worth retrying (also a RetriableError)
+
+Third-party exceptions are wrapped at the boundary with ``raise ... from exc``.
+Context (stage, event id, topic, partition, offset) travels as attributes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CapacityExceeded",
+    "ConfigError",
+    "DecodeError",
+    "EventError",
+    "PayloadInvalid",
+    "RateLimited",
+    "RetriableError",
+    "StepFailed",
+    "StepTimeout",
+    "StreamflowError",
+    "TopologyError",
+    "TransportBroken",
+    "TransportClosed",
+    "TransportError",
+    "TransportRetriable",
+    "Unavailable",
+]
+
+
+class StreamflowError(Exception):
+    """Root of every error streamflow raises.
+
+    Attributes:
+        stage: the stage (or step) the error happened in, when known.
+        event_id: the id of the event concerned, when known.
+    """
+
+    retriable: bool = False
+
+    def __init__(
+        self, message: str, *, stage: str | None = None, event_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.stage = stage
+        self.event_id = event_id
+
+
+class ConfigError(StreamflowError):
+    """Bad configuration or arguments; raised at start with the fix in the message."""
+
+
+class TopologyError(ConfigError):
+    """The pipeline's shape cannot work as declared (for example ordering)."""
+
+
+class EventError(StreamflowError):
+    """One event cannot be processed; it goes to the dead letters, the run goes on."""
+
+
+class DecodeError(EventError):
+    """The bytes of a record are not valid JSON or not a valid event."""
+
+
+class PayloadInvalid(EventError):
+    """The payload does not validate against the pipeline's input model."""
+
+
+class StepFailed(EventError):
+    """A step failed for good: retrying will not help."""
+
+
+class RetriableError(StreamflowError):
+    """A transient failure: retry with backoff.
+
+    Attributes:
+        retry_after: seconds the other side asked us to wait, when it said so.
+    """
+
+    retriable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        stage: str | None = None,
+        event_id: str | None = None,
+    ) -> None:
+        super().__init__(message, stage=stage, event_id=event_id)
+        self.retry_after = retry_after
+
+
+class StepTimeout(RetriableError):
+    """A step ran longer than its timeout; the call was cancelled."""
+
+
+class RateLimited(RetriableError):
+    """The endpoint refused the call for now (HTTP 429)."""
+
+
+class Unavailable(RetriableError):
+    """The endpoint is briefly unavailable (HTTP 5xx, connection refused)."""
+
+
+class CapacityExceeded(StreamflowError):
+    """A bounded buffer was offered more items than its capacity."""
+
+
+class TransportError(StreamflowError):
+    """An error of the transport underneath.
+
+    Attributes:
+        topic, partition, offset: where it happened, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        stage: str | None = None,
+    ) -> None:
+        super().__init__(message, stage=stage)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+class TransportClosed(TransportError):
+    """The transport was closed on purpose; it cannot be used any more."""
+
+
+class TransportBroken(TransportError):
+    """The transport was lost (broker unreachable, group lost); restart the worker."""
+
+
+class TransportRetriable(TransportError):
+    """A transport hiccup that is worth retrying."""
+
+    retriable = True

@@ -1,0 +1,24 @@
+"""Events and their wire format."""
+
+from streamflow.events._codec import (
+    decode_event,
+    decode_input,
+    dumps,
+    encode_event,
+    loads,
+    stable_id,
+)
+from streamflow.events._model import ErrorInfo, Event, Outcome, StepRecord
+
+__all__ = [
+    "ErrorInfo",
+    "Event",
+    "Outcome",
+    "StepRecord",
+    "decode_event",
+    "decode_input",
+    "dumps",
+    "encode_event",
+    "loads",
+    "stable_id",
+]

@@ -1,0 +1,121 @@
+"""The Event model: one request flowing through a pipeline."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+__all__ = ["ErrorInfo", "Event", "Outcome", "StepRecord"]
+
+P = TypeVar("P", bound=BaseModel)
+
+Outcome = Literal["ok", "review", "failed", "filtered"]
+"""Where an event is headed: on (``ok``), to a person (``review``), to the dead
+letters (``failed``), or out of the flow on purpose (``filtered``)."""
+
+
+class StepRecord(BaseModel):
+    """What one step did to one event (one line of its trace)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    step: str
+    started_at: float
+    duration_s: float
+    attempt: int = 1
+    outcome: str = "ok"
+    model: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    detail: str | None = None
+
+
+class ErrorInfo(BaseModel):
+    """The last error an event met: its type, message and the step it happened in."""
+
+    type: str
+    message: str
+    step: str | None = None
+    retriable: bool = False
+
+
+class Event(BaseModel):
+    """One request in flight: a payload plus its identity, key, trace and fate.
+
+    ``id`` is stable across retries and redelivery, so a sink can drop
+    duplicates. ``key`` orders events (ordering is per key) and is the Kafka
+    partition key. Steps never mutate an event: they return a changed copy
+    (:meth:`evolve`, :meth:`with_payload`), which keeps fan-out branches apart.
+    """
+
+    model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    key: str | None = None
+    payload: Any = None
+    trace: list[StepRecord] = Field(default_factory=list)
+    attempts: int = 0
+    error: ErrorInfo | None = None
+    outcome: Outcome = "ok"
+    reason: str | None = None
+    created_at: float = Field(default_factory=time.time)
+
+    # Runtime bookkeeping that never goes on the wire: the credit ticket of the
+    # record this event came from, and where the source found it.
+    _ticket: Any = PrivateAttr(default=None)
+    _origin: Any = PrivateAttr(default=None)
+    _fanout: tuple[tuple[int, int], ...] = PrivateAttr(default=())
+
+    @property
+    def active(self) -> bool:
+        """True while the event is still on its way through the steps."""
+        return self.outcome == "ok"
+
+    def payload_as(self, model: type[P]) -> P:
+        """Return the payload as ``model``, validating a dict or another model.
+
+        Args:
+            model: the pydantic model the step expects.
+
+        Returns:
+            The payload itself when it already is a ``model``, else a validated copy.
+
+        Raises:
+            pydantic.ValidationError: when the payload does not fit ``model``.
+        """
+        payload = self.payload
+        if isinstance(payload, model):
+            return payload
+        if isinstance(payload, BaseModel):
+            payload = payload.model_dump()
+        return model.model_validate(payload)
+
+    def evolve(self, **changes: Any) -> Event:
+        """Return a copy with ``changes`` applied; runtime bookkeeping is kept."""
+        return self.model_copy(update=changes)
+
+    def with_payload(self, payload: Any) -> Event:
+        """Return a copy carrying ``payload``."""
+        return self.model_copy(update={"payload": payload})
+
+    def traced(self, record: StepRecord, **changes: Any) -> Event:
+        """Return a copy with ``record`` appended to the trace and ``changes`` applied."""
+        changes["trace"] = [*self.trace, record]
+        return self.model_copy(update=changes)
+
+    def failed(self, error: BaseException, step: str, record: StepRecord | None = None) -> Event:
+        """Return a copy headed for the dead letters because ``error`` happened in ``step``."""
+        info = ErrorInfo(
+            type=type(error).__name__,
+            message=str(error) or type(error).__name__,
+            step=step,
+            retriable=bool(getattr(error, "retriable", False)),
+        )
+        changes: dict[str, Any] = {"outcome": "failed", "error": info, "reason": info.message}
+        if record is not None:
+            changes["trace"] = [*self.trace, record]
+        return self.model_copy(update=changes)

@@ -1,0 +1,55 @@
+"""The operator algebra: functions from an Observable of events to another.
+
+Every operator here emits exactly one event for each event it receives, and
+lets inactive events (failed, filtered, parked for review) pass untouched, so
+credit is returned in one place (the sink) and stages can count what is inside.
+"""
+
+from streamflow.ops._batch import BatchStatistics, batch_async
+from streamflow.ops._credit import CreditStatistics, CreditWindow, Ticket
+from streamflow.ops._gate import BoundedChannel, ChannelStatistics, gate
+from streamflow.ops._map_async import MapStatistics, StepFn, map_async, run_step
+from streamflow.ops._operator import (
+    EventOperator,
+    Operator,
+    Ordering,
+    as_operator,
+    check_ordering,
+    pipe,
+)
+from streamflow.ops._parallel import merge_into_dict, parallel
+from streamflow.ops._retry import RetryPolicy
+from streamflow.ops._route import route
+from streamflow.ops._simple import filter_events, tap
+
+branch = route
+filter = filter_events
+
+__all__ = [
+    "BatchStatistics",
+    "BoundedChannel",
+    "ChannelStatistics",
+    "CreditStatistics",
+    "CreditWindow",
+    "EventOperator",
+    "MapStatistics",
+    "Operator",
+    "Ordering",
+    "RetryPolicy",
+    "StepFn",
+    "Ticket",
+    "as_operator",
+    "batch_async",
+    "branch",
+    "check_ordering",
+    "filter",
+    "filter_events",
+    "gate",
+    "map_async",
+    "merge_into_dict",
+    "parallel",
+    "pipe",
+    "route",
+    "run_step",
+    "tap",
+]

@@ -1,0 +1,150 @@
+"""The Operator type: a function from an Observable of events to another, plus metadata.
+
+Metadata (name, ordering, buffer bounds, branches) lets a pipeline check its
+shape when it is built and draw itself as a diagram; calling the operator is
+plain reactivex composition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from reactivex import Observable
+
+from streamflow.errors import TopologyError
+from streamflow.events import Event
+
+__all__ = ["EventOperator", "Operator", "Ordering", "as_operator", "check_ordering", "pipe"]
+
+EventOperator = Callable[[Observable[Event]], Observable[Event]]
+
+Ordering = Literal["unordered", "input", "key"]
+"""What an operator guarantees about the order of what it emits:
+``input`` keeps input order, ``key`` keeps order per event key, ``unordered`` neither."""
+
+_RANK = {"unordered": 0, "key": 1, "input": 2}
+
+
+@dataclass(frozen=True)
+class Operator:
+    """An event operator with a name and what it promises about ordering.
+
+    Attributes:
+        fn: the reactivex operator itself.
+        name: a short name for diagrams and errors.
+        kind: ``map_async``, ``route``, ``parallel``, ``chain`` ...
+        ordering: the order its output keeps relative to its input.
+        requires: the order its input must have (``key`` or ``input``), if any.
+        capacity: the bound of its largest internal buffer, if it has one.
+        branches: labelled sub-operators (route, parallel) or the steps of a chain.
+    """
+
+    fn: EventOperator
+    name: str
+    kind: str = "operator"
+    ordering: Ordering = "input"
+    requires: Ordering | None = None
+    capacity: int | None = None
+    branches: tuple[tuple[str, Operator], ...] = field(default=())
+    stats: Callable[[], object] | None = field(default=None, compare=False, repr=False)
+
+    def statistics(self) -> object:
+        """Return the operator's buffer statistics, or None if it keeps no buffer."""
+        return self.stats() if self.stats is not None else None
+
+    def __call__(self, source: Observable[Event]) -> Observable[Event]:
+        return self.fn(source)
+
+    def walk(self) -> Iterable[Operator]:
+        """Yield this operator and every operator inside it, depth first."""
+        yield self
+        for _, child in self.branches:
+            yield from child.walk()
+
+
+def as_operator(op: Operator | EventOperator, name: str | None = None) -> Operator:
+    """Wrap a plain reactivex operator so it can sit in a pipeline.
+
+    A plain function promises nothing about ordering, so it counts as
+    ``unordered`` unless it is an :class:`Operator` already.
+    """
+    if isinstance(op, Operator):
+        return op
+    label = name or getattr(op, "__name__", None) or type(op).__name__
+    return Operator(fn=op, name=label, kind="rx", ordering="unordered")
+
+
+def pipe(*ops: Operator | EventOperator, name: str = "chain") -> Operator:
+    """Compose operators left to right, keeping their metadata.
+
+    Args:
+        ops: operators applied in order.
+        name: the chain's name in diagrams.
+
+    Returns:
+        One Operator; calling it is ``reactivex.pipe(*ops)``.
+
+    Raises:
+        TopologyError: when an operator needs an order its upstream breaks.
+    """
+    steps = tuple(as_operator(op) for op in ops)
+    check_ordering(steps, where=name)
+
+    def chain(source: Observable[Event]) -> Observable[Event]:
+        for step in steps:
+            source = step(source)
+        return source
+
+    ordering: Ordering = "input"
+    for step in steps:
+        ordering = _weakest(ordering, step.ordering)
+    capacities = [s.capacity for s in steps if s.capacity is not None]
+    return Operator(
+        fn=chain,
+        name=name,
+        kind="chain",
+        ordering=ordering,
+        requires=next((s.requires for s in steps if s.requires), None),
+        capacity=min(capacities) if capacities else None,
+        branches=tuple((s.name, s) for s in steps),
+    )
+
+
+def _weakest(a: Ordering, b: Ordering) -> Ordering:
+    return a if _RANK[a] <= _RANK[b] else b
+
+
+def check_ordering(
+    steps: Sequence[Operator], *, where: str, upstream: Ordering = "input"
+) -> Ordering:
+    """Check that no step asks for an order that an earlier step has broken.
+
+    Args:
+        steps: operators in flow order.
+        where: the pipeline or chain name, for the message.
+        upstream: the order the input arrives in.
+
+    Returns:
+        The ordering guaranteed after the last step.
+
+    Raises:
+        TopologyError: naming the step that breaks order and the fix.
+    """
+    current = upstream
+    breaker: str | None = None
+    for step in steps:
+        if step.requires and _RANK[current] < _RANK[step.requires]:
+            culprit = breaker or "the input"
+            raise TopologyError(
+                f"{where}: step '{step.name}' asks for "
+                f"{'per-key' if step.requires == 'key' else 'input'} order, but "
+                f"'{culprit}' upstream emits events unordered; make '{culprit}' keep order "
+                f"(map_async(..., ordered='key') or ordered=True), or drop the ordering "
+                f"requirement of '{step.name}'"
+            )
+        if _RANK[step.ordering] < _RANK[current]:
+            breaker = step.name
+        current = _weakest(current, step.ordering)
+    return current

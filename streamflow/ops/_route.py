@@ -1,0 +1,121 @@
+"""route: send each event down one of several labelled paths."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import reactivex
+from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable
+from reactivex.subject import Subject
+
+from streamflow.errors import ConfigError, StepFailed
+from streamflow.events import Event
+from streamflow.ops._operator import EventOperator, Operator, as_operator, check_ordering
+
+__all__ = ["route"]
+
+
+def route(
+    selector: Callable[[Event], str],
+    branches: Mapping[str, Operator | EventOperator],
+    *,
+    default: str | None = None,
+    name: str = "route",
+) -> Operator:
+    """Send each active event down the branch whose label ``selector`` returns.
+
+    ::
+
+        in:      --a(x)--b(y)--c(x)--|
+        x path:  --A-----------C-----|
+        y path:  --------B-----------|
+        out:     --A-----B-----C-----|   (merged as the branches emit)
+
+    Inactive events skip all branches. A label with no branch goes to
+    ``default`` when given, else the event fails with a clear error (and goes
+    to the dead letters); a selector that raises fails the event the same way.
+    Branches interleave, so the output keeps no order across them.
+
+    Args:
+        selector: returns a branch label for an event.
+        branches: label -> operator.
+        default: label used when the selector's label has no branch.
+        name: the step name in errors and diagrams.
+
+    Raises:
+        ConfigError: no branches, or ``default`` is not a branch label.
+    """
+    if not branches:
+        raise ConfigError(f"{name}: give at least one branch")
+    if default is not None and default not in branches:
+        raise ConfigError(f"{name}: default '{default}' is not one of {sorted(branches)}")
+    ops = {label: as_operator(op, name=label) for label, op in branches.items()}
+    for label, op in ops.items():
+        check_ordering([op], where=f"{name}[{label}]")
+
+    def operator(source: Observable[Event]) -> Observable[Event]:
+        def subscribe(
+            observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            subjects: dict[str, Subject[Event]] = {label: Subject() for label in ops}
+            open_branches = len(ops)
+            disposables = CompositeDisposable()
+
+            def branch_done() -> None:
+                nonlocal open_branches
+                open_branches -= 1
+                if open_branches == 0:
+                    observer.on_completed()
+
+            for label, op in ops.items():
+                disposables.add(
+                    op(subjects[label]).subscribe(
+                        observer.on_next, observer.on_error, branch_done, scheduler=scheduler
+                    )
+                )
+
+            def on_next(event: Event) -> None:
+                if not event.active:
+                    observer.on_next(event)
+                    return
+                try:
+                    label = selector(event)
+                except Exception as exc:
+                    observer.on_next(event.failed(exc, name))
+                    return
+                subject = subjects.get(label)
+                if subject is None and default is not None:
+                    subject = subjects[default]
+                if subject is None:
+                    error = StepFailed(
+                        f"{name}: no branch for label '{label}' (branches: {sorted(ops)})",
+                        stage=name,
+                        event_id=event.id,
+                    )
+                    observer.on_next(event.failed(error, name))
+                    return
+                subject.on_next(event)
+
+            def on_error(error: Exception) -> None:
+                for subject in subjects.values():
+                    subject.on_error(error)
+
+            def on_completed() -> None:
+                for subject in subjects.values():
+                    subject.on_completed()
+
+            disposables.add(source.subscribe(on_next, on_error, on_completed, scheduler=scheduler))
+            return disposables
+
+        return reactivex.create(subscribe)
+
+    capacities = [op.capacity for op in ops.values() if op.capacity is not None]
+    return Operator(
+        fn=operator,
+        name=name,
+        kind="route",
+        ordering="unordered" if len(ops) > 1 else next(iter(ops.values())).ordering,
+        capacity=min(capacities) if capacities else None,
+        branches=tuple(ops.items()),
+    )

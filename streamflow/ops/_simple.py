@@ -1,0 +1,99 @@
+"""Synchronous per-event operators: filter, tap, set_outcome."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from reactivex import Observable
+from reactivex import operators as rx_ops
+
+from streamflow.events import Event, StepRecord
+from streamflow.ops._operator import Operator
+
+__all__ = ["filter_events", "tap"]
+
+
+def filter_events(predicate: Callable[[Event], bool], *, name: str = "filter") -> Operator:
+    """Keep events for which ``predicate`` is true; mark the others ``filtered``.
+
+    ::
+
+        in:   --a--b--c--|     predicate: b is False
+        out:  --a--b'-c--|     b' = b with outcome "filtered"
+
+    A filtered event is not dropped on the spot: it travels on, untouched by
+    later steps, so that the sink returns its credit and counts it. A plain
+    ``reactivex.operators.filter`` would leak the credit and stall the source.
+    A predicate that raises fails the event (dead letter), not the stream.
+
+    Args:
+        predicate: True to keep the event.
+        name: the step name in traces.
+    """
+
+    def decide(event: Event) -> Event:
+        if not event.active:
+            return event
+        started = time.time()
+        try:
+            keep = predicate(event)
+        except Exception as exc:
+            return event.failed(exc, name)
+        if keep:
+            return event
+        record = StepRecord.model_construct(
+            step=name,
+            started_at=started,
+            duration_s=0.0,
+            attempt=1,
+            outcome="filtered",
+            model=None,
+            tokens_in=0,
+            tokens_out=0,
+            cost_usd=0.0,
+            detail=None,
+        )
+        return event.traced(record, outcome="filtered", reason=f"filtered by {name}")
+
+    def operator(source: Observable[Event]) -> Observable[Event]:
+        return source.pipe(rx_ops.map(decide))
+
+    return Operator(fn=operator, name=name, kind="filter", ordering="input")
+
+
+def tap(action: Callable[[Event], object], *, name: str = "tap") -> Operator:
+    """Call ``action`` on every event for its side effect; events pass unchanged.
+
+    ::
+
+        in:   --a--b--|
+        out:  --a--b--|    action(a), action(b) called on the way
+
+    An exception in ``action`` is swallowed into the event's trace as a
+    ``tap_failed`` record; a side effect never fails the event.
+    """
+
+    def run(event: Event) -> Event:
+        try:
+            action(event)
+        except Exception as exc:
+            record = StepRecord.model_construct(
+                step=name,
+                started_at=time.time(),
+                duration_s=0.0,
+                attempt=1,
+                outcome="tap_failed",
+                model=None,
+                tokens_in=0,
+                tokens_out=0,
+                cost_usd=0.0,
+                detail=f"{type(exc).__name__}: {exc}",
+            )
+            return event.traced(record)
+        return event
+
+    def operator(source: Observable[Event]) -> Observable[Event]:
+        return source.pipe(rx_ops.map(run))
+
+    return Operator(fn=operator, name=name, kind="tap", ordering="input")
