@@ -177,7 +177,8 @@ async def _run_batch(
     while True:
         attempt += 1
         started = time.time()
-        t0 = time.perf_counter()
+        # Durations use the loop clock, the clock max_wait is measured on.
+        t0 = asyncio.get_running_loop().time()
         try:
             results = list(await fn(batch))
             if len(results) != len(batch):
@@ -212,7 +213,7 @@ def _record(
     return StepRecord.model_construct(
         step=step,
         started_at=started,
-        duration_s=time.perf_counter() - t0,
+        duration_s=asyncio.get_running_loop().time() - t0,
         attempt=attempt,
         outcome=outcome,
         model=None,

@@ -152,11 +152,13 @@ async def run_step(
         The step's result with its trace record, or the event marked failed
         with the last error, its attempts and the step.
     """
+    # Durations use the loop clock, the clock timeouts are measured on.
+    clock = asyncio.get_running_loop().time
     attempt = 0
     while True:
         attempt += 1
         started = time.time()
-        t0 = time.perf_counter()
+        t0 = clock()
         try:
             if timeout is None:
                 result = await fn(event)
@@ -183,7 +185,7 @@ async def run_step(
             record = StepRecord.model_construct(
                 step=step,
                 started_at=started,
-                duration_s=time.perf_counter() - t0,
+                duration_s=clock() - t0,
                 attempt=attempt,
                 outcome="failed",
                 model=None,
@@ -193,7 +195,7 @@ async def run_step(
                 detail=type(exc).__name__,
             )
             return event.failed(exc, step, record).evolve(attempts=event.attempts + attempt)
-        return _with_record(event, result, step, started, time.perf_counter() - t0, attempt)
+        return _with_record(event, result, step, started, clock() - t0, attempt)
 
 
 def _with_record(
