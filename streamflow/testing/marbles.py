@@ -6,11 +6,14 @@ A marble string draws a stream on a time line, one character per tick::
 
     -      one tick passes with nothing emitted
     a      an event with id "a" (any character other than - | # ( ) , and space)
-    (cd)   events c and d at the same instant; the group takes as many ticks
-           as it has characters, as in RxPY's marbles
+    (cd)   events c and d at the same instant; the whole group is one tick
     |      the stream completes
     #      the stream fails
     space  ignored, for aligning diagrams
+
+Unlike RxPY, where a group takes as many ticks as it has characters, a group
+here is one tick wide; so every diagram, output ones included, reads as "the
+n-th token happens at tick n" and an output can always be drawn exactly.
 
 The operators run on asyncio tasks, so these helpers schedule on the running
 event loop. Run them under a fake-time loop (the ``looptime`` pytest plugin:
@@ -87,7 +90,7 @@ def parse_marbles(marbles: str) -> list[tuple[int, str]]:
             for symbol in text[i + 1 : close]:
                 if symbol != ",":
                     add(frame, symbol)
-            frame += close - i + 1
+            frame += 1
             i = close + 1
         elif char in "),":
             raise ValueError(f"marbles {marbles!r}: unexpected {char!r} at {i}")
@@ -206,9 +209,8 @@ class MarbleResult:
     def marbles(self) -> str:
         """The output drawn as a marble string (best read with one-character ids).
 
-        An emission between two ticks is drawn at the tick before it. Events
-        closer together than a group's width are drawn one after the other;
-        :attr:`pairs` always has the exact times.
+        An emission between two ticks is drawn at the tick before it;
+        :attr:`pairs` has the exact times.
         """
         marks: list[tuple[int, str]] = [
             (self._frame(t), e.id) for t, e in zip(self.times, self.events, strict=True)
@@ -226,12 +228,9 @@ class MarbleResult:
             while i < len(marks) and marks[i][0] == frame:
                 symbols.append(marks[i][1])
                 i += 1
-            token = symbols[0] if len(symbols) == 1 else f"({''.join(symbols)})"
-            if frame > cursor:
-                out.append("-" * (frame - cursor))
-                cursor = frame
-            out.append(token)
-            cursor += len(token)
+            out.append("-" * (frame - cursor))
+            out.append(symbols[0] if len(symbols) == 1 else f"({''.join(symbols)})")
+            cursor = frame + 1
         return "".join(out)
 
     def _frame(self, seconds: float) -> int:
