@@ -8,9 +8,11 @@ from streamflow.events._codec import (
     loads,
     stable_id,
 )
+from streamflow.events._dead_letter import DeadLetter
 from streamflow.events._model import ErrorInfo, Event, Outcome, StepRecord
 
 __all__ = [
+    "DeadLetter",
     "ErrorInfo",
     "Event",
     "Outcome",

@@ -69,6 +69,8 @@ class Event(BaseModel):
     _ticket: Any = PrivateAttr(default=None)
     _origin: Any = PrivateAttr(default=None)
     _fanout: tuple[tuple[int, int], ...] = PrivateAttr(default=())
+    _entered: tuple[float, int] | None = PrivateAttr(default=None)
+    _failed_in: str | None = PrivateAttr(default=None)
 
     @property
     def active(self) -> bool:

@@ -1,0 +1,90 @@
+"""Progress bar and summary table for runs (rich, on stderr)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from streamflow.runtime import RunReport
+
+__all__ = ["print_summary", "progress_bar", "stderr"]
+
+stderr = Console(stderr=True)
+
+_OUTCOMES = ("ok", "review", "dead_lettered", "filtered", "interrupted")
+
+
+@contextmanager
+def progress_bar(total: int | None, enabled: bool) -> Iterator[Callable[[RunReport], None]]:
+    """Yield a callback that draws the run's progress (a no-op when disabled)."""
+    if not enabled:
+        yield lambda report: None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]:>7.0f} ev/s  in flight {task.fields[inflight]:>4}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        task = progress.add_task("events", total=total, rate=0.0, inflight=0)
+
+        def update(report: RunReport) -> None:
+            progress.update(
+                task,
+                completed=report.done,
+                rate=report.events_per_second,
+                inflight=report.read - report.done,
+            )
+
+        yield update
+
+
+def print_summary(report: RunReport, console: Console = stderr) -> None:
+    """Print outcomes, outcomes per group, stage latencies and throughput."""
+    seen = [o for o in _OUTCOMES if report.outcomes.get(o)]
+    table = Table(title=f"{report.pipeline}: {report.done} events", title_justify="left")
+    table.add_column(report.summary_field or "all")
+    for outcome in seen:
+        table.add_column(outcome, justify="right")
+    table.add_column("total", justify="right")
+    for group in sorted(report.groups):
+        counts = report.groups[group]
+        table.add_row(group, *(str(counts.get(o, 0)) for o in seen), str(sum(counts.values())))
+    table.add_row(
+        "[bold]all", *(f"[bold]{report.outcomes.get(o, 0)}" for o in seen), f"[bold]{report.done}"
+    )
+    console.print(table)
+
+    stages = Table(title="latency per stage", title_justify="left")
+    for column in ("stage", "events", "p50 ms", "p99 ms"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
+    for name, sketch in report.stages.items():
+        stages.add_row(
+            name, str(sketch.count),
+            f"{sketch.quantile(0.5) * 1000:.1f}", f"{sketch.quantile(0.99) * 1000:.1f}",
+        )
+    e2e = report.end_to_end
+    stages.add_row(
+        "[bold]end to end", str(e2e.count),
+        f"{e2e.quantile(0.5) * 1000:.1f}", f"{e2e.quantile(0.99) * 1000:.1f}",
+    )
+    console.print(stages)
+    console.print(
+        f"[bold]{report.events_per_second:,.0f} events/s[/] over {report.elapsed:.2f}s, "
+        f"peak in flight {report.peak_in_flight} (window {report.window})"
+        + ("  [yellow]stopped early[/]" if report.stopped_early else "")
+    )

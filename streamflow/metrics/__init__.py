@@ -1,0 +1,14 @@
+"""Prometheus metrics: collectors that take a registry, and the /metrics + /healthz server."""
+
+from streamflow.metrics._collectors import PipelineMetrics, StageMetrics
+from streamflow.metrics._names import METRIC_NAMES
+from streamflow.metrics._server import Health, MetricsServer, open_metrics_server
+
+__all__ = [
+    "METRIC_NAMES",
+    "Health",
+    "MetricsServer",
+    "PipelineMetrics",
+    "StageMetrics",
+    "open_metrics_server",
+]

@@ -1,0 +1,272 @@
+"""Pipeline and Stage: the declaration that runs in one process or across Kafka."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from streamflow.errors import ConfigError, TopologyError
+from streamflow.events import Event
+from streamflow.ops import EventOperator, Operator, as_operator, check_ordering, gate, pipe
+
+__all__ = ["Pipeline", "Stage", "StageHooks"]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+@dataclass
+class Stage:
+    """One stage: an operator (or a list of them), run by its own consumer group in Kafka.
+
+    Attributes:
+        name: lowercase name; topics and groups are derived from it.
+        operator: an Operator, a plain reactivex operator, or a list composed in order.
+        concurrency: most events inside the stage at once (None: bounded by the window).
+    """
+
+    name: str
+    operator: Operator | EventOperator | Sequence[Operator | EventOperator]
+    concurrency: int | None = None
+    op: Operator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(
+                f"stage name {self.name!r} is not valid: use lowercase letters, digits, '_' "
+                "or '-', starting with a letter"
+            )
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError(f"stage '{self.name}': concurrency must be >= 1")
+        if isinstance(self.operator, Sequence):
+            self.op = pipe(*self.operator, name=self.name)
+        else:
+            self.op = as_operator(self.operator, name=self.name)
+
+
+@dataclass(frozen=True)
+class StageHooks:
+    """Callbacks the runtime hangs on every stage boundary (for metrics and summaries)."""
+
+    on_enter: Callable[[str, Event], None] | None = None
+    on_exit: Callable[[str, Event], None] | None = None
+
+
+class Pipeline:
+    """A named sequence of stages, with its input model and topic names.
+
+    Args:
+        name: lowercase pipeline name; topics are ``{name}.in``, ``{name}.{stage}``,
+            ``{name}.out``, ``{name}.dlq``, ``{name}.review``.
+        stages: the stages in flow order.
+        input_model: pydantic model every input payload must fit (else dead letter).
+        key_field: payload field that becomes the event key (ordering, Kafka key).
+        id_field: payload field that becomes the event id (else derived from position).
+        summary_field: dotted payload path whose value groups the run summary.
+        window: most events inside the pipeline (one process) or one worker at once.
+
+    Raises:
+        ConfigError: bad names, no stages, duplicate stage names, bad window.
+        TopologyError: a stage asks for an order that an upstream stage breaks, or the
+            window exceeds a buffer bound inside a stage.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        stages: Sequence[Stage],
+        *,
+        input_model: type[BaseModel] | None = None,
+        key_field: str | None = None,
+        id_field: str | None = "id",
+        summary_field: str | None = None,
+        window: int = 1024,
+    ) -> None:
+        if not _NAME.match(name):
+            raise ConfigError(
+                f"pipeline name {name!r} is not valid: use lowercase letters, digits, '_' or "
+                "'-', starting with a letter"
+            )
+        if not stages:
+            raise ConfigError(f"pipeline '{name}' has no stages; give at least one Stage")
+        seen: set[str] = set()
+        for stage in stages:
+            if stage.name in seen:
+                raise ConfigError(f"pipeline '{name}': stage name '{stage.name}' is used twice")
+            if stage.name in ("in", "out", "dlq", "review"):
+                raise ConfigError(
+                    f"pipeline '{name}': stage name '{stage.name}' clashes with a topic suffix; "
+                    "rename the stage"
+                )
+            seen.add(stage.name)
+        if window < 1:
+            raise ConfigError(f"pipeline '{name}': window must be >= 1, got {window}")
+        self.name = name
+        self.stages = list(stages)
+        self.input_model = input_model
+        self.key_field = key_field
+        self.id_field = id_field
+        self.summary_field = summary_field
+        self.window = window
+        check_ordering([s.op for s in self.stages], where=f"pipeline '{name}'")
+        for stage in self.stages:
+            for op in stage.op.walk():
+                if op.capacity is not None and op.capacity < window:
+                    raise TopologyError(
+                        f"pipeline '{name}': window {window} exceeds the buffer bound "
+                        f"{op.capacity} of '{op.name}' in stage '{stage.name}'; lower the window "
+                        f"or raise that operator's capacity"
+                    )
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, stages={[s.name for s in self.stages]})"
+
+    # -- names -----------------------------------------------------------------
+
+    def stage(self, name: str) -> Stage:
+        """Return the stage called ``name``.
+
+        Raises:
+            ConfigError: no such stage (the message lists the stages).
+        """
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise ConfigError(
+            f"pipeline '{self.name}' has no stage '{name}'; its stages are "
+            + ", ".join(s.name for s in self.stages)
+        )
+
+    @property
+    def input_topic(self) -> str:
+        """The topic the first stage reads."""
+        return f"{self.name}.in"
+
+    @property
+    def output_topic(self) -> str:
+        """The topic the last stage writes."""
+        return f"{self.name}.out"
+
+    @property
+    def dlq_topic(self) -> str:
+        """The dead-letter topic."""
+        return f"{self.name}.dlq"
+
+    @property
+    def review_topic(self) -> str:
+        """The topic of events parked for a person."""
+        return f"{self.name}.review"
+
+    def topic_into(self, stage: str) -> str:
+        """The topic stage ``stage`` reads."""
+        index = self._index(stage)
+        return self.input_topic if index == 0 else f"{self.name}.{self.stages[index - 1].name}"
+
+    def topic_out_of(self, stage: str) -> str:
+        """The topic stage ``stage`` writes."""
+        index = self._index(stage)
+        return self.output_topic if index == len(self.stages) - 1 else f"{self.name}.{stage}"
+
+    def group(self, stage: str) -> str:
+        """The consumer group of stage ``stage``."""
+        self._index(stage)
+        return f"{self.name}.{stage}"
+
+    def topics(self) -> list[str]:
+        """Every topic the pipeline uses, in flow order."""
+        middle = [f"{self.name}.{s.name}" for s in self.stages[:-1]]
+        return [self.input_topic, *middle, self.output_topic, self.dlq_topic, self.review_topic]
+
+    def _index(self, stage: str) -> int:
+        for index, candidate in enumerate(self.stages):
+            if candidate.name == stage:
+                return index
+        self.stage(stage)
+        raise AssertionError("unreachable")
+
+    # -- composition -------------------------------------------------------------
+
+    def operator(
+        self,
+        stages: Sequence[str] | None = None,
+        *,
+        hooks: StageHooks | None = None,
+        capacity: int | None = None,
+    ) -> Operator:
+        """Compose the named stages (default: all) into one operator, each behind its gate.
+
+        Args:
+            stages: the stage names to run, in flow order.
+            hooks: callbacks at each stage boundary.
+            capacity: bound of each stage's input channel (default: the window).
+        """
+        chosen = [self.stage(n) for n in stages] if stages is not None else self.stages
+        hooks = hooks or StageHooks()
+        gated = []
+        for stage in chosen:
+            on_enter, on_exit = hooks.on_enter, hooks.on_exit
+            gated.append(
+                gate(
+                    stage.op,
+                    concurrency=stage.concurrency or self.window,
+                    capacity=capacity or self.window,
+                    name=stage.name,
+                    on_enter=(lambda e, n=stage.name, f=on_enter: f(n, e)) if on_enter else None,
+                    on_exit=(lambda e, n=stage.name, f=on_exit: f(n, e)) if on_exit else None,
+                )
+            )
+        return pipe(*gated, name=self.name)
+
+    def mermaid(self) -> str:
+        """Draw the pipeline as a Mermaid flowchart (stages, branches, topics)."""
+        lines = ["flowchart LR", f'    src(["{self.input_topic}"])']
+        previous = "src"
+        for index, stage in enumerate(self.stages):
+            node = f"s{index}"
+            lines.append(f'    subgraph {node}_box["stage {stage.name}"]')
+            first, last = _draw(stage.op, f"{node}", lines, indent="        ")
+            lines.append("    end")
+            lines.append(f"    {previous} --> {first}")
+            previous = last
+            if index < len(self.stages) - 1:
+                topic = f"t{index}"
+                lines.append(f'    {topic}[("{self.topic_out_of(stage.name)}")]')
+                lines.append(f"    {previous} --> {topic}")
+                previous = topic
+        lines.append(f'    out(["{self.output_topic}"])')
+        lines.append(f"    {previous} --> out")
+        lines.append(f'    dlq(["{self.dlq_topic}"])')
+        lines.append(f'    review(["{self.review_topic}"])')
+        lines.append(f"    {previous} -. failed .-> dlq")
+        lines.append(f"    {previous} -. review .-> review")
+        return "\n".join(lines) + "\n"
+
+
+def _draw(op: Operator, prefix: str, lines: list[str], indent: str) -> tuple[str, str]:
+    """Append nodes for ``op``; return its entry and exit node ids."""
+    label = op.name.replace('"', "'")
+    if op.kind == "chain" and op.branches:
+        first = last = ""
+        for i, (_, child) in enumerate(op.branches):
+            entry, exit_ = _draw(child, f"{prefix}_{i}", lines, indent)
+            if i == 0:
+                first = entry
+            else:
+                lines.append(f"{indent}{last} --> {entry}")
+            last = exit_
+        return first, last
+    if op.kind in ("route", "parallel") and op.branches:
+        split, join = f"{prefix}_split", f"{prefix}_join"
+        shape = "{" + f'"{label}"' + "}" if op.kind == "route" else f'[/"{label}"\\]'
+        lines.append(f"{indent}{split}{shape}")
+        lines.append(f'{indent}{join}(("merge"))')
+        for i, (branch_label, child) in enumerate(op.branches):
+            entry, exit_ = _draw(child, f"{prefix}_b{i}", lines, indent)
+            lines.append(f'{indent}{split} -- "{branch_label}" --> {entry}')
+            lines.append(f"{indent}{exit_} --> {join}")
+        return split, join
+    node = f"{prefix}_n"
+    lines.append(f'{indent}{node}["{label}<br/><small>{op.kind}</small>"]')
+    return node, node

@@ -1,0 +1,111 @@
+"""RunReport: what a run did, for the summary table and for tests."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from streamflow.events import Event
+
+__all__ = ["LatencySketch", "RunReport"]
+
+
+class LatencySketch:
+    """Quantiles of durations in constant memory (log buckets, ~1% relative error)."""
+
+    _GROWTH = math.log(1.02)
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._buckets: Counter[int] = Counter()
+
+    def add(self, seconds: float) -> None:
+        """Record one duration."""
+        self.count += 1
+        self._buckets[int(math.log(max(seconds, 1e-7)) / self._GROWTH)] += 1
+
+    def quantile(self, q: float) -> float:
+        """Return the ``q`` quantile in seconds (0 when empty)."""
+        if not self.count:
+            return 0.0
+        rank = q * (self.count - 1)
+        seen = 0
+        for bucket in sorted(self._buckets):
+            seen += self._buckets[bucket]
+            if seen > rank:
+                return math.exp((bucket + 0.5) * self._GROWTH)
+        return math.exp((max(self._buckets) + 0.5) * self._GROWTH)
+
+
+@dataclass
+class RunReport:
+    """Counts and latencies of one run.
+
+    Attributes:
+        pipeline: pipeline name.
+        read: records read from the source.
+        outcomes: finished events by outcome (ok, review, dead_lettered, filtered, interrupted).
+        groups: per summary group (e.g. category), counts by outcome.
+        stages: per stage, a latency sketch.
+        end_to_end: latency sketch from read to written.
+        peak_in_flight: the most events inside at once (<= window).
+        window: the credit window.
+        error: a fatal error that stopped the run, if any.
+    """
+
+    pipeline: str
+    window: int
+    summary_field: str | None = None
+    read: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    groups: dict[str, Counter[str]] = field(default_factory=dict)
+    stages: dict[str, LatencySketch] = field(default_factory=dict)
+    end_to_end: LatencySketch = field(default_factory=LatencySketch)
+    peak_in_flight: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    finished: float | None = None
+    stopped_early: bool = False
+    error: BaseException | None = None
+
+    @property
+    def done(self) -> int:
+        """Events finished in any way."""
+        return sum(self.outcomes.values())
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from start to finish (or to now)."""
+        return (self.finished or time.perf_counter()) - self.started
+
+    @property
+    def events_per_second(self) -> float:
+        """Finished events per second."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    def count(self, outcome: str, event: Event | None = None) -> None:
+        """Count one finished event under ``outcome`` (and its summary group)."""
+        self.outcomes[outcome] += 1
+        if self.summary_field is None:
+            return
+        group = _lookup(event.payload, self.summary_field) if event is not None else None
+        label = str(group) if group is not None else "(none)"
+        self.groups.setdefault(label, Counter())[outcome] += 1
+
+
+def _lookup(payload: Any, path: str) -> Any:
+    value = payload
+    for part in path.split("."):
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, BaseModel):
+            value = getattr(value, part, None)
+        else:
+            return None
+    return value

@@ -1,0 +1,222 @@
+"""The flow runner: source -> decode -> stages -> sink, under one credit window."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from reactivex.scheduler.eventloop import AsyncIOScheduler
+from reactivex.subject import Subject
+
+from streamflow.errors import EventError, StreamflowError
+from streamflow.events import Event, decode_event, decode_input
+from streamflow.metrics import PipelineMetrics
+from streamflow.ops import CreditWindow, Ticket
+from streamflow.runtime._pipeline import Pipeline, StageHooks
+from streamflow.runtime._report import LatencySketch, RunReport
+from streamflow.transports import Record, Sink, Source
+
+__all__ = ["run_flow"]
+
+log = logging.getLogger("streamflow.runtime")
+
+
+async def run_flow(
+    pipeline: Pipeline,
+    source: Source,
+    sink: Sink,
+    *,
+    stages: Sequence[str] | None = None,
+    metrics: PipelineMetrics | None = None,
+    window: int | None = None,
+    drain_timeout: float = 30.0,
+    stop: asyncio.Event | None = None,
+    on_progress: Callable[[RunReport], None] | None = None,
+    progress_interval: float = 0.2,
+) -> RunReport:
+    """Run ``stages`` of ``pipeline`` (default: all) from ``source`` to ``sink``.
+
+    The source emits only against credit from a window of W events; credit
+    returns when the sink has written an event (output, review, dead letter)
+    or dropped a filtered one. When ``stop`` is set the source stops reading,
+    in-flight events get ``drain_timeout`` seconds to finish, and whatever is
+    still inside is handed to ``sink.abandon``.
+
+    Args:
+        pipeline: the pipeline.
+        source: where records come from.
+        sink: where events go.
+        stages: the stages to run (a worker runs one); the first one's input is
+            decoded with the pipeline's input model when it is the pipeline's first.
+        metrics: Prometheus collectors to update, if any.
+        window: the credit window W (default: the pipeline's).
+        drain_timeout: seconds to finish in-flight work after stop or end of input.
+        stop: set it to stop reading (signal handlers do).
+        on_progress: called every ``progress_interval`` seconds with the report.
+        progress_interval: seconds between progress calls.
+
+    Returns:
+        The run's report; ``report.error`` holds a fatal error, if one stopped it.
+    """
+    names = list(stages) if stages is not None else [s.name for s in pipeline.stages]
+    size = window or pipeline.window
+    credits = CreditWindow(size)
+    stop = stop or asyncio.Event()
+    report = RunReport(pipeline.name, size, pipeline.summary_field)
+    first_is_input = names[0] == pipeline.stages[0].name
+    loop = asyncio.get_running_loop()
+    inside: dict[int, Event] = {}
+    sketches = {name: LatencySketch() for name in names}
+    report.stages = sketches
+    done: asyncio.Future[None] = loop.create_future()
+
+    hooks = _stage_hooks(sketches, metrics)
+    operator = pipeline.operator(names, hooks=hooks, capacity=size)
+    if metrics is not None:
+        metrics.sample_backpressure(names[0], lambda: credits.waited_seconds)
+        gates = {name: op for name, op in operator.branches}
+        for name in names:
+            metrics.sample_stage(
+                name,
+                in_flight=lambda g=gates[name]: float(getattr(g.statistics(), "inside", 0)),
+                buffered=lambda g=gates[name]: float(getattr(g.statistics(), "buffered", 0)),
+            )
+    dead_stage = metrics.stage(names[-1]) if metrics is not None else None
+
+    def deliver(event: Event) -> None:
+        ticket = event._ticket
+        inside.pop(id(ticket), None)
+        outcome = "dead_lettered" if event.outcome == "failed" else event.outcome
+        report.count(outcome, event)
+        if event.outcome == "failed" and metrics is not None:
+            metrics.stage(event._failed_in or names[-1]).dead_lettered.inc()
+        entered = getattr(ticket, "read_at", None)
+        if entered is not None:
+            report.end_to_end.add(time.perf_counter() - entered)
+        sink.write(event)
+
+    def fail(error: Exception) -> None:
+        log.error("pipeline %s stopped on a fatal error: %r", pipeline.name, error)
+        report.error = error
+        stop.set()
+        if not done.done():
+            done.set_result(None)
+
+    def completed() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    subject: Subject[Event] = Subject()
+    subscription = operator(subject).subscribe(
+        deliver, fail, completed, scheduler=AsyncIOScheduler(loop)
+    )
+
+    def emit(record: Record, ticket: Ticket) -> None:
+        report.read += 1
+        report.peak_in_flight = max(report.peak_in_flight, credits.in_use)
+        try:
+            if first_is_input:
+                key = record.key.decode("utf-8", "replace") if record.key is not None else None
+                event = decode_input(
+                    record.value,
+                    pipeline.input_model,
+                    origin=record.origin,
+                    key_field=pipeline.key_field,
+                    id_field=pipeline.id_field,
+                    key=key,
+                )
+            else:
+                event = decode_event(record.value)
+        except EventError as exc:
+            report.count("dead_lettered")
+            if dead_stage is not None and metrics is not None:
+                metrics.stage("decode").dead_lettered.inc()
+            sink.reject(record, exc, ticket)
+            return
+        ticket_any: Any = ticket
+        with contextlib.suppress(AttributeError):
+            ticket_any.read_at = time.perf_counter()
+        event._ticket = ticket
+        event._origin = record
+        inside[id(ticket)] = event
+        subject.on_next(event)
+
+    progress_task = None
+    if on_progress is not None:
+        progress_task = loop.create_task(_progress(report, on_progress, progress_interval))
+    try:
+        try:
+            await source.run(emit, credits, stop)
+        except StreamflowError as exc:
+            fail(exc)
+        if report.error is None:
+            subject.on_completed()
+            try:
+                await asyncio.wait_for(asyncio.shield(done), drain_timeout)
+            except TimeoutError:
+                log.warning(
+                    "%d events still in flight after %.1fs; abandoning them",
+                    len(inside),
+                    drain_timeout,
+                )
+        subscription.dispose()
+        for event in list(inside.values()):
+            report.count("interrupted", event)
+            sink.abandon(event)
+        inside.clear()
+        await sink.flush()
+    finally:
+        report.finished = time.perf_counter()
+        report.stopped_early = stop.is_set()
+        if progress_task is not None:
+            progress_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress_task
+            on_progress(report) if on_progress is not None else None
+    return report
+
+
+def _stage_hooks(sketches: dict[str, LatencySketch], metrics: PipelineMetrics | None) -> StageHooks:
+    perf = time.perf_counter
+    stage_metrics = {name: metrics.stage(name) for name in sketches} if metrics else {}
+
+    def on_enter(stage: str, event: Event) -> None:
+        event._entered = (perf(), len(event.trace)) if event.outcome == "ok" else None
+
+    def on_exit(stage: str, event: Event) -> None:
+        entered = event._entered
+        if entered is None:
+            return
+        duration = perf() - entered[0]
+        sketches[stage].add(duration)
+        if event.outcome == "failed":
+            event._failed_in = stage
+        if not stage_metrics:
+            return
+        m = stage_metrics[stage]
+        m.duration.observe(duration)
+        new = event.trace[entered[1] :]
+        if event.outcome == "failed":
+            m.failed.inc()
+        elif any(r.attempt > 1 for r in new):
+            m.retried.inc()
+        else:
+            m.ok.inc()
+        if metrics is not None:
+            for record in new:
+                if record.model is not None:
+                    metrics.model_usage(stage, record)
+
+    return StageHooks(on_enter=on_enter, on_exit=on_exit)
+
+
+async def _progress(
+    report: RunReport, on_progress: Callable[[RunReport], None], interval: float
+) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        on_progress(report)

@@ -1,0 +1,22 @@
+"""Transports: where records come from and where events go."""
+
+from streamflow.transports._base import Emit, Record, Sink, Source
+from streamflow.transports._files import (
+    IterableSource,
+    JsonlFileSource,
+    JsonlSink,
+    StdinSource,
+    side_paths,
+)
+
+__all__ = [
+    "Emit",
+    "IterableSource",
+    "JsonlFileSource",
+    "JsonlSink",
+    "Record",
+    "Sink",
+    "Source",
+    "StdinSource",
+    "side_paths",
+]

@@ -1,0 +1,215 @@
+"""JSONL file and stdio sources and sinks for the in-process runner."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from streamflow.errors import ConfigError, StreamflowError
+from streamflow.events import DeadLetter, ErrorInfo, Event, dumps, encode_event
+from streamflow.ops import CreditWindow, Ticket
+from streamflow.transports._base import Emit, Record
+
+__all__ = ["IterableSource", "JsonlFileSource", "JsonlSink", "StdinSource", "side_paths"]
+
+# Yield to the loop every so many records even when credit is plentiful, so
+# signals, progress and completions get their turn.
+_YIELD_EVERY = 64
+
+
+async def _emit_all(
+    lines: Iterable[tuple[bytes, str]], emit: Emit, window: CreditWindow, stop: asyncio.Event
+) -> int:
+    count = 0
+    for value, origin in lines:
+        if stop.is_set():
+            break
+        if window.available < 1:
+            await window.wait()
+        elif count % _YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+        if stop.is_set():
+            break
+        window.take()
+        emit(Record(value=value, origin=origin), Ticket(window))
+        count += 1
+    return count
+
+
+class JsonlFileSource:
+    """Reads a JSONL file, one record per non-blank line."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(f"input file {str(self.path)!r} does not exist; check --input")
+        self.name = str(self.path)
+
+    def count_lines(self) -> int:
+        """Count non-blank lines (for a progress total)."""
+        with self.path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+
+    def _lines(self) -> Iterator[tuple[bytes, str]]:
+        with self.path.open("rb") as handle:
+            for number, line in enumerate(handle, 1):
+                stripped = line.strip()
+                if stripped:
+                    yield stripped, f"{self.path.name}:{number}"
+
+    async def run(self, emit: Emit, window: CreditWindow, stop: asyncio.Event) -> None:
+        """Emit every line against credit until EOF or ``stop``."""
+        await _emit_all(self._lines(), emit, window, stop)
+
+
+class IterableSource:
+    """Emits records from an in-memory sequence of bytes (tests, benchmarks)."""
+
+    def __init__(self, values: Iterable[bytes], *, name: str = "memory") -> None:
+        self.values = values
+        self.name = name
+
+    async def run(self, emit: Emit, window: CreditWindow, stop: asyncio.Event) -> None:
+        """Emit every value against credit until exhausted or ``stop``."""
+        lines = ((value, f"{self.name}:{i}") for i, value in enumerate(self.values, 1))
+        await _emit_all(lines, emit, window, stop)
+
+
+class StdinSource:
+    """Reads JSONL from standard input without blocking the event loop."""
+
+    name = "stdin"
+
+    def __init__(self, stream: BinaryIO | None = None) -> None:
+        self.stream = stream or sys.stdin.buffer
+
+    async def run(self, emit: Emit, window: CreditWindow, stop: asyncio.Event) -> None:
+        """Emit lines from stdin against credit until EOF or ``stop``."""
+        buffered = b""
+        number = 0
+        while not stop.is_set():
+            chunk = await asyncio.to_thread(self._read_chunk)
+            if not chunk:
+                break
+            buffered += chunk
+            *complete, buffered = buffered.split(b"\n")
+            lines = []
+            for line in complete:
+                number += 1
+                if line.strip():
+                    lines.append((line.strip(), f"stdin:{number}"))
+            await _emit_all(lines, emit, window, stop)
+        if buffered.strip() and not stop.is_set():
+            await _emit_all([(buffered.strip(), f"stdin:{number + 1}")], emit, window, stop)
+
+    def _read_chunk(self) -> bytes:
+        read1 = getattr(self.stream, "read1", None)
+        return read1(65536) if read1 is not None else self.stream.read(65536)
+
+
+def side_paths(output: str | Path) -> tuple[Path, Path]:
+    """Return the dead-letter and review file paths that sit beside ``output``."""
+    out = Path("streamflow.jsonl") if str(output) == "-" else Path(output)
+    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(f"{stem}.dlq.jsonl"), out.with_name(f"{stem}.review.jsonl")
+
+
+class JsonlSink:
+    """Writes events as JSONL: answers to the output, dead letters and reviews beside it.
+
+    A file write is durable enough for one process, so each ticket is
+    released as soon as its line is written.
+    """
+
+    def __init__(
+        self,
+        output: str | Path,
+        *,
+        dlq: str | Path | None = None,
+        review: str | Path | None = None,
+    ) -> None:
+        default_dlq, default_review = side_paths(output)
+        self.output_path = None if str(output) == "-" else Path(output)
+        self.dlq_path = Path(dlq) if dlq else default_dlq
+        self.review_path = Path(review) if review else default_review
+        for path in (self.output_path, self.dlq_path, self.review_path):
+            if path is not None:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ConfigError(f"cannot create folder for {path}: {exc.strerror}") from exc
+        self._out: BinaryIO = (
+            self.output_path.open("wb") if self.output_path else sys.stdout.buffer
+        )
+        self._dlq = self.dlq_path.open("wb")
+        self._review = self.review_path.open("wb")
+        self.written = {"ok": 0, "review": 0, "dead_lettered": 0, "filtered": 0}
+
+    def write(self, event: Event) -> None:
+        """Write ``event`` to the file its outcome names and release its ticket."""
+        if event.outcome == "ok":
+            self._out.write(encode_event(event) + b"\n")
+            self.written["ok"] += 1
+        elif event.outcome == "review":
+            self._review.write(encode_event(event) + b"\n")
+            self.written["review"] += 1
+        elif event.outcome == "failed":
+            self._dead_letter(event)
+        else:
+            self.written["filtered"] += 1
+        _release(event)
+
+    def _dead_letter(self, event: Event, stage: str | None = None) -> None:
+        error = event.error or ErrorInfo(type="Unknown", message=event.reason or "failed")
+        letter = DeadLetter(
+            id=event.id,
+            stage=stage or event._failed_in or error.step,
+            error=error,
+            attempts=event.attempts,
+            event=event,
+        )
+        self._dlq.write(dumps(letter) + b"\n")
+        self.written["dead_lettered"] += 1
+
+    def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
+        """Dead-letter an undecodable record with the reason, then release it."""
+        letter = DeadLetter(
+            id=error.event_id,
+            stage="decode",
+            error=ErrorInfo(type=type(error).__name__, message=str(error), step="decode"),
+            original=record.value.decode("utf-8", errors="replace"),
+            origin=record.origin,
+        )
+        self._dlq.write(dumps(letter) + b"\n")
+        self.written["dead_lettered"] += 1
+        ticket.release()
+
+    def abandon(self, event: Event) -> None:
+        """Dead-letter an event that shutdown could not finish, so nothing is lost."""
+        info = ErrorInfo(
+            type="Interrupted", message="shutdown before the event finished", step="shutdown"
+        )
+        self._dead_letter(event.model_copy(update={"outcome": "failed", "error": info}))
+        _release(event)
+
+    async def flush(self) -> None:
+        """Flush all three files."""
+        for handle in (self._out, self._dlq, self._review):
+            handle.flush()
+
+    async def aclose(self) -> None:
+        """Flush and close the files (stdout stays open)."""
+        await self.flush()
+        for handle in (self._dlq, self._review):
+            handle.close()
+        if self.output_path is not None:
+            self._out.close()
+
+
+def _release(event: Event) -> None:
+    ticket = event._ticket
+    if ticket is not None:
+        ticket.release()
