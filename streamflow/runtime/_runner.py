@@ -169,6 +169,11 @@ async def run_flow(
             sink.abandon(event)
         inside.clear()
         await sink.flush()
+        # Only now is everything read either written or abandoned, so a source
+        # that tracks positions (Kafka) can commit its final watermark.
+        close = getattr(source, "aclose", None)
+        if close is not None:
+            await close()
     finally:
         report.finished = time.perf_counter()
         report.stopped_early = stop.is_set()
