@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import Callable
 
@@ -196,7 +197,7 @@ async def test_retry_gaps_follow_exponential_backoff_capped_at_max_delay() -> No
     policy = RetryPolicy(max_attempts=5, base_delay=1.0, multiplier=2.0, max_delay=5.0, jitter=0)
     result = await run_marbles(map_async(flaky, retry=policy), "a|")
 
-    gaps = [b - a for a, b in zip(attempts_at, attempts_at[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts_at)]
     assert gaps == [1.0, 2.0, 4.0, 5.0]
     (event,) = result.events
     assert event.outcome == "ok"
@@ -218,7 +219,7 @@ async def test_retry_with_jitter_draws_delays_from_the_policy_rng() -> None:
 
     twin = random.Random(7)
     expected = [2.0 * twin.random(), 4.0 * twin.random(), 8.0 * twin.random()]
-    gaps = [b - a for a, b in zip(attempts_at, attempts_at[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts_at)]
     assert gaps == pytest.approx(expected, abs=1e-5)
     assert all(0 <= g <= cap for g, cap in zip(gaps, [2.0, 4.0, 8.0], strict=True))
 
