@@ -1,0 +1,48 @@
+# streamflow — one entry point for developers and CI.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TICKETS := examples/support_tickets/data/tickets.jsonl
+
+.PHONY: run test bench lint graph clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+$(TICKETS): examples/support_tickets/generate_tickets.py | $(VENV)/.installed
+	$(BIN)/python examples/support_tickets/generate_tickets.py --count 2500 --seed 7 --out $@
+
+## make run: stream the example support tickets through classify -> retrieve -> generate -> check
+run: $(VENV)/.installed $(TICKETS)
+	$(BIN)/streamflow run examples/support_tickets/pipeline.py \
+		--input $(TICKETS) --output out/support_tickets.jsonl
+
+## make test: unit, contract and integration tests (starts its own broker)
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+## make bench: throughput, latency and memory against hand-written baselines
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/run.py
+
+## make lint: ruff and mypy --strict
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+graph: $(VENV)/.installed
+	$(BIN)/streamflow graph examples/support_tickets/pipeline.py
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache
