@@ -39,8 +39,6 @@ def load_pipeline(ref: str) -> Pipeline:
     found = getattr(module, attribute, None)
     if found is None:
         raise ConfigError(f"pipeline {ref!r}: no attribute {attribute!r} in {target}")
-    if callable(found) and not isinstance(found, Pipeline):
-        found = found()
     if not isinstance(found, Pipeline):
         raise ConfigError(
             f"pipeline {ref!r}: {attribute!r} is a {type(found).__name__}, not a Pipeline"

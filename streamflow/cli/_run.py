@@ -8,10 +8,8 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
 from streamflow.cli._console import print_summary, progress_bar, stderr
-from streamflow.metrics import PipelineMetrics, open_metrics_server
+from streamflow.metrics import CollectorRegistry, PipelineMetrics, open_metrics_server
 from streamflow.runtime import Pipeline, RunReport, run_flow
 from streamflow.transports import JsonlFileSource, JsonlSink, Source, StdinSource
 
