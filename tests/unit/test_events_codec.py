@@ -1,0 +1,154 @@
+"""The wire format: encode/decode round trips, wrapping plain input, clear decode errors."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from streamflow.errors import DecodeError, PayloadInvalid, StepFailed
+from streamflow.events import (
+    Event,
+    StepRecord,
+    decode_event,
+    decode_input,
+    dumps,
+    encode_event,
+    loads,
+    stable_id,
+)
+
+
+class Ticket(BaseModel):
+    customer: str
+    text: str
+    priority: int = 3
+
+
+def test_event_with_a_pydantic_payload_round_trips() -> None:
+    record = StepRecord(
+        step="classify",
+        started_at=1700000000.5,
+        duration_s=0.25,
+        attempt=2,
+        model="linear",
+        tokens_in=40,
+        tokens_out=2,
+        cost_usd=0.0001,
+    )
+    event = Event(
+        id="t-1", key="c42", payload=Ticket(customer="c42", text="refund please"), attempts=2
+    ).traced(record)
+
+    decoded = decode_event(encode_event(event), Ticket)
+
+    assert decoded == event
+    assert isinstance(decoded.payload, Ticket)
+    assert decoded.payload.text == "refund please"
+    assert decoded.trace[0].tokens_in == 40
+
+
+def test_failed_event_keeps_its_error_across_the_wire() -> None:
+    event = Event(id="t-2", payload={"text": "x"}).failed(
+        StepFailed("no answer found"), step="generate"
+    )
+
+    decoded = decode_event(encode_event(event))
+
+    assert decoded.outcome == "failed"
+    assert decoded.error is not None
+    assert (decoded.error.type, decoded.error.message, decoded.error.step) == (
+        "StepFailed",
+        "no answer found",
+        "generate",
+    )
+    assert decoded.reason == "no answer found"
+
+
+def test_runtime_bookkeeping_never_goes_on_the_wire() -> None:
+    event = Event(id="t-3", payload={})
+    event._ticket = object()
+
+    assert b"ticket" not in encode_event(event)
+    assert decode_event(encode_event(event))._ticket is None
+
+
+def test_decode_input_wraps_plain_json_with_an_id_stable_per_origin() -> None:
+    line = b'{"customer": "c7", "text": "my order is late"}'
+
+    first = decode_input(line, Ticket, origin="tickets.jsonl:12", key_field="customer")
+    again = decode_input(line, Ticket, origin="tickets.jsonl:12", key_field="customer")
+    other = decode_input(line, Ticket, origin="tickets.jsonl:13", key_field="customer")
+
+    assert first.id == again.id == stable_id("tickets.jsonl:12")
+    assert other.id != first.id
+    assert first.key == "c7"
+    assert first.payload == Ticket(customer="c7", text="my order is late")
+    assert first.trace == [] and first.outcome == "ok"
+
+
+def test_decode_input_prefers_the_records_own_id_and_an_explicit_key() -> None:
+    line = b'{"id": 981, "customer": "c7", "text": "hi"}'
+
+    event = decode_input(line, None, origin="in:0:5", key_field="customer", key="kafka-key")
+
+    assert event.id == "981"
+    assert event.key == "kafka-key"
+    assert event.payload == {"id": 981, "customer": "c7", "text": "hi"}
+
+
+@pytest.mark.parametrize("data", [b"{not json", b"", b'{"text": "cut off'])
+def test_invalid_json_is_a_decode_error(data: bytes) -> None:
+    with pytest.raises(DecodeError, match="not valid JSON"):
+        decode_input(data, Ticket, origin="f:1")
+    with pytest.raises(DecodeError):
+        loads(data)
+
+
+def test_json_that_is_not_an_object_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="expected a JSON object, got list"):
+        decode_input(b"[1, 2]", None, origin="f:1")
+
+
+def test_bytes_without_an_envelope_are_not_an_event() -> None:
+    with pytest.raises(DecodeError, match="'id' and 'payload'"):
+        decode_event(b'{"text": "hi"}')
+
+
+def test_payload_that_does_not_fit_the_model_names_the_field() -> None:
+    with pytest.raises(PayloadInvalid) as caught:
+        decode_input(b'{"customer": "c1", "priority": "high"}', Ticket, origin="f:9")
+
+    message = str(caught.value)
+    assert "Ticket" in message
+    assert "text" in message
+    assert "priority" in message
+    assert caught.value.event_id == stable_id("f:9")
+
+
+def test_envelope_payload_is_validated_against_the_model() -> None:
+    data = encode_event(Event(id="e1", payload={"customer": "c1"}))
+
+    with pytest.raises(PayloadInvalid, match="text"):
+        decode_event(data, Ticket)
+
+
+def test_full_envelope_passes_through_decode_input() -> None:
+    upstream = Event(id="e-77", key="c9", payload=Ticket(customer="c9", text="hello")).traced(
+        StepRecord(step="classify", started_at=1.0, duration_s=0.5)
+    )
+
+    event = decode_input(encode_event(upstream), Ticket, origin="support.classify:0:3")
+
+    assert event.id == "e-77"
+    assert event.key == "c9"
+    assert [r.step for r in event.trace] == ["classify"]
+    assert event.payload == Ticket(customer="c9", text="hello")
+
+
+def test_dumps_serialises_models_and_sets() -> None:
+    value = {"ticket": Ticket(customer="c", text="t"), "labels": {"b", "a"}}
+
+    assert loads(dumps(value)) == {
+        "ticket": {"customer": "c", "text": "t", "priority": 3},
+        "labels": ["a", "b"],
+    }
