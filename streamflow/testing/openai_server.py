@@ -26,20 +26,36 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import hashlib
-import math
 import random
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import h11
 
 from streamflow.errors import ConfigError, DecodeError
-from streamflow.events import dumps, loads
+from streamflow.events import loads
+from streamflow.testing._http11 import (
+    ABANDONED,
+    ClientGone,
+    Exchange,
+    Reply,
+    send_reply,
+    serve_connection,
+)
+from streamflow.testing._openai_wire import (
+    chat_reply,
+    count_tokens,
+    default_reply,
+    embeddings_reply,
+    error_reply,
+    hashed_embedding,
+    invalid_request,
+    json_reply,
+    retry_after_headers,
+)
 
 __all__ = [
     "Fault",
@@ -52,26 +68,8 @@ __all__ = [
     "serve_openai_in_thread",
 ]
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
-_PIECE = re.compile(r"\s*\S+\s*|\s+")
-_MAX_BODY = 16 * 1024 * 1024
-_READ_SIZE = 65536
-_ABANDONED = 499  # nginx's code for "the client closed the connection first"
-
 Latency = float | Callable[[dict[str, Any]], float]
 ReplyFn = Callable[[dict[str, Any]], str]
-
-
-def count_tokens(text: str) -> int:
-    """Count tokens the way the test server does: words and punctuation marks.
-
-    Args:
-        text: any text.
-
-    Returns:
-        The number of word runs plus the number of punctuation characters.
-    """
-    return len(_TOKEN.findall(text))
 
 
 @dataclass(frozen=True)
@@ -117,20 +115,6 @@ class Fault:
     retry_after: float | None = None
     retry_after_header: str | None = None
     message: str = "injected fault"
-
-
-@dataclass
-class _Reply:
-    status: int
-    body: bytes = b""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    chunks: list[bytes] | None = None  # streamed as SSE when set
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class _ClientGone(Exception):
-    """The client closed the connection while we were answering."""
 
 
 class OpenAIServer:
@@ -204,6 +188,7 @@ class OpenAIServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._counter = 0
+        self._closing = False
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -220,6 +205,7 @@ class OpenAIServer:
 
     async def aclose(self) -> None:
         """Stop listening and drop every open connection."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
@@ -314,56 +300,28 @@ class OpenAIServer:
         assert task is not None
         self._connections.add(task)
         try:
-            await self._serve_connection(reader, writer)
+            await serve_connection(reader, writer, self._answer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Cancelled by aclose(): end quietly, since asyncio's stream callback
+            # on Python 3.11 reports a cancelled connection task as an error.
+            if not self._closing:
+                raise
         finally:
             self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        conn = h11.Connection(h11.SERVER)
-        while True:
-            try:
-                request = await _next_request(conn, reader)
-            except h11.RemoteProtocolError as exc:
-                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    status = exc.error_status_hint
-                    writer.write(conn.send(_response(status, _error_body(str(exc), status))))
-                    writer.write(conn.send(h11.Data(data=_error_body(str(exc), status))))
-                    writer.write(conn.send(h11.EndOfMessage()))
-                    await writer.drain()
-                return
-            if request is None:
-                return
-            head, body = request
-            await self._answer(conn, reader, writer, head, body)
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                return
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
-                return
-
-    async def _answer(
-        self,
-        conn: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        head: h11.Request,
-        body: bytes,
-    ) -> None:
+    async def _answer(self, exchange: Exchange, head: h11.Request, body: bytes) -> None:
         started = time.time()
         method = head.method.decode("ascii", "replace")
         path = head.target.decode("ascii", "replace").split("?", 1)[0]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in head.headers}
         payload: dict[str, Any] = {}
         model: str | None = None
-        reply: _Reply
+        reply: Reply
         try:
             if body:
                 parsed = loads(body)
@@ -371,18 +329,18 @@ class OpenAIServer:
                     raise DecodeError("the request body must be a JSON object")
                 payload = parsed
                 model = payload.get("model") if isinstance(payload.get("model"), str) else None
-            reply = await self._route(method, path, headers, payload, conn, reader)
+            reply = await self._route(exchange, method, path, headers, payload)
         except DecodeError as exc:
-            reply = _error(400, f"invalid JSON body: {exc}", "invalid_request_error")
-        except _ClientGone:
+            reply = error_reply(400, f"invalid JSON body: {exc}", "invalid_request_error")
+        except ClientGone:
             await self._record(
-                ServedRequest(started, time.time(), method, path, model, _ABANDONED, abandoned=True)
+                ServedRequest(started, time.time(), method, path, model, ABANDONED, abandoned=True)
             )
             raise ConnectionResetError("client went away") from None
         abandoned = False
         try:
-            await _send(conn, reader, writer, reply, self.chunk_delay)
-        except (_ClientGone, ConnectionError):
+            await send_reply(exchange, reply, self.chunk_delay)
+        except (ClientGone, ConnectionError):
             abandoned = True
         billed = reply.status == 200 and not abandoned
         await self._record(
@@ -392,7 +350,7 @@ class OpenAIServer:
                 method=method,
                 path=path,
                 model=model,
-                status=_ABANDONED if abandoned else reply.status,
+                status=ABANDONED if abandoned else reply.status,
                 prompt_tokens=reply.prompt_tokens if billed else 0,
                 completion_tokens=reply.completion_tokens if billed else 0,
                 stream=reply.chunks is not None,
@@ -404,45 +362,47 @@ class OpenAIServer:
 
     async def _route(
         self,
+        exchange: Exchange,
         method: str,
         path: str,
         headers: dict[str, str],
         payload: dict[str, Any],
-        conn: h11.Connection,
-        reader: asyncio.StreamReader,
-    ) -> _Reply:
+    ) -> Reply:
         routes = {
             "/v1/chat/completions": "POST",
             "/v1/embeddings": "POST",
             "/v1/models": "GET",
         }
         if path not in routes:
-            return _error(404, f"no route for {path}", "invalid_request_error")
+            return error_reply(404, f"no route for {path}", "invalid_request_error")
         if method != routes[path]:
-            return _error(405, f"{method} is not allowed on {path}", "invalid_request_error")
+            return error_reply(405, f"{method} is not allowed on {path}", "invalid_request_error")
         auth = self._check_auth(headers)
         if auth is not None:
             return auth
         if path == "/v1/models":
             data = [{"id": m, "object": "model", "owned_by": "streamflow"} for m in self.models]
-            return _json(200, {"object": "list", "data": data})
-        problem = _invalid_request(path, payload)
+            return json_reply(200, {"object": "list", "data": data})
+        problem = invalid_request(path, payload)
         if problem is not None:
-            return _error(400, problem, "invalid_request_error")
+            return error_reply(400, problem, "invalid_request_error")
         refusal = self._refusal(headers)
         if refusal is not None:
             return refusal
         delay = self.latency(payload) if callable(self.latency) else self.latency
         if delay > 0:
-            await _sleep_unless_gone(delay, conn, reader)
+            await exchange.sleep(delay)
         if path == "/v1/embeddings":
-            return self._embeddings(payload)
-        return self._chat(payload)
+            return embeddings_reply(payload, dims=self.embedding_dims, tokenizer=self.tokenizer)
+        content = self.reply(payload) if self.reply is not None else default_reply(payload)
+        self._counter += 1
+        ident = f"chatcmpl-{self._counter:08d}"
+        return chat_reply(payload, content, ident=ident, tokenizer=self.tokenizer)
 
-    def _check_auth(self, headers: dict[str, str]) -> _Reply | None:
+    def _check_auth(self, headers: dict[str, str]) -> Reply | None:
         if self.api_key is None or headers.get("authorization") == f"Bearer {self.api_key}":
             return None
-        return _error(
+        return error_reply(
             401, self._with_headers("Incorrect API key provided", headers), "invalid_api_key"
         )
 
@@ -451,306 +411,37 @@ class OpenAIServer:
             return message
         return f"{message}; request headers: {headers}"
 
-    def _refusal(self, headers: dict[str, str]) -> _Reply | None:
+    def _refusal(self, headers: dict[str, str]) -> Reply | None:
         """The 429/5xx answer this request gets, if any (faults, capacity, random)."""
         with self._lock:
             fault = self._faults.popleft() if self._faults else None
         if fault is not None:
-            reply = _error(fault.status, self._with_headers(fault.message, headers), "fault")
+            reply = error_reply(fault.status, self._with_headers(fault.message, headers), "fault")
             if fault.retry_after_header is not None:
                 reply.headers.append(("retry-after", fault.retry_after_header))
             elif fault.retry_after is not None:
-                reply.headers.extend(_retry_after_headers(fault.retry_after))
+                reply.headers.extend(retry_after_headers(fault.retry_after))
             return reply
         if self.capacity_rps is not None:
             now = time.monotonic()
             while self._admitted and now - self._admitted[0] >= 1.0:
                 self._admitted.popleft()
             if len(self._admitted) >= self.capacity_rps:
-                reply = _error(429, "capacity exceeded: too many requests", "rate_limit_exceeded")
-                reply.headers.extend(_retry_after_headers(1.0 - (now - self._admitted[0])))
+                reply = error_reply(
+                    429, "capacity exceeded: too many requests", "rate_limit_exceeded"
+                )
+                reply.headers.extend(retry_after_headers(1.0 - (now - self._admitted[0])))
                 return reply
             self._admitted.append(now)
         if self.rate_limit_rate and self._rng.random() < self.rate_limit_rate:
-            reply = _error(429, "rate limit reached", "rate_limit_exceeded")
-            reply.headers.extend(_retry_after_headers(self.retry_after))
+            reply = error_reply(429, "rate limit reached", "rate_limit_exceeded")
+            reply.headers.extend(retry_after_headers(self.retry_after))
             return reply
         if self.error_rate and self._rng.random() < self.error_rate:
-            return _error(
+            return error_reply(
                 500, self._with_headers("the server had an error", headers), "server_error"
             )
         return None
-
-    # -- model answers ---------------------------------------------------------
-
-    def _next_id(self, prefix: str) -> str:
-        self._counter += 1
-        return f"{prefix}-{self._counter:08d}"
-
-    def _chat(self, payload: dict[str, Any]) -> _Reply:
-        messages: list[dict[str, Any]] = payload["messages"]
-        model = str(payload["model"])
-        prompt_tokens = sum(self.tokenizer(_text_of(m.get("content"))) for m in messages)
-        content = self.reply(payload) if self.reply is not None else _default_reply(payload)
-        finish = "stop"
-        max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
-        if isinstance(max_tokens, int) and max_tokens > 0:
-            cut = _truncate_tokens(content, max_tokens)
-            if cut != content:
-                content, finish = cut, "length"
-        completion_tokens = self.tokenizer(content)
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-        ident, created = self._next_id("chatcmpl"), int(time.time())
-        if not payload.get("stream"):
-            body = {
-                "id": ident,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": usage,
-            }
-            reply = _json(200, body)
-        else:
-            options = payload.get("stream_options") or {}
-            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            base = {"id": ident, "object": "chat.completion.chunk", "created": created}
-            base["model"] = model
-            deltas: list[tuple[dict[str, Any], str | None]] = [
-                ({"role": "assistant", "content": ""}, None)
-            ]
-            deltas += [({"content": piece}, None) for piece in _PIECE.findall(content)]
-            deltas.append(({}, finish))
-            chunks = []
-            for delta, reason in deltas:
-                chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}
-                if include_usage:
-                    chunk["usage"] = None
-                chunks.append(_sse(chunk))
-            if include_usage:
-                chunks.append(_sse({**base, "choices": [], "usage": usage}))
-            chunks.append(b"data: [DONE]\n\n")
-            reply = _Reply(200, headers=[("content-type", "text/event-stream")], chunks=chunks)
-        reply.prompt_tokens, reply.completion_tokens = prompt_tokens, completion_tokens
-        return reply
-
-    def _embeddings(self, payload: dict[str, Any]) -> _Reply:
-        raw = payload["input"]
-        texts: list[str] = [raw] if isinstance(raw, str) else list(raw)
-        dims = payload.get("dimensions") or self.embedding_dims
-        data = [
-            {"object": "embedding", "index": i, "embedding": hashed_embedding(text, dims)}
-            for i, text in enumerate(texts)
-        ]
-        tokens = sum(self.tokenizer(text) for text in texts)
-        body = {
-            "object": "list",
-            "data": data,
-            "model": payload["model"],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-        reply = _json(200, body)
-        reply.prompt_tokens = tokens
-        return reply
-
-
-def hashed_embedding(text: str, dims: int) -> list[float]:
-    """A unit vector for ``text``: its lower-cased words hashed into ``dims`` buckets.
-
-    Texts that share words get similar vectors, so retrieval demos behave
-    sensibly; a text with no words is hashed whole.
-    """
-    vector = [0.0] * dims
-    words = re.findall(r"\w+", text.lower()) or [text]
-    for word in words:
-        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
-        bucket = int.from_bytes(digest[:4], "little") % dims
-        vector[bucket] += 1.0 if digest[4] & 1 else -1.0
-    norm = math.sqrt(sum(v * v for v in vector))
-    if norm == 0.0:
-        vector[0], norm = 1.0, 1.0
-    return [v / norm for v in vector]
-
-
-def _invalid_request(path: str, payload: dict[str, Any]) -> str | None:
-    if not isinstance(payload.get("model"), str) or not payload["model"]:
-        return "you must provide a model parameter"
-    if path == "/v1/embeddings":
-        raw = payload.get("input")
-        ok = isinstance(raw, str) or (
-            isinstance(raw, list) and bool(raw) and all(isinstance(t, str) for t in raw)
-        )
-        dims = payload.get("dimensions")
-        if dims is not None and (not isinstance(dims, int) or dims < 1):
-            return "'dimensions' must be a positive integer"
-        return None if ok else "'input' must be a string or a non-empty list of strings"
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "'messages' must be a non-empty list"
-    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-        return "each message must be an object with a 'role'"
-    return None
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""
-
-
-def _default_reply(payload: dict[str, Any]) -> str:
-    question = ""
-    for message in reversed(payload["messages"]):
-        if message.get("role") == "user":
-            question = " ".join(_text_of(message.get("content")).split())
-            break
-    if len(question) > 200:
-        question = question[:197] + "..."
-    answer = f'You asked: "{question}". This is a short answer from the local test model.'
-    response_format = payload.get("response_format") or {}
-    if isinstance(response_format, dict) and response_format.get("type") in (
-        "json_object",
-        "json_schema",
-    ):
-        return dumps({"answer": answer, "question": question}).decode()
-    return answer
-
-
-def _truncate_tokens(text: str, limit: int) -> str:
-    for count, match in enumerate(_TOKEN.finditer(text), start=1):
-        if count == limit:
-            return text[: match.end()]
-    return text
-
-
-def _retry_after_headers(seconds: float) -> list[tuple[str, str]]:
-    # Retry-After takes whole seconds; OpenAI adds retry-after-ms for precision.
-    seconds = max(0.0, seconds)
-    return [
-        ("retry-after", str(math.ceil(seconds))),
-        ("retry-after-ms", str(round(seconds * 1000))),
-    ]
-
-
-def _json(status: int, body: dict[str, Any]) -> _Reply:
-    return _Reply(status, dumps(body), [("content-type", "application/json")])
-
-
-def _error_body(message: str, status: int, kind: str = "error") -> bytes:
-    return dumps({"error": {"message": message, "type": kind, "param": None, "code": status}})
-
-
-def _error(status: int, message: str, kind: str) -> _Reply:
-    return _Reply(
-        status, _error_body(message, status, kind), [("content-type", "application/json")]
-    )
-
-
-def _sse(chunk: dict[str, Any]) -> bytes:
-    return b"data: " + dumps(chunk) + b"\n\n"
-
-
-def _response(
-    status: int, body: bytes | None, headers: Sequence[tuple[str, str]] = ()
-) -> h11.Response:
-    fields = [("server", "streamflow-openai-test"), *headers]
-    if body is not None:
-        fields.append(("content-length", str(len(body))))
-    return h11.Response(status_code=status, headers=fields)
-
-
-async def _next_request(
-    conn: h11.Connection, reader: asyncio.StreamReader
-) -> tuple[h11.Request, bytes] | None:
-    """Read one whole request (head and body); None when the client closed cleanly."""
-    head: h11.Request | None = None
-    body = bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await reader.read(_READ_SIZE)
-            conn.receive_data(data)
-            if not data and head is None and conn.their_state is h11.IDLE:
-                return None
-        elif isinstance(event, h11.Request):
-            head = event
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > _MAX_BODY:
-                raise h11.RemoteProtocolError("request body too large", error_status_hint=413)
-        elif isinstance(event, h11.EndOfMessage):
-            assert head is not None
-            return head, bytes(body)
-        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-            return None
-
-
-async def _sleep_unless_gone(
-    seconds: float, conn: h11.Connection, reader: asyncio.StreamReader
-) -> None:
-    """Sleep, but raise _ClientGone as soon as the client closes the connection.
-
-    A client that times out closes its socket; watching for that end-of-file is
-    how the server notices an abandoned request instead of answering into the void.
-    """
-    sleeper = asyncio.ensure_future(asyncio.sleep(seconds))
-    try:
-        while not sleeper.done():
-            watcher = asyncio.ensure_future(reader.read(_READ_SIZE))
-            done, _ = await asyncio.wait({sleeper, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if watcher not in done:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                    await watcher
-                break
-            try:
-                data = watcher.result()
-            except ConnectionError:
-                data = b""
-            if not data:
-                raise _ClientGone()
-            # Bytes of a pipelined next request: h11 keeps them for the next cycle.
-            conn.receive_data(data)
-    finally:
-        sleeper.cancel()
-
-
-async def _send(
-    conn: h11.Connection,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    reply: _Reply,
-    chunk_delay: float,
-) -> None:
-    if reply.chunks is None:
-        writer.write(conn.send(_response(reply.status, reply.body, reply.headers)))
-        writer.write(conn.send(h11.Data(data=reply.body)))
-        writer.write(conn.send(h11.EndOfMessage()))
-        await writer.drain()
-        return
-    # No content-length: h11 frames the stream with chunked transfer encoding.
-    headers = [*reply.headers, ("cache-control", "no-cache")]
-    writer.write(conn.send(_response(reply.status, None, headers)))
-    await writer.drain()
-    for index, chunk in enumerate(reply.chunks):
-        if index and chunk_delay > 0:
-            await _sleep_unless_gone(chunk_delay, conn, reader)
-        writer.write(conn.send(h11.Data(data=chunk)))
-        await writer.drain()
-    writer.write(conn.send(h11.EndOfMessage()))
-    await writer.drain()
 
 
 @contextlib.asynccontextmanager
