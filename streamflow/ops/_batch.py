@@ -74,7 +74,7 @@ def batch_async(
         raise ConfigError("batch_async: max_size and concurrency must be >= 1")
     if max_wait <= 0:
         raise ConfigError("batch_async: max_wait must be > 0 seconds")
-    step = name or getattr(fn, "__name__", "batch")
+    step: str = name or str(getattr(fn, "__name__", "batch"))
     counters = {"batches": 0, "largest": 0, "buffered": 0, "running": 0}
 
     def operator(source: Observable[Event]) -> Observable[Event]:

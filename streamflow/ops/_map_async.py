@@ -7,6 +7,7 @@ flat_map/merge, which cost far more per event and do not bound eager work.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -99,7 +100,7 @@ def map_async(
         raise ConfigError(f"map_async: capacity must be >= 1, got {capacity}")
     if ordered not in (False, True, "key"):
         raise ConfigError(f"map_async: ordered must be False, True or 'key', got {ordered!r}")
-    step = name or getattr(fn, "__name__", "step")
+    step: str = name or str(getattr(fn, "__name__", "step"))
     mode: Ordering = "input" if ordered is True else "key" if ordered == "key" else "unordered"
     states: list[_MapState] = []
 
@@ -300,9 +301,9 @@ class _MapState:
                 run_step(self.fn, event, step=self.step, timeout=self.timeout, retry=self.retry)
             )
             self.tasks.add(task)
-            task.add_done_callback(lambda t, s=seq, k=event.key: self._finished(t, s, k))
+            task.add_done_callback(functools.partial(self._finished, seq=seq, key=event.key))
 
-    def _finished(self, task: asyncio.Task[Event], seq: int, key: str | None) -> None:
+    def _finished(self, task: asyncio.Task[Event], *, seq: int, key: str | None) -> None:
         self.tasks.discard(task)
         if self.stopped or task.cancelled():
             return
@@ -318,7 +319,7 @@ class _MapState:
         exc = task.exception()
         if exc is not None:
             self.stopped = True
-            self.observer.on_error(exc)
+            self.observer.on_error(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             return
         self._emit(seq, task.result())
         self._pump()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -213,8 +214,8 @@ class Pipeline:
                     concurrency=stage.concurrency or self.window,
                     capacity=capacity or self.window,
                     name=stage.name,
-                    on_enter=(lambda e, n=stage.name, f=on_enter: f(n, e)) if on_enter else None,
-                    on_exit=(lambda e, n=stage.name, f=on_exit: f(n, e)) if on_exit else None,
+                    on_enter=functools.partial(on_enter, stage.name) if on_enter else None,
+                    on_exit=functools.partial(on_exit, stage.name) if on_exit else None,
                 )
             )
         return pipe(*gated, name=self.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import contextlib
 import logging
 import time
@@ -15,7 +16,7 @@ from reactivex.subject import Subject
 from streamflow.errors import EventError, StreamflowError
 from streamflow.events import Event, decode_event, decode_input
 from streamflow.metrics import PipelineMetrics
-from streamflow.ops import CreditWindow, Ticket
+from streamflow.ops import CreditWindow, Operator, Ticket
 from streamflow.runtime._pipeline import Pipeline, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.transports import Record, Sink, Source
@@ -78,12 +79,12 @@ async def run_flow(
     operator = pipeline.operator(names, hooks=hooks, capacity=size)
     if metrics is not None:
         metrics.sample_backpressure(names[0], lambda: credits.waited_seconds)
-        gates = {name: op for name, op in operator.branches}
+        gates = dict(operator.branches)
         for name in names:
             metrics.sample_stage(
                 name,
-                in_flight=lambda g=gates[name]: float(getattr(g.statistics(), "inside", 0)),
-                buffered=lambda g=gates[name]: float(getattr(g.statistics(), "buffered", 0)),
+                in_flight=functools.partial(_gate_stat, gates[name], "inside"),
+                buffered=functools.partial(_gate_stat, gates[name], "buffered"),
             )
     dead_stage = metrics.stage(names[-1]) if metrics is not None else None
 
@@ -183,6 +184,10 @@ async def run_flow(
                 await progress_task
             on_progress(report) if on_progress is not None else None
     return report
+
+
+def _gate_stat(gate: Operator, field: str) -> float:
+    return float(getattr(gate.statistics(), field, 0))
 
 
 def _stage_hooks(sketches: dict[str, LatencySketch], metrics: PipelineMetrics | None) -> StageHooks:
