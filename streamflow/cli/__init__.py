@@ -35,6 +35,8 @@ pipeline_argument = click.argument("pipeline", metavar="PIPELINE")
 @click.option("--window", type=click.IntRange(min=1), default=None, help="Most events in flight.")
 @click.option("--drain-timeout", type=float, default=30.0, show_default=True,
               help="Seconds to finish in-flight work on stop.")
+@click.option("--broker", default=None, metavar="HOST:PORT",
+              help="Run the stages as Kafka workers with topics between them.")
 def run(
     pipeline: str,
     input_path: str,
@@ -44,6 +46,7 @@ def run(
     no_progress: bool,
     window: int | None,
     drain_timeout: float,
+    broker: str | None,
 ) -> None:
     """Run every stage of PIPELINE in this process, from --input to --output.
 
@@ -52,6 +55,19 @@ def run(
     from streamflow.cli._run import run_in_process
 
     loaded = load_pipeline(pipeline)
+    if broker is not None:
+        from streamflow.cli._kafka import run_through_topics
+
+        report = asyncio.run(
+            run_through_topics(
+                loaded, broker=broker, input_path=input_path, output_path=output_path,
+                dlq_path=dlq, metrics_port=metrics_port, progress=not no_progress,
+                window=window, drain_timeout=drain_timeout,
+            )
+        )
+        if report.error is not None:
+            raise StreamflowError(f"run stopped: {type(report.error).__name__}: {report.error}")
+        return
     report = asyncio.run(
         run_in_process(
             loaded, input_path=input_path, output_path=output_path, dlq_path=dlq,
@@ -101,5 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+from streamflow.cli import _kafka  # noqa: E402,F401  (registers the Kafka commands)
+
 if __name__ == "__main__":
     raise SystemExit(main())
+
