@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import Callable
 
 import pytest
 
 from streamflow.errors import ConfigError, RateLimited, TopologyError, Unavailable
 from streamflow.events import Event, StepRecord
-from streamflow.ops import MapStatistics, RetryPolicy, map_async, pipe
+from streamflow.ops import MapStatistics, RetryPolicy, StepFn, map_async, pipe
 from streamflow.testing.marbles import events_from_marbles, parse_marbles, run_marbles
 
 pytestmark = pytest.mark.looptime
@@ -21,7 +20,7 @@ def now() -> float:
     return asyncio.get_running_loop().time()
 
 
-def sleeping(delays: dict[str, float]) -> Callable[[Event], object]:
+def sleeping(delays: dict[str, float]) -> StepFn:
     """A step that sleeps ``delays[event.id]`` seconds and tags the payload."""
 
     async def step(event: Event) -> Event:
@@ -415,3 +414,24 @@ def test_ordered_upstream_satisfies_a_key_ordered_step(upstream: bool | str) -> 
 
     assert chain.ordering == "key"
     assert [name for name, _ in chain.branches] == ["a", "b"]
+
+
+async def test_disposing_the_subscription_cancels_calls_in_flight() -> None:
+    cancelled: list[float] = []
+
+    async def long_call(event: Event) -> Event:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(now())
+            raise
+        return event
+
+    out: list[Event] = []
+    subscription = map_async(long_call)(events_from_marbles("ab")).subscribe(out.append)
+    await asyncio.sleep(5)
+    subscription.dispose()
+    await asyncio.sleep(0)
+
+    assert cancelled == [5.0, 5.0]
+    assert out == []
