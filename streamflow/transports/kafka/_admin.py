@@ -1,0 +1,301 @@
+"""Topic administration and simple produce/consume helpers (CLI, tests, tooling)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streamflow.errors import DecodeError
+from streamflow.events import loads
+from streamflow.transports.kafka._errors import map_kafka_error
+from streamflow.transports.kafka._settings import KafkaSettings
+
+__all__ = ["consume_events", "create_topics", "describe_topics", "produce_lines"]
+
+# Error code 36: the topic exists already, which is what we wanted.
+_TOPIC_EXISTS = TopicAlreadyExistsError.errno
+
+
+async def create_topics(
+    settings: KafkaSettings, topics: list[str], *, partitions: int = 3, replication: int = 1
+) -> list[str]:
+    """Create ``topics``; ones that exist already are left as they are.
+
+    Args:
+        settings: where the broker is.
+        topics: topic names.
+        partitions: partitions per new topic.
+        replication: replication factor per new topic.
+
+    Returns:
+        The topics that were created now.
+
+    Raises:
+        TransportError: the broker could not be reached or refused a topic.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap,
+        client_id=settings.client_id,
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    try:
+        await admin.start()
+        response = await admin.create_topics(
+            [NewTopic(name, partitions, replication) for name in topics]
+        )
+    except (KafkaError, OSError) as exc:
+        raise map_kafka_error(exc) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    created = []
+    for row in response.topic_errors:
+        name, code = row[0], row[1]
+        if code == 0:
+            created.append(name)
+        elif code != _TOPIC_EXISTS:
+            message = row[2] if len(row) > 2 else None
+            error = KafkaError(f"creating topic {name!r} failed with code {code}: {message}")
+            raise map_kafka_error(error, topic=name)
+    return created
+
+
+async def describe_topics(
+    settings: KafkaSettings, topics: list[str], groups: list[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Describe ``topics``: partitions, end offsets and the committed offsets of ``groups``.
+
+    End offsets are the high watermarks that fetch responses report. (Tansu
+    answers ListOffsets "latest" with the base offset of the last batch plus
+    one, so the larger of both answers is taken.) Committed offsets are read
+    with OffsetFetch through a consumer that does not join the group, because
+    the admin client's OffsetFetch version is not understood by every broker.
+
+    Args:
+        settings: where the broker is.
+        topics: topic names; unknown ones are reported with no partitions.
+        groups: consumer groups whose committed offsets to include.
+
+    Returns:
+        ``{topic: {"partitions": n, "end_offsets": {p: end}, "committed": {group: {p: off}},
+        "lag": {group: {p: end - committed}}}}``.
+
+    Raises:
+        TransportError: the broker could not be reached.
+    """
+    groups = groups or []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        client_id=settings.client_id,
+        enable_auto_commit=False,
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    result: dict[str, dict[str, Any]] = {}
+    try:
+        await consumer.start()
+        all_tps: list[TopicPartition] = []
+        for topic in topics:
+            parts = consumer.partitions_for_topic(topic)
+            if parts is None:
+                with contextlib.suppress(KafkaError):
+                    await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic)
+            numbers = sorted(parts or ())
+            result[topic] = {"partitions": len(numbers), "end_offsets": {}, "committed": {}}
+            all_tps.extend(TopicPartition(topic, p) for p in numbers)
+        ends = await _end_offsets(consumer, all_tps) if all_tps else {}
+        for tp, end in ends.items():
+            result[tp.topic]["end_offsets"][tp.partition] = end
+    except (KafkaError, OSError) as exc:
+        raise map_kafka_error(exc) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+    for group in groups:
+        committed = await _committed(settings, group, all_tps)
+        for topic in topics:
+            offsets = {tp.partition: off for tp, off in committed.items() if tp.topic == topic}
+            result[topic]["committed"][group] = offsets
+            result[topic].setdefault("lag", {})[group] = {
+                p: max(0, end - offsets.get(p, 0))
+                for p, end in result[topic]["end_offsets"].items()
+            }
+    return result
+
+
+async def _end_offsets(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], wait: float = 2.0
+) -> dict[TopicPartition, int]:
+    listed: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, listed.get(tp, 0))
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(consumer.highwater(tp) is None for tp in tps):
+        await consumer.getmany(timeout_ms=100)
+    return {tp: max(listed.get(tp, 0), consumer.highwater(tp) or 0) for tp in tps}
+
+
+async def _committed(
+    settings: KafkaSettings, group: str, tps: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        client_id=settings.client_id,
+        group_id=group,
+        enable_auto_commit=False,
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    offsets = {}
+    try:
+        await consumer.start()
+        for tp in tps:
+            value = await consumer.committed(tp)
+            if value is not None:
+                offsets[tp] = value
+    except (KafkaError, OSError) as exc:
+        raise map_kafka_error(exc) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+    return offsets
+
+
+async def produce_lines(
+    settings: KafkaSettings,
+    topic: str,
+    lines: AsyncIterable[bytes] | Iterable[bytes],
+    *,
+    key_field: str | None,
+) -> int:
+    """Produce each non-blank line as one record; the key is ``key_field`` of the JSON line.
+
+    Args:
+        settings: where the broker is.
+        topic: the topic to write.
+        lines: JSON lines (bytes).
+        key_field: a top-level field whose value becomes the Kafka key (None: no key).
+
+    Returns:
+        How many records the broker acknowledged.
+
+    Raises:
+        DecodeError: a line is not JSON while ``key_field`` is set.
+        TransportError: the broker could not be reached or refused a write.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        client_id=settings.client_id,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    pending: list[asyncio.Future[Any]] = []
+    count = 0
+    try:
+        await producer.start()
+
+        async def send(line: bytes) -> None:
+            nonlocal count
+            value = line.strip()
+            if not value:
+                return
+            key = None
+            if key_field is not None:
+                raw = loads(value)
+                if not isinstance(raw, dict):
+                    raise DecodeError(f"line {count + 1} is not a JSON object")
+                if raw.get(key_field) is not None:
+                    key = str(raw[key_field]).encode()
+            pending.append(await producer.send(topic, value, key=key))
+            count += 1
+            if len(pending) >= 10_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+
+        if isinstance(lines, AsyncIterable):
+            async for line in lines:
+                await send(line)
+        else:
+            for line in lines:
+                await send(line)
+        await asyncio.gather(*pending)
+    except (KafkaError, OSError) as exc:
+        raise map_kafka_error(exc, topic=topic) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+    return count
+
+
+async def consume_events(
+    settings: KafkaSettings,
+    topics: list[str],
+    *,
+    group: str | None,
+    count: int | None,
+    idle_timeout: float | None,
+) -> AsyncIterator[tuple[str, bytes]]:
+    """Yield ``(topic, value)`` from ``topics`` from the start (or the group's position).
+
+    Args:
+        settings: where the broker is.
+        topics: topics to read.
+        group: a consumer group whose offsets are committed as records are yielded
+            (None: read from the beginning without a group).
+        count: stop after this many records (None: no limit).
+        idle_timeout: stop after this many seconds without a record (None: never).
+
+    Raises:
+        TransportError: the broker could not be reached.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        client_id=settings.client_id,
+        group_id=group,
+        enable_auto_commit=group is not None,
+        auto_offset_reset="earliest",
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    seen = 0
+    try:
+        await consumer.start()
+        if group is None:
+            tps: list[TopicPartition] = []
+            for topic in topics:
+                parts = consumer.partitions_for_topic(topic)
+                if parts is None:
+                    await consumer._client.force_metadata_update()
+                    parts = consumer.partitions_for_topic(topic) or set()
+                tps.extend(TopicPartition(topic, p) for p in sorted(parts))
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+        else:
+            consumer.subscribe(topics)
+        last = time.monotonic()
+        while count is None or seen < count:
+            batch = await consumer.getmany(
+                timeout_ms=200, max_records=None if count is None else count - seen
+            )
+            if not batch:
+                if idle_timeout is not None and time.monotonic() - last >= idle_timeout:
+                    return
+                continue
+            last = time.monotonic()
+            for tp, records in batch.items():
+                for record in records:
+                    yield tp.topic, record.value or b""
+                    seen += 1
+    except (KafkaError, OSError) as exc:
+        raise map_kafka_error(exc) from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()

@@ -1,0 +1,253 @@
+"""KafkaSink: produce finished events; release each ticket only on broker acknowledgement."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from types import TracebackType
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from streamflow.errors import StreamflowError, TransportClosed, TransportRetriable
+from streamflow.events import Event
+from streamflow.ops import Ticket
+from streamflow.transports._base import Record
+from streamflow.transports.kafka._errors import map_kafka_error
+from streamflow.transports.kafka._routing import Outgoing, outgoing_event, outgoing_reject
+from streamflow.transports.kafka._settings import KafkaSettings
+
+__all__ = ["KafkaSink"]
+
+log = logging.getLogger("streamflow.transports.kafka")
+
+# aiokafka already retries inside one send; these are whole re-sends after the
+# send future itself failed, before the sink declares itself broken.
+_MAX_RESENDS = 3
+_LINGER_MS = 5
+_MAX_BATCH_BYTES = 256 * 1024
+
+
+class KafkaSink:
+    """Writes events to the output, review and dead-letter topics.
+
+    A ticket is released only when the broker acknowledged the write, so the
+    source commits an offset only behind durable output. ``write`` never waits:
+    it hands the message to one writer task that keeps per-partition order;
+    nothing else buffers, so the credit window bounds what is pending here.
+
+    Args:
+        settings: broker address and timeouts.
+        output_topic: where ``ok`` events go.
+        dlq_topic: where dead letters go.
+        review_topic: where ``review`` events go.
+        stage: the stage writing (dead-letter context).
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        output_topic: str,
+        dlq_topic: str,
+        review_topic: str,
+        stage: str,
+    ) -> None:
+        self.settings = settings
+        self.output_topic = output_topic
+        self.dlq_topic = dlq_topic
+        self.review_topic = review_topic
+        self.stage = stage
+        self.written = {"ok": 0, "review": 0, "dead_lettered": 0, "filtered": 0}
+        self._producer: AIOKafkaProducer | None = None
+        self._queue: deque[tuple[Outgoing, Ticket | None, int]] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._pending = 0
+        self._idle: asyncio.Future[None] | None = None
+        self._broken: str | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Connect the producer and start the writer.
+
+        Raises:
+            TransportError: the broker could not be reached.
+        """
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap,
+            client_id=self.settings.client_id,
+            acks="all",
+            # The broker may not support InitProducerId; ordering per partition
+            # comes from the single writer instead.
+            enable_idempotence=False,
+            linger_ms=_LINGER_MS,
+            max_batch_size=_MAX_BATCH_BYTES,
+            request_timeout_ms=self.settings.request_timeout_ms,
+        )
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise map_kafka_error(exc) from exc
+        self._producer = producer
+        self._wakeup = asyncio.Event()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def __aenter__(self) -> KafkaSink:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def write(self, event: Event) -> None:
+        """Send ``event`` where its outcome says; its ticket is released on acknowledgement.
+
+        Raises:
+            TransportClosed: the sink was closed.
+        """
+        message = outgoing_event(
+            event,
+            output_topic=self.output_topic,
+            review_topic=self.review_topic,
+            dlq_topic=self.dlq_topic,
+            stage=self.stage,
+        )
+        ticket = event._ticket
+        if message is None:
+            self.written["filtered"] += 1
+            if ticket is not None:
+                ticket.release()
+            return
+        self.written["dead_lettered" if event.outcome == "failed" else event.outcome] += 1
+        self._enqueue(message, ticket)
+
+    def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
+        """Dead-letter a record that never decoded, with its original bytes."""
+        self.written["dead_lettered"] += 1
+        self._enqueue(outgoing_reject(record, error, dlq_topic=self.dlq_topic), ticket)
+
+    def abandon(self, event: Event) -> None:
+        """Leave ``event`` unacknowledged: its offset stays uncommitted, so it is redelivered."""
+        del event
+
+    def _enqueue(self, message: Outgoing, ticket: Ticket | None) -> None:
+        if self._closed:
+            raise TransportClosed("the Kafka sink is closed", topic=message.topic)
+        if self._wakeup is None:
+            raise TransportClosed("the Kafka sink was not started", topic=message.topic)
+        self._pending += 1
+        self._queue.append((message, ticket, 0))
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        producer = self._producer
+        wakeup = self._wakeup
+        assert producer is not None and wakeup is not None
+        queue = self._queue
+        while True:
+            await wakeup.wait()
+            wakeup.clear()
+            while queue and self._broken is None:
+                message, ticket, resends = queue.popleft()
+                try:
+                    # Returns at once unless the partition's batch is full, which is
+                    # the producer's own backpressure.
+                    future = await producer.send(
+                        message.topic, message.value, key=message.key, headers=message.headers
+                    )
+                except (KafkaError, OSError) as exc:
+                    self._send_failed(message, ticket, resends, exc)
+                    continue
+                future.add_done_callback(
+                    lambda f, m=message, t=ticket, r=resends: self._acked(f, m, t, r)
+                )
+
+    def _acked(
+        self, future: asyncio.Future[object], message: Outgoing, ticket: Ticket | None, resends: int
+    ) -> None:
+        if future.cancelled():
+            self._send_failed(message, ticket, resends, asyncio.CancelledError())
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._send_failed(message, ticket, resends, exc)
+            return
+        if ticket is not None:
+            ticket.release()
+        self._done_one()
+
+    def _send_failed(
+        self, message: Outgoing, ticket: Ticket | None, resends: int, exc: BaseException
+    ) -> None:
+        error = map_kafka_error(exc, topic=message.topic)
+        if isinstance(error, TransportRetriable) and resends < _MAX_RESENDS and not self._closed:
+            log.warning("send to %s failed, sending again: %s", message.topic, error)
+            self._queue.append((message, ticket, resends + 1))
+            if self._wakeup is not None:
+                self._wakeup.set()
+            return
+        # The ticket is deliberately not released: the offset stays uncommitted
+        # and the record is read again after a restart.
+        if self._broken is None:
+            log.error("Kafka sink is broken: %s", error)
+            self._broken = error.message
+            if self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
+        self._done_one()
+
+    def _done_one(self) -> None:
+        self._pending -= 1
+        if self._pending == 0 and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    async def flush(self) -> None:
+        """Wait until every message written so far is acknowledged (or the sink broke)."""
+        if self._producer is None:
+            return
+        while self._pending > 0 and self._broken is None:
+            self._idle = asyncio.get_running_loop().create_future()
+            await self._idle
+        if self._broken is not None:
+            # Undeliverable messages are never acknowledged: drop them from the count.
+            self._queue.clear()
+
+    async def aclose(self) -> None:
+        """Flush, then stop the producer; safe to call twice."""
+        if self._closed:
+            return
+        try:
+            if self._broken is None:
+                await self.flush()
+        finally:
+            self._closed = True
+            if self._writer is not None:
+                self._writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._writer
+            if self._producer is not None:
+                try:
+                    await self._producer.stop()
+                except (KafkaError, OSError) as exc:
+                    log.warning("stopping the producer failed: %s", exc)
+
+    def healthy(self) -> tuple[bool, str]:
+        """Return (ok, reason): False once sends keep failing (the sink is broken)."""
+        if self._broken is not None:
+            return False, f"producer is broken: {self._broken}"
+        if self._closed:
+            return False, "producer is closed"
+        if self._producer is None:
+            return False, "producer has not started"
+        return True, f"producer connected ({self._pending} awaiting acknowledgement)"

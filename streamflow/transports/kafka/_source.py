@@ -1,0 +1,411 @@
+"""KafkaSource: read a topic as a consumer group, only as fast as credit allows.
+
+The loop follows three rules:
+
+- Fetch ``max_records = free credit``; below the low tide (a quarter of the
+  window) wait for credit instead of polling once per freed credit.
+- Pause partitions that hold too much of the window or whose uncommitted span
+  is too long, and pause everything when no credit is free; keep polling (a
+  paused ``getmany`` returns nothing) so the group keeps this member.
+- Commit per partition only the contiguous completed watermark: every
+  ``commit_interval``, when partitions are revoked, and in :meth:`aclose`.
+  Completions of revoked partitions are ignored (their tracker is retired).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+
+from streamflow.errors import TransportBroken, TransportRetriable
+from streamflow.ops import CreditWindow, Ticket
+from streamflow.transports._base import Emit, Record
+from streamflow.transports.kafka._errors import map_kafka_error
+from streamflow.transports.kafka._offsets import PartitionOffsets
+from streamflow.transports.kafka._settings import KafkaSettings
+
+__all__ = ["KafkaSource", "SourceStatistics"]
+
+log = logging.getLogger("streamflow.transports.kafka")
+
+# Poll at least this often while stalled on credit; far below aiokafka's
+# max_poll_interval (300 s), after which the coordinator drops the member.
+_KEEPALIVE_S = 1.0
+_FETCH_WAIT_MS = 100
+_CREDIT_WAIT_S = 0.1
+# Consecutive failed polls/commits before the source reports itself unhealthy.
+_UNHEALTHY_AFTER = 3
+
+
+@dataclass(frozen=True)
+class SourceStatistics:
+    """A snapshot of a Kafka (or memory) source.
+
+    Attributes:
+        fetched: records emitted.
+        commits: successful offset commits.
+        pauses: partitions paused (count of pause transitions).
+        resumes: partitions resumed.
+        partitions: per ``topic/partition``: (in flight, uncommitted span).
+    """
+
+    fetched: int
+    commits: int
+    pauses: int
+    resumes: int
+    partitions: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+class _OffsetTicket(Ticket):
+    """A ticket that marks its offset complete in the partition's live tracker."""
+
+    __slots__ = ("_offset", "_tracker", "read_at")
+
+    def __init__(self, window: CreditWindow, tracker: PartitionOffsets, offset: int) -> None:
+        super().__init__(window)
+        self._tracker = tracker
+        self._offset = offset
+        self.read_at: float | None = None
+
+    def release(self) -> None:
+        if self.released:
+            return
+        super().release()
+        tracker = self._tracker
+        # A retired tracker belongs to a revoked assignment: another member owns
+        # that partition now and its watermark is no longer ours to move.
+        if tracker.live:
+            tracker.complete(self._offset)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._source._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._source._on_assigned(assigned)
+
+
+class KafkaSource:
+    """Reads one topic as a member of a consumer group, against a credit window.
+
+    Args:
+        settings: broker address and pacing.
+        topic: the topic to read.
+        group: the consumer group (one per stage: ``{pipeline}.{stage}``).
+        stage: the stage this source feeds (for error context).
+    """
+
+    def __init__(self, settings: KafkaSettings, topic: str, group: str, *, stage: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.group = group
+        self.stage = stage
+        self.name = f"kafka://{topic}?group={group}"
+        self._consumer: AIOKafkaConsumer | None = None
+        self._trackers: dict[TopicPartition, PartitionOffsets] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._end_offsets: dict[TopicPartition, int] = {}
+        self._window: CreditWindow | None = None
+        self._closed = False
+        self._error_streak = 0
+        self._broken: str | None = None
+        self._last_error: str | None = None
+        self._fetched = 0
+        self._commits = 0
+        self._pauses = 0
+        self._resumes = 0
+        self._end_refresh: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect and join the group (``run`` does this when needed).
+
+        Raises:
+            TransportError: the broker could not be reached or refused the consumer.
+        """
+        if self._consumer is not None:
+            return
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            client_id=self.settings.client_id,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset=self.settings.auto_offset_reset,
+            request_timeout_ms=self.settings.request_timeout_ms,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 3),
+        )
+        consumer.subscribe([self.topic], listener=_Listener(self))
+        try:
+            await consumer.start()
+        except (KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise map_kafka_error(exc, topic=self.topic) from exc
+        self._consumer = consumer
+
+    async def run(self, emit: Emit, window: CreditWindow, stop: asyncio.Event) -> None:
+        """Emit records against credit until ``stop`` is set.
+
+        Args:
+            emit: called with each record and its ticket (on the loop thread).
+            window: the credit window; one credit per record.
+            stop: set to stop fetching (what was emitted is still committed on release).
+
+        Raises:
+            TransportBroken: the consumer hit an error that retrying will not fix.
+        """
+        await self.start()
+        consumer = self._consumer
+        assert consumer is not None
+        self._window = window
+        loop = asyncio.get_running_loop()
+        low_tide = max(1, window.size // 4)
+        last_poll = last_commit = loop.time()
+        make_record = Record
+        make_ticket = _OffsetTicket
+        trackers = self._trackers
+        while not stop.is_set():
+            now = loop.time()
+            if now - last_commit >= self.settings.commit_interval:
+                await self.commit()
+                self._maybe_refresh_end_offsets()
+                last_commit = now
+            free = window.available
+            if free < low_tide and window.in_use:
+                # Not worth a fetch yet: wait for credit, but poll now and then so
+                # the coordinator keeps counting this member as alive.
+                await window.wait(low_tide, timeout=_CREDIT_WAIT_S)
+                free = window.available
+                if free < low_tide and loop.time() - last_poll < _KEEPALIVE_S:
+                    continue
+            if stop.is_set():
+                break
+            self._apply_pauses(free)
+            try:
+                batch = await consumer.getmany(
+                    timeout_ms=_FETCH_WAIT_MS if free else 0, max_records=max(free, 1)
+                )
+            except (KafkaError, OSError) as exc:
+                await self._poll_failed(exc)
+                continue
+            last_poll = loop.time()
+            self._error_streak = 0
+            for tp, records in batch.items():
+                tracker = trackers.get(tp)
+                if tracker is None:
+                    continue
+                if tracker.watermark < 0:
+                    # The first fetch starts at the committed offset (or the reset
+                    # point), so that is where the watermark starts too.
+                    tracker.watermark = records[0].offset
+                for message in records:
+                    window.take()
+                    tracker.add(message.offset)
+                    emit(
+                        make_record(
+                            value=message.value if message.value is not None else b"",
+                            origin=f"{tp.topic}/{tp.partition}/{message.offset}",
+                            key=message.key,
+                            headers=tuple(message.headers),
+                            topic=tp.topic,
+                            partition=tp.partition,
+                            offset=message.offset,
+                        ),
+                        make_ticket(window, tracker, message.offset),
+                    )
+                self._fetched += len(records)
+
+    def _apply_pauses(self, free: int) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        if free <= 0:
+            want = set(assigned)
+        else:
+            cap = self._in_flight_cap(len(assigned))
+            span = self.settings.max_uncommitted_per_partition
+            want = set()
+            for tp in assigned:
+                tracker = self._trackers.get(tp)
+                if tracker is not None and (tracker.in_flight >= cap or tracker.span >= span):
+                    want.add(tp)
+        current = consumer.paused()
+        if want - current:
+            consumer.pause(*(want - current))
+            self._pauses += len(want - current)
+        if current - want:
+            consumer.resume(*(current - want))
+            self._resumes += len(current - want)
+
+    def _in_flight_cap(self, partitions: int) -> int:
+        if self.settings.max_in_flight_per_partition is not None:
+            return self.settings.max_in_flight_per_partition
+        size = self._window.size if self._window is not None else 1
+        return max(1, size // max(1, partitions) * 2)
+
+    async def _poll_failed(self, exc: BaseException) -> None:
+        error = map_kafka_error(exc, topic=self.topic)
+        self._last_error = error.message
+        if not isinstance(error, TransportRetriable):
+            self._broken = error.message
+            raise TransportBroken(error.message, topic=self.topic, stage=self.stage) from exc
+        self._error_streak += 1
+        log.warning("poll of %s failed (%d in a row): %s", self.topic, self._error_streak, error)
+        await asyncio.sleep(min(2.0, 0.1 * 2**self._error_streak))
+
+    async def commit(self) -> None:
+        """Commit each partition's completed watermark if it moved (errors are logged)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        offsets = {
+            tp: t.watermark
+            for tp, t in self._trackers.items()
+            if t.watermark >= 0 and t.watermark > self._committed.get(tp, -1)
+        }
+        await self._commit(offsets)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets or self._consumer is None:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (KafkaError, OSError) as exc:
+            error = map_kafka_error(exc, topic=self.topic)
+            self._last_error = error.message
+            self._error_streak += 1
+            if not isinstance(error, TransportRetriable):
+                self._broken = error.message
+            log.warning("commit of %s failed: %s", self.topic, error)
+            return
+        self._commits += 1
+        self._committed.update(offsets)
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        offsets = {}
+        for tp in revoked:
+            tracker = self._trackers.get(tp)
+            if tracker is not None and tracker.watermark > self._committed.get(tp, -1):
+                offsets[tp] = tracker.watermark
+        await self._commit(offsets)
+        for tp in revoked:
+            tracker = self._trackers.pop(tp, None)
+            if tracker is not None:
+                tracker.live = False
+            self._committed.pop(tp, None)
+            self._end_offsets.pop(tp, None)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        for tp in assigned:
+            # Unknown (-1) until the first fetch tells where reading resumed.
+            self._trackers[tp] = PartitionOffsets(-1)
+            if consumer is not None:
+                with contextlib.suppress(KafkaError, OSError):
+                    committed = await consumer.committed(tp)
+                    if committed is not None:
+                        self._committed[tp] = committed
+
+    def _maybe_refresh_end_offsets(self) -> None:
+        # Fetch responses carry the high watermark, but paused partitions are not
+        # fetched; ask for their end offsets in the background so lag stays true.
+        consumer = self._consumer
+        if consumer is None or not consumer.paused():
+            return
+        if self._end_refresh is not None and not self._end_refresh.done():
+            return
+        self._end_refresh = asyncio.get_running_loop().create_task(
+            self._refresh_end_offsets(list(consumer.paused()))
+        )
+
+    async def _refresh_end_offsets(self, partitions: list[TopicPartition]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):
+            self._end_offsets.update(await consumer.end_offsets(partitions))
+
+    async def aclose(self) -> None:
+        """Commit the final watermarks, then leave the group; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._end_refresh is not None:
+            self._end_refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._end_refresh
+        consumer = self._consumer
+        if consumer is None:
+            return
+        try:
+            await self.commit()
+        finally:
+            for tracker in self._trackers.values():
+                tracker.live = False
+            try:
+                await consumer.stop()
+            except (KafkaError, OSError) as exc:
+                log.warning("stopping the consumer of %s failed: %s", self.topic, exc)
+
+    def healthy(self) -> tuple[bool, str]:
+        """Return (ok, reason): False when the broker or the group membership is lost."""
+        if self._broken is not None:
+            return False, f"consumer of {self.topic} is broken: {self._broken}"
+        if self._closed:
+            return False, f"consumer of {self.topic} is closed"
+        if self._consumer is None:
+            return False, f"consumer of {self.topic} has not started"
+        if self._error_streak >= _UNHEALTHY_AFTER:
+            return False, (
+                f"consumer of {self.topic}: {self._error_streak} failed calls in a row "
+                f"(last: {self._last_error})"
+            )
+        assigned = len(self._consumer.assignment())
+        return True, f"member of group {self.group}, {assigned} partition(s) of {self.topic}"
+
+    def lag(self) -> list[tuple[str, int, float]]:
+        """Return ``(topic, partition, end offset - committed offset)`` per assigned partition."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        rows = []
+        for tp in sorted(self._trackers, key=lambda t: t.partition):
+            end = max(consumer.highwater(tp) or 0, self._end_offsets.get(tp, 0))
+            committed = self._committed.get(tp, 0)
+            rows.append((tp.topic, tp.partition, float(max(0, end - committed))))
+        return rows
+
+    def committed(self) -> list[tuple[str, int, float]]:
+        """Return ``(topic, partition, committed offset)`` per assigned partition."""
+        return [
+            (tp.topic, tp.partition, float(offset))
+            for tp, offset in sorted(self._committed.items(), key=lambda kv: kv[0].partition)
+        ]
+
+    def paused_count(self) -> int:
+        """Return how many partitions are paused right now."""
+        return len(self._consumer.paused()) if self._consumer is not None else 0
+
+    def statistics(self) -> SourceStatistics:
+        """Return a snapshot: fetched, commits, pauses, resumes, per-partition load."""
+        return SourceStatistics(
+            fetched=self._fetched,
+            commits=self._commits,
+            pauses=self._pauses,
+            resumes=self._resumes,
+            partitions={
+                f"{tp.topic}/{tp.partition}": (t.in_flight, t.span)
+                for tp, t in self._trackers.items()
+            },
+        )
