@@ -402,10 +402,10 @@ class ModelClient:
         if self._closed:
             raise TransportClosed("the model client is closed; open a new one")
 
-    def _timeout(self, timeout: float | None) -> httpx.Timeout | None:
-        if timeout is None:
-            return None
-        return httpx.Timeout(timeout, connect=min(timeout, self.endpoint.connect_timeout_s))
+    def _timeout(self, timeout: float | None) -> httpx.Timeout:
+        # Always explicit: httpx reads timeout=None as "no timeout at all".
+        read = self.endpoint.timeout_s if timeout is None else timeout
+        return httpx.Timeout(read, connect=min(read, self.endpoint.connect_timeout_s))
 
     def _report(self, info: RequestInfo) -> None:
         totals = self._totals

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -148,7 +149,11 @@ def _head(status: int, body: bytes | None, headers: Sequence[tuple[str, str]]) -
     fields = [("server", "streamflow-openai-test"), *headers]
     if body is not None:
         fields.append(("content-length", str(len(body))))
-    return h11.Response(status_code=status, headers=fields)
+    try:
+        reason = http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        reason = b"Client Closed Request" if status == ABANDONED else b""
+    return h11.Response(status_code=status, headers=fields, reason=reason)
 
 
 async def _next_request(exchange: Exchange) -> tuple[h11.Request, bytes] | None:

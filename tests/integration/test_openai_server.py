@@ -1,0 +1,445 @@
+"""The model client against the local OpenAI-wire-format server, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import BaseModel
+
+from operators.models.openai import (
+    ModelClient,
+    ModelEndpoint,
+    ModelOutputInvalid,
+    RequestInfo,
+)
+from operators.models.pricing import PriceTable
+from streamflow.errors import RateLimited, StepFailed, StepTimeout, Unavailable
+from streamflow.events import Event, encode_event, loads
+from streamflow.ops import RetryPolicy, run_step
+from streamflow.testing import (
+    Fault,
+    OpenAIServer,
+    count_tokens,
+    open_openai_server,
+    serve_openai_in_thread,
+)
+
+SECRET = "sk-live-do-not-leak-7f3a9c"
+MODEL = "gpt-4o-mini"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[OpenAIServer]:
+    async with open_openai_server() as running:
+        yield running
+
+
+def _client(
+    server: OpenAIServer, *, seen: list[RequestInfo] | None = None, **endpoint: Any
+) -> ModelClient:
+    hook = seen.append if seen is not None else None
+    return ModelClient(
+        ModelEndpoint(base_url=server.base_url, **endpoint),
+        prices=PriceTable({MODEL: (1.0, 2.0)}),
+        on_request=hook,
+    )
+
+
+# -- chat, streaming, embeddings -------------------------------------------------------
+
+
+async def test_chat_answers_from_the_prompt_with_usage_and_cost(server: OpenAIServer) -> None:
+    seen: list[RequestInfo] = []
+    async with _client(server, seen=seen) as client:
+        result = await client.chat(
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why blue?"}],
+            model=MODEL,
+        )
+    assert "Why blue?" in result.content
+    assert result.finish_reason == "stop"
+    assert result.usage.tokens_in == count_tokens("Be brief.") + count_tokens("Why blue?")
+    assert result.usage.tokens_out == count_tokens(result.content)
+    expected = (result.usage.tokens_in * 1.0 + result.usage.tokens_out * 2.0) / 1e6
+    assert result.usage.cost_usd == pytest.approx(expected)
+    assert result.usage.latency_s > 0
+    assert [(i.model, i.status, i.http_status) for i in seen] == [(MODEL, "ok", 200)]
+    assert seen[0].cost_usd == pytest.approx(expected)
+
+
+async def test_max_tokens_cuts_the_answer_with_finish_reason_length(server: OpenAIServer) -> None:
+    async with _client(server) as client:
+        result = await client.chat("Tell me everything", model=MODEL, max_tokens=3)
+    assert result.finish_reason == "length"
+    assert result.usage.tokens_out == 3
+
+
+async def test_stream_yields_deltas_that_join_to_the_answer_with_usage(
+    server: OpenAIServer,
+) -> None:
+    async with _client(server) as client:
+        plain = await client.chat("Stream me a reply", model=MODEL)
+        async with client.chat_stream("Stream me a reply", model=MODEL) as stream:
+            deltas = [delta async for delta in stream]
+    assert len(deltas) > 3
+    assert "".join(deltas) == plain.content == stream.content
+    assert stream.finish_reason == "stop"
+    assert stream.usage is not None
+    assert (stream.usage.tokens_in, stream.usage.tokens_out) == (
+        plain.usage.tokens_in,
+        plain.usage.tokens_out,
+    )
+    assert stream.usage.cost_usd == pytest.approx(plain.usage.cost_usd)
+    assert server.requests[-1].stream is True
+
+
+async def test_stream_without_usage_option_still_yields_text(server: OpenAIServer) -> None:
+    async with _client(server, stream_usage=False) as client:
+        text = await client.chat_stream("Hello", model=MODEL).text()
+    assert "Hello" in text
+    assert server.requests[-1].completion_tokens == count_tokens(text)
+
+
+async def test_stream_closed_early_releases_the_connection(server: OpenAIServer) -> None:
+    server.chunk_delay = 0.05
+    async with _client(server) as client:
+        async with client.chat_stream("a long answer please", model=MODEL) as stream:
+            first = await anext(stream)
+        assert first
+        # The pool still works after an abandoned stream.
+        result = await client.chat("again", model=MODEL)
+    assert "again" in result.content
+    await server.wait_for(lambda reqs: any(r.abandoned for r in reqs))
+
+
+async def test_embeddings_are_deterministic_unit_vectors(server: OpenAIServer) -> None:
+    texts = ["refund my order", "refund my order please", "the weather is nice"]
+    async with _client(server) as client:
+        first = await client.embed(texts, model="text-embedding-3-small")
+        again = await client.embed(texts[:1], model="text-embedding-3-small")
+        short = await client.embed(texts[:1], model="text-embedding-3-small", dimensions=8)
+        empty = await client.embed([], model="text-embedding-3-small")
+    assert len(first) == 3 and all(len(v) == 64 for v in first)
+    assert all(math.isclose(math.fsum(x * x for x in v), 1.0) for v in first)
+    assert again[0] == first[0]
+    assert len(short[0]) == 8
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return math.fsum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cosine(first[0], first[1]) > cosine(first[0], first[2])
+    assert first.usage.tokens_in == sum(count_tokens(t) for t in texts)
+    assert len(empty) == 0 and server.count(path="/v1/embeddings") == 3
+
+
+async def test_list_models_names_what_the_server_serves(server: OpenAIServer) -> None:
+    async with _client(server) as client:
+        assert await client.list_models() == list(server.models)
+
+
+# -- structured output ---------------------------------------------------------------------
+
+
+class Triage(BaseModel):
+    label: str
+    urgent: bool
+
+
+async def test_structured_output_is_validated_into_the_model() -> None:
+    def reply(request: dict[str, Any]) -> str:
+        assert request["response_format"] == {"type": "json_object"}
+        return '{"label": "billing", "urgent": true}'
+
+    async with open_openai_server(reply=reply) as server, _client(server) as client:
+        result = await client.chat("My card was charged twice", model=MODEL, response_model=Triage)
+    assert result.parsed == Triage(label="billing", urgent=True)
+
+
+async def test_structured_output_that_is_not_json_fails_the_step() -> None:
+    async with (
+        open_openai_server(reply=lambda _: "Sure! It is billing.") as server,
+        _client(server) as client,
+    ):
+        with pytest.raises(ModelOutputInvalid) as caught:
+            await client.chat("My card was charged twice", model=MODEL, response_model=Triage)
+    assert isinstance(caught.value, StepFailed) and not caught.value.retriable
+    assert "Triage" in str(caught.value) and caught.value.content == "Sure! It is billing."
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+async def test_429_is_rate_limited_with_retry_after(server: OpenAIServer) -> None:
+    seen: list[RequestInfo] = []
+    server.inject_fault(Fault(429, retry_after=2.5))
+    async with _client(server, seen=seen) as client:
+        with pytest.raises(RateLimited) as caught:
+            await client.chat("hi", model=MODEL)
+    assert caught.value.retry_after == pytest.approx(2.5)
+    assert caught.value.retriable
+    assert [i.status for i in seen] == ["429"]
+    assert server.count(status=429) == 1
+
+
+async def test_429_with_an_http_date_retry_after(server: OpenAIServer) -> None:
+    date = email.utils.formatdate(time.time() + 60, usegmt=True)
+    server.inject_fault(Fault(429, retry_after_header=date))
+    async with _client(server) as client:
+        with pytest.raises(RateLimited) as caught:
+            await client.chat("hi", model=MODEL)
+    assert caught.value.retry_after is not None
+    assert 55 <= caught.value.retry_after <= 61
+
+
+async def test_capacity_above_requests_per_second_answers_429() -> None:
+    async with open_openai_server(capacity_rps=3) as server, _client(server) as client:
+        outcomes = await asyncio.gather(
+            *(client.chat(f"q{i}", model=MODEL) for i in range(6)), return_exceptions=True
+        )
+    limited = [o for o in outcomes if isinstance(o, RateLimited)]
+    assert len(limited) == 3
+    assert all(o.retry_after is not None and 0 < o.retry_after <= 1 for o in limited)
+    assert server.count(status=200) == 3
+
+
+async def test_5xx_is_unavailable_and_retriable(server: OpenAIServer) -> None:
+    server.inject_fault(Fault(503, message="overloaded"))
+    async with _client(server) as client:
+        with pytest.raises(Unavailable, match="503") as caught:
+            await client.chat("hi", model=MODEL)
+    assert caught.value.retriable and "overloaded" in str(caught.value)
+
+
+async def test_bad_request_is_a_step_failure_not_retried(server: OpenAIServer) -> None:
+    seen: list[RequestInfo] = []
+    async with _client(server, seen=seen) as client:
+        with pytest.raises(StepFailed, match="400") as caught:
+            await client.chat([{"content": "a message without a role"}], model=MODEL)
+    assert not caught.value.retriable
+    assert [i.status for i in seen] == ["4xx"]
+
+
+async def test_slow_server_times_out_and_the_server_sees_the_request_abandoned() -> None:
+    seen: list[RequestInfo] = []
+    async with open_openai_server(latency=30.0) as server:
+        async with _client(server, seen=seen, timeout_s=0.2) as client:
+            started = time.monotonic()
+            with pytest.raises(StepTimeout):
+                await client.chat("hi", model=MODEL)
+            assert time.monotonic() - started < 5
+        served = await server.wait_for(lambda reqs: len(reqs) == 1)
+    assert served[0].abandoned and served[0].status == 499
+    assert served[0].completion_tokens == 0
+    assert [i.status for i in seen] == ["timeout"]
+
+
+async def test_step_timeout_from_map_async_cancels_the_call_and_counts_it() -> None:
+    seen: list[RequestInfo] = []
+    async with open_openai_server(latency=30.0) as server, _client(server, seen=seen) as client:
+
+        async def generate(event: Event) -> Event:
+            result = await client.chat(str(event.payload), model=MODEL)
+            return event.traced(result.usage.to_record("generate"))
+
+        out = await run_step(generate, Event(payload="hi"), step="generate", timeout=0.2)
+        await server.wait_for(lambda reqs: len(reqs) == 1 and reqs[0].abandoned)
+    assert out.outcome == "failed" and out.error is not None
+    assert out.error.type == "StepTimeout"
+    assert [i.status for i in seen] == ["timeout"]
+
+
+async def test_unreachable_endpoint_is_unavailable() -> None:
+    async with open_openai_server() as server:
+        url = server.base_url
+    async with ModelClient(ModelEndpoint(base_url=url)) as client:
+        with pytest.raises(Unavailable, match="unreachable"):
+            await client.chat("hi", model=MODEL)
+
+
+async def test_client_retry_policy_honours_retry_after_then_succeeds(server: OpenAIServer) -> None:
+    seen: list[RequestInfo] = []
+    server.inject_fault(Fault(429, retry_after=0.05), times=2)
+    client = ModelClient(
+        ModelEndpoint(base_url=server.base_url),
+        on_request=seen.append,
+        retry=RetryPolicy(max_attempts=3, base_delay=0.0, jitter=0.0),
+    )
+    async with client:
+        started = time.monotonic()
+        result = await client.chat("hi", model=MODEL)
+    assert time.monotonic() - started >= 0.1
+    assert "hi" in result.content
+    assert [i.status for i in seen] == ["429", "429", "ok"]
+    assert server.count() == 3
+
+
+async def test_closed_client_refuses_calls(server: OpenAIServer) -> None:
+    client = _client(server)
+    await client.aclose()
+    with pytest.raises(Exception, match="closed"):
+        await client.chat("hi", model=MODEL)
+
+
+# -- the key never leaks -------------------------------------------------------------------
+
+
+def _all_text(exc: BaseException) -> str:
+    parts = []
+    current: BaseException | None = exc
+    while current is not None:
+        parts += [str(current), repr(current), repr(current.args), repr(vars(current))]
+        current = current.__cause__ or current.__context__
+    return "\n".join(parts)
+
+
+async def test_api_key_is_sent_but_never_shown(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with open_openai_server(api_key=SECRET, echo_headers_in_errors=True) as server:
+        endpoint = ModelEndpoint(base_url=server.base_url, api_key=SECRET)
+        async with ModelClient(endpoint) as client:
+            ok = await client.chat("hi", model=MODEL)
+            server.inject_fault(Fault(500))
+            with pytest.raises(Unavailable) as on_500:
+                await client.chat("hi", model=MODEL)
+            wrong_key = ModelEndpoint(base_url=server.base_url, api_key="sk-wrong")
+            async with ModelClient(wrong_key) as bad:
+                with pytest.raises(StepFailed, match="401") as on_401:
+                    await bad.chat("hi", model=MODEL)
+            text = [repr(client), repr(endpoint), str(endpoint), repr(ok)]
+    # The server really echoed the header: the test would catch a leak.
+    assert "request headers" in str(on_500.value)
+    assert "[redacted]" in str(on_500.value)
+    failed = Event(payload="hi").failed(on_500.value, "generate")
+    text += [_all_text(on_500.value), _all_text(on_401.value), encode_event(failed).decode()]
+    text.append(caplog.text)
+    for shown in text:
+        assert SECRET not in shown
+        assert "sk-wrong" not in shown
+
+
+# -- both sides of the wire agree ----------------------------------------------------------
+
+
+async def test_server_counts_equal_client_sums_under_faults() -> None:
+    seen: list[RequestInfo] = []
+    async with open_openai_server(error_rate=0.2, rate_limit_rate=0.2, seed=7) as server:
+        async with _client(server, seen=seen) as client:
+
+            async def one(i: int) -> None:
+                if i % 3 == 0:
+                    await client.embed([f"text {i}", "more"], model="text-embedding-3-small")
+                elif i % 3 == 1:
+                    await client.chat_stream(f"question {i}", model=MODEL).text()
+                else:
+                    await client.chat(f"question {i}", model=MODEL)
+
+            outcomes = await asyncio.gather(*(one(i) for i in range(60)), return_exceptions=True)
+        served = server.requests
+    failures = Counter(type(o).__name__ for o in outcomes if isinstance(o, BaseException))
+    assert set(failures) <= {"RateLimited", "Unavailable"}
+    assert failures["RateLimited"] > 0 and failures["Unavailable"] > 0
+    assert len(served) == len(seen) == 60
+    statuses = Counter({200: "ok", 429: "429", 500: "5xx"}[r.status] for r in served)
+    assert statuses == Counter(i.status for i in seen)
+    assert sum(r.prompt_tokens for r in served) == sum(i.tokens_in for i in seen) > 0
+    assert sum(r.completion_tokens for r in served) == sum(i.tokens_out for i in seen) > 0
+    stats = client.statistics()
+    assert (stats.tokens_in, stats.tokens_out) == server.usage_totals()
+    assert stats.cost_usd == pytest.approx(math.fsum(i.cost_usd for i in seen))
+    assert server.peak_rate() >= 1
+
+
+async def test_trace_record_from_a_step_carries_model_tokens_and_cost(
+    server: OpenAIServer,
+) -> None:
+    async with _client(server) as client:
+
+        async def generate(event: Event) -> Event:
+            result = await client.chat(str(event.payload), model=MODEL)
+            return event.with_payload(result.content).traced(result.usage.to_record("generate"))
+
+        out = await run_step(generate, Event(payload="Where is my parcel?"), step="generate")
+    record = out.trace[-1]
+    served = server.requests[-1]
+    assert (record.step, record.model) == ("generate", MODEL)
+    assert (record.tokens_in, record.tokens_out) == (served.prompt_tokens, served.completion_tokens)
+    assert record.cost_usd > 0 and record.attempt == 1
+
+
+# -- the server on its own ---------------------------------------------------------------
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection(
+    server: OpenAIServer,
+) -> None:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        for _ in range(2):
+            writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(
+                next(
+                    line.split(b":", 1)[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+            )
+            body = await reader.readexactly(length)
+            assert head.startswith(b"HTTP/1.1 200")
+            assert loads(body)["object"] == "list"
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert server.count(path="/v1/models") == 2
+
+
+async def test_unknown_path_and_bad_json_get_openai_style_errors(server: OpenAIServer) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        missing = await http.get("/nothing")
+        bad_json = await http.post("/chat/completions", content=b"{not json")
+        wrong_method = await http.get("/chat/completions")
+    assert missing.status_code == 404 and "error" in missing.json()
+    assert bad_json.status_code == 400 and "error" in bad_json.json()
+    assert wrong_method.status_code == 405
+
+
+def test_server_runs_in_a_thread_for_sync_code() -> None:
+    with serve_openai_in_thread(latency=0.0) as server:
+        response = httpx.post(
+            f"{server.base_url}/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": "sync hello"}]},
+        )
+        assert response.status_code == 200
+        assert "sync hello" in response.json()["choices"][0]["message"]["content"]
+        assert server.count(status=200) == 1
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.base_url}/models")
+
+
+def test_server_runs_from_the_command_line() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamflow.testing.openai_server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        base_url = line.strip().rsplit(" ", 1)[-1]
+        assert base_url.startswith("http://127.0.0.1:")
+        models = httpx.get(f"{base_url}/models").json()
+        assert [m["id"] for m in models["data"]] == ["streamflow-test", "streamflow-embed"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
