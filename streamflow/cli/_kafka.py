@@ -151,9 +151,22 @@ def topics_describe(pipeline: str, broker: str | None) -> None:
     from streamflow.transports.kafka import describe_topics
 
     name, loaded = _pipeline_or_name(pipeline)
-    described = asyncio.run(describe_topics(settings, _topics_of(name, loaded)))
+    readers = (
+        {loaded.topic_into(s.name): loaded.group(s.name) for s in loaded.stages}
+        if loaded is not None
+        else {}
+    )
+    described = asyncio.run(
+        describe_topics(settings, _topics_of(name, loaded), groups=sorted(set(readers.values())))
+    )
     for topic, info in described.items():
-        click.echo(f"{topic}: " + "  ".join(f"{k}={v}" for k, v in info.items()))
+        ends = info.get("end_offsets", {})
+        line = f"{topic}: {info.get('partitions', 0)} partitions, {sum(ends.values())} records"
+        group = readers.get(topic)
+        if group is not None:
+            lag = info.get("lag", {}).get(group, {})
+            line += f", group {group} lag {sum(lag.values())}"
+        click.echo(line)
 
 
 # -- worker ----------------------------------------------------------------------
@@ -242,14 +255,14 @@ async def _lines(path: str) -> AsyncIterator[bytes]:
 def produce(pipeline: str, broker: str | None, input_path: str) -> None:
     """Send each line of --input to PIPELINE's input topic."""
     settings = settings_for(broker)
-    from streamflow.transports.kafka import produce_lines
+    from streamflow.runtime._worker import produce_input
 
     name, loaded = _pipeline_or_name(pipeline)
     if input_path != "-" and not Path(input_path).is_file():
         raise ConfigError(f"input file {input_path!r} does not exist; check --input")
     key_field = loaded.key_field if loaded is not None else None
     count = asyncio.run(
-        produce_lines(settings, f"{name}.in", _lines(input_path), key_field=key_field)
+        produce_input(settings, f"{name}.in", _lines(input_path), key_field=key_field)
     )
     stderr.print(f"produced {count} records to {name}.in")
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,7 +37,7 @@ from streamflow.transports.kafka import (
     produce_lines,
 )
 
-__all__ = ["run_distributed", "run_worker"]
+__all__ = ["produce_input", "run_distributed", "run_worker"]
 
 log = logging.getLogger("streamflow.runtime")
 
@@ -326,6 +326,61 @@ async def _stdin_lines(produced: list[int]) -> AsyncIterator[bytes]:
             yield stripped
 
 
+async def produce_input(
+    settings: KafkaSettings,
+    topic: str,
+    lines: Iterable[bytes] | AsyncIterable[bytes],
+    *,
+    key_field: str | None,
+) -> int:
+    """Send JSONL lines to an input topic, keyed by ``key_field`` where a line has one.
+
+    A line that is not a JSON object is still sent (without a key), so the
+    first stage dead-letters it with the reason instead of the whole input
+    being refused.
+
+    Args:
+        settings: broker settings.
+        topic: the input topic.
+        lines: the lines, blank ones skipped.
+        key_field: payload field whose value becomes the Kafka key.
+
+    Returns:
+        How many records the broker acknowledged.
+
+    Raises:
+        TransportError: the broker could not be reached or refused a write.
+    """
+    if key_field is None:
+        return await produce_lines(settings, topic, lines, key_field=None)
+    misfits: list[bytes] = []
+
+    async def objects() -> AsyncIterator[bytes]:
+        async for line in _aiter(lines):
+            try:
+                fits = isinstance(loads(line), dict)
+            except EventError:
+                fits = False
+            if fits:
+                yield line
+            elif line.strip():
+                misfits.append(line)
+
+    count = await produce_lines(settings, topic, objects(), key_field=key_field)
+    if misfits:
+        count += await produce_lines(settings, topic, misfits, key_field=None)
+    return count
+
+
+async def _aiter(lines: Iterable[bytes] | AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    if isinstance(lines, AsyncIterable):
+        async for line in lines:
+            yield line
+    else:
+        for line in lines:
+            yield line
+
+
 async def run_distributed(
     pipeline: Pipeline,
     settings: KafkaSettings,
@@ -407,7 +462,7 @@ async def run_distributed(
             if source_path is not None
             else _stdin_lines(produced)
         )
-        return await produce_lines(
+        return await produce_input(
             settings, pipeline.input_topic, lines, key_field=pipeline.key_field
         )
 
@@ -447,6 +502,9 @@ async def run_distributed(
             report.outcomes["filtered"] = filtered()
     finally:
         workers_stop.set()
+        # Workers stopped on purpose drain and commit; only a stuck one is cancelled.
+        if worker_tasks:
+            await asyncio.wait(worker_tasks, timeout=drain_timeout + 10)
         for task in tasks:
             if not task.done():
                 task.cancel()

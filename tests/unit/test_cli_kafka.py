@@ -1,4 +1,4 @@
-"""The Kafka commands of the CLI: broker address errors, the broker extra, dead-letter replay plans."""
+"""Kafka CLI commands: broker address errors, the broker extra, dead-letter replay plans."""
 
 from __future__ import annotations
 
