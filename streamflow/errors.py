@@ -13,7 +13,8 @@ tells the caller what to do next::
     ├── RetriableError            transient: retry with backoff (``retry_after`` hint)
     │   ├── StepTimeout           a step ran past its timeout and was cancelled
     │   ├── RateLimited           the endpoint said 429
-    │   └── Unavailable           the endpoint or broker is briefly unavailable
+    │   ├── Unavailable           the endpoint or broker is briefly unavailable
+    │   └── CircuitOpen           a circuit breaker refused the call without trying it
     ├── CapacityExceeded          a bounded buffer was offered more than its bound
     └── TransportError            the transport underneath (topic/partition/offset)
         ├── TransportClosed       closed on purpose; stop using it
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "CapacityExceeded",
+    "CircuitOpen",
     "ConfigError",
     "DecodeError",
     "EventError",
@@ -120,6 +122,13 @@ class RateLimited(RetriableError):
 
 class Unavailable(RetriableError):
     """The endpoint is briefly unavailable (HTTP 5xx, connection refused)."""
+
+
+class CircuitOpen(RetriableError):
+    """A circuit breaker is open: the call failed fast without reaching the endpoint.
+
+    ``retry_after`` is the time left until the breaker lets a probe through.
+    """
 
 
 class CapacityExceeded(StreamflowError):

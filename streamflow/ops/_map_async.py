@@ -20,12 +20,15 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from streamflow.errors import CapacityExceeded, ConfigError, StepFailed, StepTimeout
 from streamflow.events import Event, StepRecord
+from streamflow.ops._adaptive import AdaptiveConcurrency
 from streamflow.ops._operator import Operator, Ordering
+from streamflow.ops._rate_limit import Permit, RateLimiter
 from streamflow.ops._retry import RetryPolicy
 
 __all__ = ["MapStatistics", "StepFn", "map_async", "run_step"]
 
 StepFn = Callable[[Event], Awaitable[Event]]
+TokenEstimate = Callable[[Event], int]
 
 DEFAULT_CAPACITY = 4096
 
@@ -52,12 +55,14 @@ class MapStatistics:
 def map_async(
     fn: StepFn,
     *,
-    concurrency: int = 16,
+    concurrency: int | AdaptiveConcurrency = 16,
     ordered: bool | Literal["key"] = False,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
     name: str | None = None,
     capacity: int = DEFAULT_CAPACITY,
+    limiter: RateLimiter | None = None,
+    tokens: TokenEstimate | None = None,
 ) -> Operator:
     """Run ``fn`` on each active event, at most ``concurrency`` calls at once.
 
@@ -77,7 +82,9 @@ def map_async(
 
     Args:
         fn: the async step, ``Event -> Event``.
-        concurrency: most calls in flight at once.
+        concurrency: most calls in flight at once, or an
+            :class:`AdaptiveConcurrency` whose current limit is read each time
+            a call starts and which learns from each attempt's latency and 429s.
         ordered: False emits in completion order; True keeps input order;
             ``"key"`` runs one call per key at a time and keeps per-key order.
         timeout: seconds per call; a late call is cancelled (StepTimeout, retriable).
@@ -85,15 +92,24 @@ def map_async(
         name: the step name in traces and metrics (default: ``fn``'s name).
         capacity: bound on events waiting for a slot; exceeding it is a bug
             upstream (no credit) and raises CapacityExceeded.
+        limiter: a rate limiter every attempt waits on inside its slot, before
+            ``fn`` runs (so retries are charged too); the charge is settled with
+            ``tokens_in + tokens_out`` of the record ``fn`` writes, if it writes one.
+        tokens: the token estimate of an event for ``limiter`` (default 0).
 
     Returns:
         An Operator for ``reactivex.pipe`` or a Stage.
 
     Raises:
-        ConfigError: on a non-positive concurrency, timeout or capacity.
+        ConfigError: on a non-positive concurrency, timeout or capacity, or
+            ``tokens`` without a ``limiter``.
     """
-    if concurrency < 1:
-        raise ConfigError(f"map_async: concurrency must be >= 1, got {concurrency}")
+    adaptive = concurrency if isinstance(concurrency, AdaptiveConcurrency) else None
+    most = concurrency if isinstance(concurrency, int) else concurrency.max
+    if tokens is not None and limiter is None:
+        raise ConfigError("map_async: tokens= estimates are for a limiter; give limiter= too")
+    if most < 1:
+        raise ConfigError(f"map_async: concurrency must be >= 1, got {most}")
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"map_async: timeout must be > 0 seconds, got {timeout}")
     if capacity < 1:
@@ -108,7 +124,10 @@ def map_async(
         def subscribe(
             observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            state = _MapState(fn, step, concurrency, mode, timeout, retry, capacity, observer)
+            state = _MapState(
+                fn, step, most, mode, timeout, retry, capacity, observer, limiter, tokens
+            )
+            state.adaptive = adaptive
             states.append(state)
             upstream = source.subscribe(
                 state.on_next, state.on_error, state.on_completed, scheduler=scheduler
@@ -146,8 +165,15 @@ async def run_step(
     step: str,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
+    limiter: RateLimiter | None = None,
+    tokens: TokenEstimate | None = None,
+    adaptive: AdaptiveConcurrency | None = None,
 ) -> Event:
     """Call ``fn`` on ``event`` with timeout and retries; never raises for the event.
+
+    With a ``limiter``, each attempt first waits for it (``tokens`` gives the
+    estimate) and settles the charge from the step's own record; with
+    ``adaptive``, each attempt reports its latency or error to it.
 
     Returns:
         The step's result with its trace record, or the event marked failed
@@ -158,6 +184,13 @@ async def run_step(
     attempt = 0
     while True:
         attempt += 1
+        permit = None
+        try:
+            if limiter is not None:
+                permit = await limiter.acquire(tokens(event) if tokens is not None else 0)
+        except Exception as exc:
+            # A broken token estimate fails this event, never the stream.
+            return event.failed(exc, step).evolve(attempts=event.attempts + attempt)
         started = time.time()
         t0 = clock()
         try:
@@ -180,6 +213,8 @@ async def run_step(
                     event_id=event.id,
                 )
         except Exception as exc:
+            if adaptive is not None:
+                adaptive.on_failure(t0, clock(), exc)
             if retry is not None and retry.should_retry(exc, attempt):
                 await asyncio.sleep(retry.delay(attempt, getattr(exc, "retry_after", None)))
                 continue
@@ -196,7 +231,19 @@ async def run_step(
                 detail=type(exc).__name__,
             )
             return event.failed(exc, step, record).evolve(attempts=event.attempts + attempt)
-        return _with_record(event, result, step, started, clock() - t0, attempt)
+        t1 = clock()
+        if adaptive is not None:
+            adaptive.on_success(t0, t1)
+        if permit is not None:
+            _settle(permit, event, result, step)
+        return _with_record(event, result, step, started, t1 - t0, attempt)
+
+
+def _settle(permit: Permit, before: Event, after: Event, step: str) -> None:
+    trace = after.trace
+    if len(trace) > len(before.trace) and trace[-1].step == step:
+        own = trace[-1]
+        permit.settle(own.tokens_in + own.tokens_out)
 
 
 def _with_record(
@@ -241,6 +288,8 @@ class _MapState:
         retry: RetryPolicy | None,
         capacity: int,
         observer: abc.ObserverBase[Event],
+        limiter: RateLimiter | None = None,
+        tokens: TokenEstimate | None = None,
     ) -> None:
         self.fn = fn
         self.step = step
@@ -250,6 +299,9 @@ class _MapState:
         self.retry = retry
         self.capacity = capacity
         self.observer = observer
+        self.limiter = limiter
+        self.tokens = tokens
+        self.adaptive: AdaptiveConcurrency | None = None
         self.loop = asyncio.get_running_loop()
         self.pending: deque[tuple[int, Event]] = deque()
         self.waiting: dict[str, deque[tuple[int, Event]]] = {}
@@ -286,7 +338,9 @@ class _MapState:
         self._pump()
 
     def _pump(self) -> None:
-        while self.running < self.concurrency and self.pending:
+        adaptive = self.adaptive
+        limit = self.concurrency if adaptive is None else adaptive.limit
+        while self.running < limit and self.pending:
             seq, event = self.pending.popleft()
             if self.mode == "key" and event.key is not None:
                 if event.key in self.busy:
@@ -297,9 +351,22 @@ class _MapState:
             self.running += 1
             if self.running > self.peak_running:
                 self.peak_running = self.running
-            task = self.loop.create_task(
-                run_step(self.fn, event, step=self.step, timeout=self.timeout, retry=self.retry)
-            )
+            if self.limiter is None and adaptive is None:
+                call = run_step(
+                    self.fn, event, step=self.step, timeout=self.timeout, retry=self.retry
+                )
+            else:
+                call = run_step(
+                    self.fn,
+                    event,
+                    step=self.step,
+                    timeout=self.timeout,
+                    retry=self.retry,
+                    limiter=self.limiter,
+                    tokens=self.tokens,
+                    adaptive=adaptive,
+                )
+            task = self.loop.create_task(call)
             self.tasks.add(task)
             task.add_done_callback(functools.partial(self._finished, seq=seq, key=event.key))
 
