@@ -11,7 +11,7 @@ behind the same factory.
 
 from operators._payload import read_field, write_fields
 from operators._pii import find_pii, luhn_valid, redact_pii
-from operators.check import CheckResult, check
+from operators.check import CheckResult, check, redact
 from operators.classify import Classification, classify
 from operators.generate import DraftAnswer, generate, read_passages
 from operators.models import (
@@ -49,6 +49,7 @@ __all__ = [
     "luhn_valid",
     "read_field",
     "read_passages",
+    "redact",
     "redact_pii",
     "retrieve",
     "write_fields",
