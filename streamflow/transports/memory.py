@@ -250,10 +250,11 @@ class MemorySource:
         last_commit = loop.time()
         while not stop.is_set() and not self.closed:
             if loop.time() - last_commit >= self.commit_interval:
-                self.commit()
+                self._commit()
                 last_commit = loop.time()
             free = window.available
             if free < low_tide and window.in_use:
+                self._apply_pauses(free, cap)
                 await window.wait(low_tide, timeout=_CREDIT_WAIT_S)
                 continue
             self._apply_pauses(free, cap)
@@ -307,8 +308,11 @@ class MemorySource:
         self._resumes += len(self._paused - want)
         self._paused = want
 
-    def commit(self) -> None:
+    async def commit(self) -> None:
         """Commit each partition's completed watermark if it moved."""
+        self._commit()
+
+    def _commit(self) -> None:
         offsets = {
             p: t.watermark
             for p, t in self._trackers.items()
@@ -324,7 +328,7 @@ class MemorySource:
         if self.closed:
             return
         if self._started:
-            self.commit()
+            self._commit()
             for tracker in self._trackers.values():
                 tracker.live = False
             self.broker._leave(self.group, self.topic, self)

@@ -184,6 +184,7 @@ class KafkaSource:
             if free < low_tide and window.in_use:
                 # Not worth a fetch yet: wait for credit, but poll now and then so
                 # the coordinator keeps counting this member as alive.
+                self._apply_pauses(free)
                 await window.wait(low_tide, timeout=_CREDIT_WAIT_S)
                 free = window.available
                 if free < low_tide and loop.time() - last_poll < _KEEPALIVE_S:
