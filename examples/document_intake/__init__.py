@@ -1,0 +1,1 @@
+"""Document intake: extract, classify, redact, chunk and index documents of several formats."""
