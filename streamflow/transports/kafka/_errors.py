@@ -78,7 +78,12 @@ def map_kafka_error(
     where = ""
     if topic is not None:
         where = f" on {topic}" if partition is None else f" on {topic}/{partition}"
-    message = f"{type(exc).__name__}{where}: {exc}" if str(exc) else f"{type(exc).__name__}{where}"
+    try:
+        text = str(exc)
+    except Exception:
+        # Some aiokafka error bases format attributes only their subclasses define.
+        text = ""
+    message = f"{type(exc).__name__}{where}: {text}" if text else f"{type(exc).__name__}{where}"
     cls: type[TransportError]
     if isinstance(exc, _CLOSED):
         cls = TransportClosed
