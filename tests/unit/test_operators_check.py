@@ -1,4 +1,4 @@
-"""check: PII redaction (Luhn-validated cards), groundedness, length and banned rules, event fate."""
+"""check: PII redaction (Luhn-checked cards), groundedness, length and banned rules, fate."""
 
 from __future__ import annotations
 
