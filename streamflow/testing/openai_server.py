@@ -337,6 +337,9 @@ class OpenAIServer:
                 ServedRequest(started, time.time(), method, path, model, ABANDONED, abandoned=True)
             )
             raise ConnectionResetError("client went away") from None
+        except Exception as exc:
+            # A failing reply or latency function is the test's bug: say so in a 500.
+            reply = error_reply(500, f"the test server failed: {exc!r}", "server_error")
         abandoned = False
         try:
             await send_reply(exchange, reply, self.chunk_delay)

@@ -258,6 +258,15 @@ async def test_step_timeout_from_map_async_cancels_the_call_and_counts_it() -> N
     assert [i.status for i in seen] == ["timeout"]
 
 
+async def test_a_failing_reply_function_answers_500() -> None:
+    def reply(request: dict[str, Any]) -> str:
+        raise ValueError("no canned answer")
+
+    async with open_openai_server(reply=reply) as server, _client(server) as client:
+        with pytest.raises(Unavailable, match="no canned answer"):
+            await client.chat("hi", model=MODEL)
+
+
 async def test_unreachable_endpoint_is_unavailable() -> None:
     async with open_openai_server() as server:
         url = server.base_url
