@@ -10,7 +10,7 @@ __all__ = ["TextChunk", "count_tokens", "split_into_chunks"]
 # Words (with inner apostrophes, dots or hyphens) and single punctuation marks.
 # Subword tokenizers give about 1.3 tokens per such unit on English prose, so a
 # budget in these units is a fair stand-in when no model tokenizer is at hand.
-_TOKEN = re.compile(r"\w+(?:['’.\-]\w+)*|[^\w\s]")
+_TOKEN = re.compile(r"\w+(?:['\u2019.\-]\w+)*|[^\w\s]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 

@@ -141,9 +141,7 @@ def index_chunks(
     return batch_async(embed_batch, max_size=max_batch, max_wait=max_wait, name=name)
 
 
-def report_intake(
-    index_name: str, *, preview_chars: int = 240, name: str = "report"
-) -> Operator:
+def report_intake(index_name: str, *, preview_chars: int = 240, name: str = "report") -> Operator:
     """Replace each processed document by its :class:`IntakeRecord` (no full text, no chunks).
 
     Args:

@@ -1,0 +1,180 @@
+"""The document-intake example, run through `streamflow run` on its shipped documents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamflow.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "document_intake"
+DOCUMENTS = EXAMPLE / "data" / "documents.jsonl"
+
+# The example is a folder of the repository, not an installed package.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from examples.document_intake.index import DocumentIndex  # noqa: E402
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def intake_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run the example once into a temporary folder; return its outputs."""
+    out = tmp_path_factory.mktemp("document_intake")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DOCUMENT_INTAKE_INDEX", str(out / "index"))
+        env.delenv("OPENAI_BASE_URL", raising=False)
+        code = main(
+            [
+                "run",
+                str(EXAMPLE / "pipeline.py"),
+                "--input",
+                str(DOCUMENTS),
+                "--output",
+                str(out / "documents.jsonl"),
+                "--no-progress",
+            ]
+        )
+    records = {e["payload"]["id"]: e["payload"] for e in _lines(out / "documents.jsonl")}
+    return {
+        "code": code,
+        "output": _lines(out / "documents.jsonl"),
+        "records": records,
+        "dead": _lines(out / "documents.dlq.jsonl"),
+        "review": _lines(out / "documents.review.jsonl"),
+        "index": out / "index",
+    }
+
+
+def test_run_exits_zero_with_unreadable_documents_in_the_input(intake_run: dict[str, Any]) -> None:
+    assert intake_run["code"] == 0
+
+
+def test_every_document_lands_in_output_or_dead_letters_exactly_once(
+    intake_run: dict[str, Any],
+) -> None:
+    expected = [json.loads(line)["id"] for line in DOCUMENTS.read_text().splitlines() if line]
+    landed = [e["payload"]["id"] for e in intake_run["output"]] + [
+        d["id"] for d in intake_run["dead"]
+    ]
+    assert sorted(landed) == sorted(expected)
+    assert len(landed) == len(set(landed))
+    assert intake_run["review"] == []
+
+
+@pytest.mark.parametrize(
+    ("document_id", "doc_type", "fmt"),
+    [
+        ("doc-001", "invoice", "pdf"),
+        ("doc-002", "invoice", "html"),
+        ("doc-005", "contract", "markdown"),
+        ("doc-007", "policy", "html"),
+        ("doc-008", "support_article", "markdown"),
+        ("doc-011", "resume", "text"),
+        ("doc-013", "report", "pdf"),
+    ],
+)
+def test_known_documents_get_their_type(
+    intake_run: dict[str, Any], document_id: str, doc_type: str, fmt: str
+) -> None:
+    record = intake_run["records"][document_id]
+    assert (record["doc_type"], record["format"]) == (doc_type, fmt)
+    assert 0.3 <= record["confidence"] <= 1.0
+    assert record["chunk_count"] >= 1
+
+
+def test_broken_pdf_is_a_dead_letter_with_the_reason(intake_run: dict[str, Any]) -> None:
+    letters = {d["id"]: d for d in intake_run["dead"]}
+    broken = letters["doc-015"]
+    assert broken["stage"] == "extract"
+    assert broken["error"]["type"] == "UnreadableDocument"
+    assert "cannot read PDF broken-scan.pdf" in broken["error"]["message"]
+    missing = letters["doc-016"]
+    assert "file not found: missing-board-minutes.pdf" in missing["error"]["message"]
+    assert set(letters) == {"doc-015", "doc-016"}
+
+
+def test_personal_data_is_redacted_in_the_record(intake_run: dict[str, Any]) -> None:
+    incident = intake_run["records"]["doc-014"]
+    assert incident["pii"] == {"card": 1, "email": 1, "phone": 1}
+    resume = intake_run["records"]["doc-011"]
+    assert resume["pii"] == {"email": 1, "phone": 1}
+    assert "[EMAIL]" in resume["preview"] and "[PHONE]" in resume["preview"]
+    everything = json.dumps(intake_run["output"])
+    for secret in ("jane.doe@example.org", "415 555 0172", "4111 1111 1111 1111"):
+        assert secret not in everything
+
+
+def test_index_holds_only_redacted_chunks_of_the_documents_read(
+    intake_run: dict[str, Any],
+) -> None:
+    index = DocumentIndex.load(intake_run["index"])
+    assert index.document_ids == set(intake_run["records"])
+    assert len(index) == sum(r["chunk_count"] for r in intake_run["records"].values())
+    stored = "".join(p.read_text() for p in intake_run["index"].glob("shard-*.jsonl"))
+    assert "4111 1111 1111 1111" not in stored and "[CARD]" in stored
+
+
+@pytest.mark.parametrize(
+    ("query", "document_id"),
+    [
+        ("my wireless printer does not show up in the list", "doc-009"),
+        ("how long do we keep CCTV footage before deleting it", "doc-007"),
+        ("expired TLS certificate caused card payments to fail at checkout", "doc-014"),
+        ("total amount due for sea freight and customs clearance", "doc-001"),
+    ],
+)
+def test_search_finds_the_document_that_answers_the_query(
+    intake_run: dict[str, Any], query: str, document_id: str
+) -> None:
+    hits = DocumentIndex.load(intake_run["index"]).search(query, k=3)
+    assert hits, f"no hit for {query!r}"
+    assert hits[0].document_id == document_id
+
+
+def test_chunks_are_embedded_at_the_endpoint_when_openai_base_url_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from examples.document_intake.index import EndpointEmbedder
+    from operators.models.openai import ModelClient, ModelEndpoint
+    from streamflow.errors import ConfigError
+    from streamflow.testing.openai_server import serve_openai_in_thread
+
+    output = tmp_path / "documents.jsonl"
+    folder = tmp_path / "index"
+    with serve_openai_in_thread(embedding_dims=256) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("DOCUMENT_INTAKE_EMBED_MODEL", "streamflow-embed")
+        monkeypatch.setenv("DOCUMENT_INTAKE_INDEX", str(folder))
+        code = main(
+            ["run", str(EXAMPLE / "pipeline.py"), "--input", str(DOCUMENTS),
+             "--output", str(output), "--no-progress"]
+        )  # fmt: skip
+        embedding_calls = server.count(path="/v1/embeddings", status=200)
+
+        async def search_at_endpoint() -> list[Any]:
+            async with ModelClient(ModelEndpoint(base_url=server.base_url)) as client:
+                index = DocumentIndex.load(folder, EndpointEmbedder(client, "streamflow-embed"))
+                return await index.asearch("wireless printer network settings", k=1)
+
+        hits = asyncio.run(search_at_endpoint())
+    records = [e["payload"] for e in _lines(output)]
+    assert code == 0
+    assert len(records) == 14
+    assert {r["index"] for r in records} == {"streamflow-embed"}
+    assert 1 <= embedding_calls < len(records)  # micro-batched, not one call per document
+    assert hits[0].document_id == "doc-009"
+    with pytest.raises(ConfigError, match="pass an embedder"):
+        DocumentIndex.load(folder)
