@@ -1,5 +1,11 @@
-"""Public test helpers: a local server that speaks the OpenAI wire format."""
+"""Public test helpers: marble tests in virtual time, and a local OpenAI-wire server."""
 
+from streamflow.testing.marbles import (
+    MarbleResult,
+    events_from_marbles,
+    parse_marbles,
+    run_marbles,
+)
 from streamflow.testing.openai_server import (
     Fault,
     OpenAIServer,
@@ -12,10 +18,14 @@ from streamflow.testing.openai_server import (
 
 __all__ = [
     "Fault",
+    "MarbleResult",
     "OpenAIServer",
     "ServedRequest",
     "count_tokens",
+    "events_from_marbles",
     "hashed_embedding",
     "open_openai_server",
+    "parse_marbles",
+    "run_marbles",
     "serve_openai_in_thread",
 ]
