@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import reactivex
 
-from operators import LinearTextClassifier, find_pii
+from operators import LinearTextClassifier, find_pii, read_field
 from operators.models import load_articles, load_labelled_examples
 from streamflow.cli import load_pipeline
-from streamflow.events import Event
+from streamflow.events import Event, decode_event, encode_event
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support_tickets"
 
@@ -164,3 +164,30 @@ async def test_pipeline_answers_most_tickets_without_leaking_personal_data(
         else:
             assert event.outcome == "review"
             assert event.reason
+
+
+async def test_pipeline_results_survive_the_wire_between_every_stage(
+    tickets: list[Any],
+) -> None:
+    pipeline = load_pipeline(str(EXAMPLE / "pipeline.py"))
+    model = pipeline.input_model
+    assert model is not None
+    rows = [json.loads(t.line) for t in tickets[:60] if not t.malformed]
+    events = [Event(id=row["id"], key=row["customer_id"], payload=row) for row in rows]
+
+    for stage in pipeline.stages:
+        # What a worker of the next stage gets: bytes decoded back to the input model.
+        events = [
+            decode_event(encode_event(e), model) if e.active else e
+            for e in await run_stages([stage], events)
+        ]
+
+    answered = [e for e in events if e.active]
+    assert len(answered) >= 0.8 * len(events)
+    for event in answered:
+        # Decoded as a Ticket, the steps' results ride along as plain extra fields.
+        payload = event.payload
+        assert read_field(payload, "check.outcome") == "pass"
+        passage_ids = {p["id"] for p in read_field(payload, "passages")}
+        assert read_field(payload, "answer.citations")[0] in passage_ids
+        assert read_field(payload, "classification.label")
