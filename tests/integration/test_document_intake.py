@@ -20,6 +20,8 @@ DOCUMENTS = EXAMPLE / "data" / "documents.jsonl"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from examples.document_intake.chunking import count_tokens, split_into_chunks  # noqa: E402
+from examples.document_intake.extract import UnreadableDocument, extract_file  # noqa: E402
 from examples.document_intake.index import DocumentIndex  # noqa: E402
 
 
@@ -178,3 +180,34 @@ def test_chunks_are_embedded_at_the_endpoint_when_openai_base_url_is_set(
     assert hits[0].document_id == "doc-009"
     with pytest.raises(ConfigError, match="pass an embedder"):
         DocumentIndex.load(folder)
+
+
+@pytest.mark.parametrize("path", sorted((EXAMPLE / "data" / "docs").glob("[!b]*.*")))
+def test_chunks_of_each_sample_keep_the_budget_and_every_word(path: Path) -> None:
+    text = extract_file(path).text
+    chunks = split_into_chunks(text, max_tokens=40, overlap=10)
+    assert chunks
+    assert max(c.tokens for c in chunks) <= 40
+    assert all(c.tokens == count_tokens(c.text) for c in chunks)
+    body = [b for b in text.split("\n\n") if not b.startswith("#")]
+    chunked = " ".join(c.text for c in chunks).split()
+    assert set(" ".join(body).split()) <= set(chunked)
+
+
+def test_a_heading_starts_a_chunk_and_long_sections_overlap() -> None:
+    sentence = "The retention period for {} records is seven years after closing."
+    text = "# Retention\n\n" + " ".join(sentence.format(n) for n in range(8))
+    text += "\n\n## Deletion\n\nRecords past their period are shredded."
+    chunks = split_into_chunks(text, max_tokens=40, overlap=13)
+    retention = [c for c in chunks if c.heading == "Retention"]
+    assert [c.heading for c in chunks[len(retention) :]] == ["Deletion"]
+    assert chunks[-1].text == "Records past their period are shredded."
+    assert len(retention) >= 3
+    for before, after in zip(retention, retention[1:], strict=False):
+        last_sentence = before.text.split(". ")[-1]
+        assert after.text.startswith(last_sentence.rstrip("."))
+
+
+def test_a_truncated_pdf_is_unreadable_with_the_reason() -> None:
+    with pytest.raises(UnreadableDocument, match="damaged or truncated"):
+        extract_file(EXAMPLE / "data" / "docs" / "broken-scan.pdf")
