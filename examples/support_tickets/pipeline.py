@@ -2,7 +2,7 @@
 
     python examples/support_tickets/generate_tickets.py --count 2500 --seed 7
     streamflow run examples/support_tickets/pipeline.py \\
-        --input examples/support_tickets/data/tickets.jsonl
+        --input examples/support_tickets/data/tickets.jsonl --output out/answers.jsonl
 
 Everything runs offline: a linear classifier trained on ``data/training.jsonl``,
 BM25 over ``data/knowledge_base.jsonl``, an extractive reply composer, and
