@@ -6,6 +6,7 @@ credit is returned in one place (the sink) and stages can count what is inside.
 """
 
 from streamflow.ops._batch import BatchStatistics, batch_async
+from streamflow.ops._context import Instrumentation, current_stage, instrumentation
 from streamflow.ops._credit import CreditStatistics, CreditWindow, Ticket
 from streamflow.ops._gate import BoundedChannel, ChannelStatistics, gate
 from streamflow.ops._map_async import MapStatistics, StepFn, map_async, run_step
@@ -32,6 +33,7 @@ __all__ = [
     "CreditStatistics",
     "CreditWindow",
     "EventOperator",
+    "Instrumentation",
     "MapStatistics",
     "Operator",
     "Ordering",
@@ -42,9 +44,11 @@ __all__ = [
     "batch_async",
     "branch",
     "check_ordering",
+    "current_stage",
     "filter",
     "filter_events",
     "gate",
+    "instrumentation",
     "map_async",
     "merge_into_dict",
     "parallel",

@@ -13,6 +13,7 @@ from reactivex.subject import Subject
 
 from streamflow.errors import CapacityExceeded, ConfigError
 from streamflow.events import Event
+from streamflow.ops._context import current_stage
 from streamflow.ops._operator import Operator
 
 __all__ = ["BoundedChannel", "ChannelStatistics", "gate"]
@@ -131,7 +132,13 @@ def gate(
                         peak_inside = max(peak_inside, inside)
                         if on_enter is not None:
                             on_enter(event)
-                        entry.on_next(event)
+                        # Tasks the stage starts now copy this context, so model
+                        # calls inside them know which stage they belong to.
+                        token = current_stage.set(name)
+                        try:
+                            entry.on_next(event)
+                        finally:
+                            current_stage.reset(token)
                     if upstream_done and not len(channel) and not entry_closed:
                         entry_closed = True
                         entry.on_completed()

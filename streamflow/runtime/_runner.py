@@ -16,7 +16,7 @@ from reactivex.subject import Subject
 from streamflow.errors import EventError, StreamflowError
 from streamflow.events import Event, decode_event, decode_input
 from streamflow.metrics import PipelineMetrics
-from streamflow.ops import CreditWindow, Operator, Ticket
+from streamflow.ops import CreditWindow, Operator, Ticket, instrumentation
 from streamflow.runtime._pipeline import Pipeline, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.transports import Record, Sink, Source
@@ -87,6 +87,9 @@ async def run_flow(
                 buffered=functools.partial(_gate_stat, gates[name], "buffered"),
             )
     dead_stage = metrics.stage(names[-1]) if metrics is not None else None
+    if metrics is not None:
+        instrumentation.model_request = metrics.model_request
+        instrumentation.rate_limit_wait = metrics.rate_limit_wait
 
     def deliver(event: Event) -> None:
         ticket = event._ticket
