@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -203,7 +204,7 @@ def test_a_heading_starts_a_chunk_and_long_sections_overlap() -> None:
     assert [c.heading for c in chunks[len(retention) :]] == ["Deletion"]
     assert chunks[-1].text == "Records past their period are shredded."
     assert len(retention) >= 3
-    for before, after in zip(retention, retention[1:], strict=False):
+    for before, after in itertools.pairwise(retention):
         last_sentence = before.text.split(". ")[-1]
         assert after.text.startswith(last_sentence.rstrip("."))
 
