@@ -209,7 +209,7 @@ async def test_half_open_lets_one_probe_through_and_closes_on_its_success() -> N
     assert second == "rejected"
     assert await probe == "ok"
 
-    assert breaker.state == "closed"
+    assert breaker.statistics().state == "closed"
     assert await outcome(breaker, succeed) == "ok"
     assert transitions == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
 
