@@ -20,6 +20,7 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from streamflow.errors import CapacityExceeded, ConfigError
 from streamflow.events import Event
+from streamflow.ops._context import instrumentation
 from streamflow.ops._operator import Operator
 
 __all__ = [
@@ -178,8 +179,10 @@ class RateLimiter:
             requests_per_s: most calls in any second.
             tokens_per_min: most tokens (in + out) in any 60 s.
             name: a name for statistics and messages (the endpoint).
-            on_wait: called with the seconds each waiting admission waited,
-                so the runtime can count them without ops knowing metrics.
+            on_wait: called with the seconds each waiting admission waited.
+                Waits also go to ``instrumentation.report_rate_limit_wait``
+                with the current stage, which the runtime turns into
+                ``streamflow_rate_limit_wait_seconds_total``.
 
         Raises:
             ConfigError: no limit given, or a limit below 1.
@@ -282,6 +285,7 @@ class RateLimiter:
             self.waits += 1
             if self.on_wait is not None:
                 self.on_wait(waited)
+            instrumentation.report_rate_limit_wait(self.name, waited)
 
     async def _sleep(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
         # A future, not asyncio.sleep, so a refund (settle below the estimate) wakes us early.

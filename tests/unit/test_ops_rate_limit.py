@@ -10,7 +10,15 @@ from reactivex.subject import Subject
 
 from streamflow.errors import ConfigError, Unavailable
 from streamflow.events import Event, StepRecord
-from streamflow.ops import CreditWindow, RetryPolicy, Ticket, map_async, pipe
+from streamflow.ops import (
+    CreditWindow,
+    RetryPolicy,
+    Ticket,
+    current_stage,
+    instrumentation,
+    map_async,
+    pipe,
+)
 from streamflow.ops._rate_limit import (
     RateLimiter,
     RateLimitStatistics,
@@ -335,3 +343,16 @@ async def test_a_request_larger_than_the_whole_budget_goes_alone_once_the_window
 
     assert now() == 60.0
     assert limiter.statistics().tokens_in_window == 250
+
+
+async def test_waits_reach_the_instrumentation_hook_with_the_stage_and_limiter() -> None:
+    reported: list[tuple[str, str, float]] = []
+    instrumentation.rate_limit_wait = lambda *fact: reported.append(fact)
+    token = current_stage.set("generate")
+    try:
+        await run_marbles(rate_limit(requests_per_s=1, name="llm"), "(abc)|")
+    finally:
+        current_stage.reset(token)
+        instrumentation.rate_limit_wait = None
+
+    assert reported == [("generate", "llm", 1.0), ("generate", "llm", 1.0)]
