@@ -8,6 +8,7 @@ number of events in flight, and every buffer behind the source, stays <= W.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -109,12 +110,13 @@ class Ticket:
     shutdown path can both release safely.
     """
 
-    __slots__ = ("_on_release", "_window", "released")
+    __slots__ = ("_on_release", "_window", "read_at", "released")
 
     def __init__(self, window: CreditWindow, on_release: Callable[[], None] | None = None) -> None:
         self._window = window
         self._on_release = on_release
         self.released = False
+        self.read_at = time.perf_counter()
 
     def release(self) -> None:
         """Give the credit back and run ``on_release``, once."""

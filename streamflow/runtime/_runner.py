@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 from reactivex.subject import Subject
@@ -98,9 +97,8 @@ async def run_flow(
         report.count(outcome, event)
         if event.outcome == "failed" and metrics is not None:
             metrics.stage(event._failed_in or names[-1]).dead_lettered.inc()
-        entered = getattr(ticket, "read_at", None)
-        if entered is not None:
-            report.end_to_end.add(time.perf_counter() - entered)
+        if ticket is not None:
+            report.end_to_end.add(time.perf_counter() - ticket.read_at)
         sink.write(event)
 
     def fail(error: Exception) -> None:
@@ -141,9 +139,6 @@ async def run_flow(
                 metrics.stage("decode").dead_lettered.inc()
             sink.reject(record, exc, ticket)
             return
-        ticket_any: Any = ticket
-        with contextlib.suppress(AttributeError):
-            ticket_any.read_at = time.perf_counter()
         event._ticket = ticket
         event._origin = record
         inside[id(ticket)] = event
