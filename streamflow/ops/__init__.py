@@ -5,6 +5,7 @@ lets inactive events (failed, filtered, parked for review) pass untouched, so
 credit is returned in one place (the sink) and stages can count what is inside.
 """
 
+from streamflow.ops._adaptive import AdaptiveConcurrency, AdaptiveStatistics
 from streamflow.ops._batch import BatchStatistics, batch_async
 from streamflow.ops._context import Instrumentation, current_stage, instrumentation
 from streamflow.ops._credit import CreditStatistics, CreditWindow, Ticket
@@ -19,6 +20,21 @@ from streamflow.ops._operator import (
     pipe,
 )
 from streamflow.ops._parallel import merge_into_dict, parallel
+from streamflow.ops._rate_limit import (
+    Permit,
+    RateLimiter,
+    RateLimitStatistics,
+    rate_limit,
+    reset_shared_limiters,
+    shared_limiter,
+)
+from streamflow.ops._resilience import (
+    BreakerState,
+    BreakerStatistics,
+    CircuitBreaker,
+    circuit_breaker,
+    fallback,
+)
 from streamflow.ops._retry import RetryPolicy
 from streamflow.ops._route import route
 from streamflow.ops._simple import filter_events, tap
@@ -27,9 +43,14 @@ branch = route
 filter = filter_events
 
 __all__ = [
+    "AdaptiveConcurrency",
+    "AdaptiveStatistics",
     "BatchStatistics",
     "BoundedChannel",
+    "BreakerState",
+    "BreakerStatistics",
     "ChannelStatistics",
+    "CircuitBreaker",
     "CreditStatistics",
     "CreditWindow",
     "EventOperator",
@@ -37,6 +58,9 @@ __all__ = [
     "MapStatistics",
     "Operator",
     "Ordering",
+    "Permit",
+    "RateLimitStatistics",
+    "RateLimiter",
     "RetryPolicy",
     "StepFn",
     "Ticket",
@@ -44,7 +68,9 @@ __all__ = [
     "batch_async",
     "branch",
     "check_ordering",
+    "circuit_breaker",
     "current_stage",
+    "fallback",
     "filter",
     "filter_events",
     "gate",
@@ -53,7 +79,10 @@ __all__ = [
     "merge_into_dict",
     "parallel",
     "pipe",
+    "rate_limit",
+    "reset_shared_limiters",
     "route",
     "run_step",
+    "shared_limiter",
     "tap",
 ]

@@ -111,7 +111,7 @@ def parallel(
                     return
                 seq = next(seqs)
                 waiting[seq] = (event, {})
-                for label, subject in subjects.items():
+                for subject in subjects.values():
                     branch_in = event.model_copy()
                     branch_in._fanout = (*event._fanout, (me, seq))
                     subject.on_next(branch_in)
