@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-from streamflow.cli import _kafka  # noqa: E402,F401  (registers the Kafka commands)
+from streamflow.cli import (  # noqa: E402,F401  (review and trace commands)
+    _kafka,
+    _review,
+    _trace,
+)
 
 if __name__ == "__main__":
     raise SystemExit(main())

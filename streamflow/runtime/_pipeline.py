@@ -67,9 +67,12 @@ class Pipeline:
         id_field: payload field that becomes the event id (else derived from position).
         summary_field: dotted payload path whose value groups the run summary.
         window: most events inside the pipeline (one process) or one worker at once.
+        rework_stage: the stage a rejected review goes back to (default: the stage
+            named ``generate`` if there is one, else the first stage).
 
     Raises:
-        ConfigError: bad names, no stages, duplicate stage names, bad window.
+        ConfigError: bad names, no stages, duplicate stage names, bad window, a
+            rework stage that is not one of the stages.
         TopologyError: a stage asks for an order that an upstream stage breaks, or the
             window exceeds a buffer bound inside a stage.
     """
@@ -84,6 +87,7 @@ class Pipeline:
         id_field: str | None = "id",
         summary_field: str | None = None,
         window: int = 1024,
+        rework_stage: str | None = None,
     ) -> None:
         if not _NAME.match(name):
             raise ConfigError(
@@ -104,6 +108,11 @@ class Pipeline:
             seen.add(stage.name)
         if window < 1:
             raise ConfigError(f"pipeline '{name}': window must be >= 1, got {window}")
+        if rework_stage is not None and rework_stage not in seen:
+            raise ConfigError(
+                f"pipeline '{name}': rework_stage '{rework_stage}' is not a stage; its stages "
+                "are " + ", ".join(s.name for s in stages)
+            )
         self.name = name
         self.stages = list(stages)
         self.input_model = input_model
@@ -111,6 +120,8 @@ class Pipeline:
         self.id_field = id_field
         self.summary_field = summary_field
         self.window = window
+        default_rework = "generate" if "generate" in seen else self.stages[0].name
+        self.rework_stage: str = rework_stage or default_rework
         check_ordering([s.op for s in self.stages], where=f"pipeline '{name}'")
         for stage in self.stages:
             for op in stage.op.walk():
