@@ -117,11 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-from streamflow.cli import (  # noqa: E402,F401  (review and trace commands)
-    _kafka,
-    _review,
-    _trace,
-)
+from streamflow.cli import _review, _trace  # noqa: E402,F401,I001  (review and trace commands)
+from streamflow.cli import _kafka  # noqa: E402,F401  (registers the Kafka commands)
 
 if __name__ == "__main__":
     raise SystemExit(main())
