@@ -1,0 +1,316 @@
+"""`streamflow review` over the files of an in-process run, through main(argv) as a user types it."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamflow import Event, Pipeline, Stage, StepRecord, map_async
+from streamflow.cli import main
+from streamflow.errors import ConfigError
+from streamflow.events import loads
+from streamflow.runtime._review import (
+    approved,
+    parked_stage,
+    reject_target,
+    rejected,
+    review_round,
+)
+
+# triage parks texts it is unsure of; check parks answers that promise a refund.
+# The composer writes a refund promise for money questions unless it got feedback.
+PIPELINE = textwrap.dedent(
+    """
+    from operators import generate
+    from operators.models import ComposedAnswer
+    from streamflow import Pipeline, Stage, map_async
+
+    class Composer:
+        name = "echo"
+
+        async def compose(self, question, *, category, passages, feedback=None):
+            if feedback:
+                text = f"Revised ({feedback})"
+            elif "money" in question:
+                text = "We will refund you."
+            else:
+                text = "Thanks, done."
+            cited = [p.id for p in passages]
+            return ComposedAnswer(text=text, citations=cited, model="echo", tokens_in=7,
+                                  tokens_out=3, cost_usd=0.001)
+
+    async def triage(event):
+        text = event.payload["text"]
+        payload = {**event.payload, "category": "billing" if "money" in text else "general"}
+        if "unsure" in text:
+            return event.evolve(payload=payload, outcome="review", reason="unsure of the category")
+        return event.with_payload(payload)
+
+    async def lookup(event):
+        passage = {"id": "kb-" + event.payload["category"], "title": "Policy", "text": "policy", "score": 1.0}
+        return event.with_payload({**event.payload, "passages": [passage]})
+
+    async def check(event):
+        answer = event.payload["answer"]["text"]
+        if "refund" in answer:
+            return event.evolve(outcome="review", reason="promises a refund")
+        return event.with_payload({**event.payload, "check": {"outcome": "pass", "reasons": []}})
+
+    pipeline = Pipeline(
+        "helpdesk",
+        [
+            Stage("triage", map_async(triage, name="triage")),
+            Stage("lookup", map_async(lookup, name="lookup")),
+            Stage("generate", generate(Composer(), question_fields=["text"],
+                                       category_field="category")),
+            Stage("check", map_async(check, name="check")),
+        ],
+        key_field="customer",
+        summary_field="category",
+    )
+    """
+)
+
+TICKETS = [
+    {"id": "t1", "customer": "c1", "text": "I want my money back"},
+    {"id": "t2", "customer": "c2", "text": "hello there"},
+    {"id": "t3", "customer": "c3", "text": "unsure about the money"},
+    {"id": "t4", "customer": "c4", "text": "more money please"},
+]
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def run_files(tmp_path: Path) -> tuple[str, Path]:
+    """Run the helpdesk pipeline once; return its file and the output path."""
+    pipeline = tmp_path / "helpdesk_pipeline.py"
+    pipeline.write_text(PIPELINE)
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(
+            f'{{"id":"{t["id"]}","customer":"{t["customer"]}","text":"{t["text"]}"}}\n'
+            for t in TICKETS
+        )
+    )
+    out = tmp_path / "out" / "helpdesk.jsonl"
+    code = main(["run", str(pipeline), "-i", str(source), "-o", str(out), "--no-progress"])
+    assert code == 0
+    assert {e["id"] for e in _jsonl(out)} == {"t2"}
+    return str(pipeline), out
+
+
+def _pending(
+    pipeline: str, out: Path, capsys: pytest.CaptureFixture[str]
+) -> dict[str, dict[str, Any]]:
+    capsys.readouterr()
+    assert main(["review", "list", pipeline, "--output", str(out), "--json"]) == 0
+    return {row["id"]: row for row in loads(capsys.readouterr().out)}
+
+
+def _review_record(event: dict[str, Any]) -> dict[str, Any]:
+    records = [r for r in event["trace"] if r["step"] == "review"]
+    assert records, "no review record in the trace"
+    return records[-1]
+
+
+def test_list_shows_undecided_events_with_category_stage_reason_and_answer(
+    run_files: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, out = run_files
+    rows = _pending(pipeline, out, capsys)
+    assert set(rows) == {"t1", "t3", "t4"}
+    assert rows["t1"]["category"] == "billing"
+    assert rows["t1"]["key"] == "c1"
+    assert rows["t1"]["stage"] == "check"
+    assert rows["t1"]["reason"] == "promises a refund"
+    assert rows["t1"]["answer"] == "We will refund you."
+    assert rows["t3"]["stage"] == "triage" and rows["t3"]["answer"] is None
+
+    assert main(["review", "list", pipeline, "--output", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "3 waiting for review" in table
+    for text in ("t1", "t3", "t4", "promises a refund", "unsure of the category", "category"):
+        assert text in table
+
+
+def test_approve_writes_the_event_to_the_output_with_a_review_record(
+    run_files: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, out = run_files
+    code = main(["review", "approve", "t1", pipeline, "-o", str(out), "--note", "fine by policy"])
+    assert code == 0
+    assert "t1: approved, sent to the output" in capsys.readouterr().out
+    answers = {e["id"]: e for e in _jsonl(out)}
+    assert answers["t1"]["outcome"] == "ok"
+    assert answers["t1"]["reason"] is None
+    assert answers["t1"]["payload"]["answer"]["text"] == "We will refund you."
+    record = _review_record(answers["t1"])
+    assert (record["outcome"], record["detail"]) == ("approved", "fine by policy")
+    assert "t1" not in _pending(pipeline, out, capsys)
+    decisions = _jsonl(out.with_name("helpdesk.decisions.jsonl"))
+    assert [(d["id"], d["decision"], d["note"]) for d in decisions] == [
+        ("t1", "approved", "fine by policy")
+    ]
+    assert isinstance(decisions[0]["at"], float)
+
+
+def test_reject_reruns_generate_with_the_note_as_feedback(
+    run_files: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, out = run_files
+    code = main(
+        ["review", "reject", "t4", pipeline, "-o", str(out), "--note", "offer a callback instead"]
+    )
+    assert code == 0
+    assert "t4: rejected, sent to stage generate; it came out ok" in capsys.readouterr().out
+    answers = {e["id"]: e for e in _jsonl(out)}
+    event = answers["t4"]
+    assert event["outcome"] == "ok"
+    assert event["payload"]["answer"]["text"] == "Revised (reviewer: offer a callback instead)"
+    steps = [r["step"] for r in event["trace"]]
+    # The first pass, the decision, then generate and check once more (not triage or lookup).
+    assert steps == ["triage", "lookup", "generate", "check", "review", "generate", "check"]
+    assert _review_record(event)["outcome"] == "rejected"
+    assert "t4" not in _pending(pipeline, out, capsys)
+
+
+def test_reject_of_an_event_parked_before_the_rework_stage_runs_the_stages_it_missed(
+    run_files: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, out = run_files
+    code = main(["review", "reject", "t3", pipeline, "-o", str(out), "--note", "it is billing"])
+    assert code == 0
+    assert "sent to stage lookup" in capsys.readouterr().out
+    event = {e["id"]: e for e in _jsonl(out)}["t3"]
+    assert [r["step"] for r in event["trace"]] == [
+        "triage",
+        "review",
+        "lookup",
+        "generate",
+        "check",
+    ]
+    assert event["payload"]["passages"][0]["id"] == "kb-billing"
+    assert event["payload"]["answer"]["text"] == "Revised (reviewer: it is billing)"
+
+
+def test_an_event_back_in_review_after_a_decision_can_be_decided_again(
+    run_files: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, out = run_files
+    # Approving t3 lets it go on from lookup; its money question earns a refund promise,
+    # so check parks it again: a new round.
+    assert main(["review", "approve", "t3", pipeline, "-o", str(out)]) == 0
+    assert "it came out review (promises a refund)" in capsys.readouterr().out
+    rows = _pending(pipeline, out, capsys)
+    assert rows["t3"]["stage"] == "check"
+    assert main(["review", "approve", "t3", pipeline, "-o", str(out)]) == 0
+    assert "t3" not in _pending(pipeline, out, capsys)
+    event = {e["id"]: e for e in _jsonl(out)}["t3"]
+    assert [r["outcome"] for r in event["trace"] if r["step"] == "review"] == [
+        "approved",
+        "approved",
+    ]
+
+
+def test_a_second_decision_on_the_same_event_is_refused(
+    run_files: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, out = run_files
+    assert main(["review", "approve", "t1", pipeline, "-o", str(out)]) == 0
+    lines_before = len(_jsonl(out))
+    capsys.readouterr()
+    code = main(["review", "reject", "t1", pipeline, "-o", str(out), "--note", "too late"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "already approved" in err and len(err.strip().splitlines()) == 1
+    assert len(_jsonl(out)) == lines_before
+
+
+def test_unknown_id_is_a_one_line_error_with_exit_2(
+    run_files: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, out = run_files
+    capsys.readouterr()
+    assert main(["review", "approve", "nope", pipeline, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no event 'nope'") and len(err.strip().splitlines()) == 1
+
+
+def test_reject_needs_a_note_and_review_needs_a_queue(
+    run_files: tuple[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pipeline, out = run_files
+    assert main(["review", "reject", "t1", pipeline, "-o", str(out)]) == 2
+    assert "--note" in capsys.readouterr().err
+    monkeypatch.delenv("STREAMFLOW_BROKER", raising=False)
+    assert main(["review", "list", pipeline]) == 2
+    assert "--output" in capsys.readouterr().err
+
+
+# -- the decisions themselves ---------------------------------------------------------
+
+
+async def _keep(event: Event) -> Event:
+    return event
+
+
+def _pipeline(*names: str, rework: str | None = None) -> Pipeline:
+    return Pipeline(
+        "decisions",
+        [Stage(n, map_async(_keep, name=n)) for n in names],
+        rework_stage=rework,
+    )
+
+
+def _parked(*steps: str) -> Event:
+    trace = [StepRecord(step=s, started_at=float(i), duration_s=0.1) for i, s in enumerate(steps)]
+    return Event(id="e", payload={"q": "x"}, trace=trace, outcome="review", reason="look")
+
+
+def test_rework_stage_defaults_to_generate_else_the_first_stage_and_must_exist() -> None:
+    assert _pipeline("classify", "generate", "check").rework_stage == "generate"
+    assert _pipeline("classify", "check").rework_stage == "classify"
+    assert _pipeline("classify", "check", rework="check").rework_stage == "check"
+    with pytest.raises(ConfigError, match="rework_stage 'draft' is not a stage"):
+        _pipeline("classify", "check", rework="draft")
+
+
+def test_rejected_sets_failed_check_feedback_and_clears_the_review() -> None:
+    event = _parked("classify", "generate", "check").evolve(
+        payload={"q": "x", "check": {"outcome": "review", "reasons": ["weak"]}}
+    )
+    changed = rejected(event, "shorter please")
+    assert changed.payload["check"] == {"outcome": "fail", "reasons": ["reviewer: shorter please"]}
+    assert (changed.outcome, changed.reason, changed.error) == ("ok", None, None)
+    assert changed.trace[-1].step == "review" and changed.trace[-1].outcome == "rejected"
+    assert review_round(changed) == 1 and review_round(event) == 0
+    with pytest.raises(ConfigError, match="needs a note"):
+        rejected(event, "  ")
+
+
+def test_approved_keeps_the_payload_and_records_the_note() -> None:
+    changed = approved(_parked("classify", "check"), "ok")
+    assert changed.payload == {"q": "x"}
+    assert changed.outcome == "ok" and changed.trace[-1].detail == "ok"
+
+
+def test_parked_stage_and_reject_target_follow_the_trace() -> None:
+    pipeline = _pipeline("classify", "retrieve", "generate", "check")
+    late = _parked("classify", "retrieve", "generate", "check")
+    early = _parked("classify")
+    assert parked_stage(pipeline, late) == "check"
+    assert reject_target(pipeline, late) == "generate"
+    assert parked_stage(pipeline, early) == "classify"
+    assert reject_target(pipeline, early) == "retrieve"
+    assert parked_stage(pipeline, _parked("elsewhere")) is None
+    assert reject_target(pipeline, _parked("elsewhere")) == "generate"
