@@ -1,4 +1,4 @@
-"""`streamflow review` over the files of an in-process run, through main(argv) as a user types it."""
+"""`streamflow review` over the files of an in-process run, through main(argv) as users type it."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ PIPELINE = textwrap.dedent(
         return event.with_payload(payload)
 
     async def lookup(event):
-        passage = {"id": "kb-" + event.payload["category"], "title": "Policy", "text": "policy", "score": 1.0}
+        kb = "kb-" + event.payload["category"]
+        passage = {"id": kb, "title": "Policy", "text": "policy", "score": 1.0}
         return event.with_payload({**event.payload, "passages": [passage]})
 
     async def check(event):
