@@ -117,7 +117,7 @@ def _pending(
 
 
 def _review_record(event: dict[str, Any]) -> dict[str, Any]:
-    records = [r for r in event["trace"] if r["step"] == "review"]
+    records: list[dict[str, Any]] = [r for r in event["trace"] if r["step"] == "review"]
     assert records, "no review record in the trace"
     return records[-1]
 
