@@ -1,0 +1,326 @@
+"""Draft, check, and draft again: the regenerate-on-failed-check loop, and an LLM judge step."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from reactivex.subject import Subject
+
+from operators._payload import payload_text, read_field, write_fields
+from operators._step import fail, park_for_review, step_record
+from operators.check import CheckOutcome, CheckResult, check
+from operators.generate import DraftAnswer, generate, read_passages
+from operators.models._types import AnswerComposer, Judge
+from streamflow.errors import ConfigError
+from streamflow.events import Event
+from streamflow.ops import Operator, map_async
+
+__all__ = [
+    "escalate_by_category",
+    "generate_until_checked",
+    "judge_answer",
+]
+
+_STRICTNESS: dict[str, int] = {"pass": 0, "review": 1, "fail": 2}
+
+GenerateStep = Callable[[AnswerComposer, str], Operator]
+CheckStep = Callable[[str], Operator]
+
+
+def escalate_by_category(
+    hard: Collection[str], *, field: str = "classification.label", rung: int = 1
+) -> Callable[[Event], int]:
+    """Start hard categories higher on the escalation ladder.
+
+    Args:
+        hard: categories that start at ``rung`` (the strong model); others start at 0.
+        field: dotted payload path of the category.
+        rung: the ladder index hard categories start at.
+
+    Returns:
+        A ``start`` function for :func:`generate_until_checked`.
+    """
+    chosen = frozenset(hard)
+
+    def start(event: Event) -> int:
+        return rung if read_field(event.payload, field) in chosen else 0
+
+    return start
+
+
+def judge_answer(
+    judge: Judge,
+    *,
+    min_groundedness: float = 0.5,
+    field: str = "check",
+    answer_field: str = "answer",
+    passages_field: str = "passages",
+    question_fields: Sequence[str] = ("subject", "body", "text", "question"),
+    on_fail: Literal["review", "dead_letter"] = "review",
+    concurrency: int = 64,
+    into: type[BaseModel] | None = None,
+    name: str = "judge",
+) -> Operator:
+    """Ask a judge about answers the rule checks passed; it can only make the outcome stricter.
+
+    ::
+
+        in:   --a1(check=pass)--a2(check=pass)--|
+        out:  --a1(pass)--------a2(review)------|   the judge asked for a person
+
+    Put it after :func:`operators.check`, so the model is paid only for answers
+    that passed the cheap rules. The judge's outcome (``pass``, ``review`` or
+    ``fail``, from a :class:`~operators.models.llm.JudgeVerdict`; a plain
+    Verdict counts as ``pass``) and a groundedness below ``min_groundedness``
+    are merged into the CheckResult at ``field``: the stricter outcome wins,
+    and the judge's reasons are added.
+
+    Args:
+        judge: the judge backend (an LLMJudge).
+        min_groundedness: groundedness under which the answer fails.
+        field: payload field of the CheckResult (read and rewritten).
+        answer_field: payload field of the DraftAnswer.
+        passages_field: payload field of the retrieved passages.
+        question_fields: payload fields whose text is the question.
+        on_fail: a failing answer goes to ``review`` or the dead letters.
+        concurrency: events in flight at once.
+        into: a payload model to turn the payload into, or None to keep its type.
+        name: the step name in traces.
+
+    Returns:
+        An Operator for ``reactivex.pipe`` or a Stage.
+
+    Raises:
+        ConfigError: a threshold outside 0..1 or an unknown on_fail.
+    """
+    if not 0.0 <= min_groundedness <= 1.0:
+        raise ConfigError(
+            f"judge_answer: min_groundedness must be within 0..1, not {min_groundedness}"
+        )
+    if on_fail not in ("review", "dead_letter"):
+        raise ConfigError(f"judge_answer: on_fail is 'review' or 'dead_letter', not {on_fail!r}")
+
+    async def judge_draft(event: Event) -> Event:
+        payload = event.payload
+        raw = read_field(payload, answer_field)
+        before = _check_result(read_field(payload, field))
+        if raw is None:
+            result = CheckResult(outcome="fail", reasons=["no answer to judge"])
+            record = step_record(name, outcome=_event_outcome("fail", on_fail), detail="fail")
+            return _decide(event, write_fields(payload, {field: result}, into), result, record)
+        draft = raw if isinstance(raw, DraftAnswer) else DraftAnswer.model_validate(_plain(raw))
+        verdict = await judge.judge(
+            draft.text,
+            read_passages(payload, passages_field),
+            question=payload_text(payload, question_fields),
+        )
+        said: str = getattr(verdict, "outcome", "pass")
+        outcome = said if said in _STRICTNESS else "review"
+        reasons = list(verdict.reasons)
+        if verdict.groundedness < min_groundedness:
+            outcome = "fail"
+            reasons.insert(
+                0,
+                f"judge found the answer not grounded: groundedness "
+                f"{verdict.groundedness:.2f} < {min_groundedness:.2f}",
+            )
+        merged: CheckOutcome = _stricter(before.outcome if before else "pass", outcome)
+        result = CheckResult(
+            outcome=merged,
+            reasons=[*(before.reasons if before else []), *(reasons if outcome != "pass" else [])],
+            redactions=dict(before.redactions) if before else {},
+            groundedness=verdict.groundedness,
+            judge=verdict.model,
+        )
+        record = step_record(
+            name,
+            outcome=_event_outcome(merged, on_fail),
+            model=verdict.model,
+            tokens_in=verdict.tokens_in,
+            tokens_out=verdict.tokens_out,
+            cost_usd=verdict.cost_usd,
+            detail=f"{said} groundedness={verdict.groundedness:.2f}",
+        )
+        return _decide(event, write_fields(payload, {field: result}, into), result, record)
+
+    def _decide(event: Event, payload: Any, result: CheckResult, record: Any) -> Event:
+        if result.outcome == "pass":
+            return event.traced(record, payload=payload)
+        reason = "; ".join(result.reasons)
+        if result.outcome == "fail" and on_fail == "dead_letter":
+            return fail(event, payload, record, name, reason)
+        return park_for_review(event, payload, record, reason)
+
+    return map_async(judge_draft, concurrency=concurrency, name=name)
+
+
+def generate_until_checked(
+    generate_step: GenerateStep | None = None,
+    check_step: CheckStep | None = None,
+    *,
+    escalate: Sequence[AnswerComposer],
+    start: Callable[[Event], int] | None = None,
+    judge_step: CheckStep | None = None,
+    max_rounds: int = 3,
+    check_field: str = "check",
+    concurrency: int = 16,
+    timeout: float | None = None,
+    name: str = "generate_checked",
+) -> Operator:
+    """Draft an answer, check it, and when the check fails draft again with its reasons.
+
+    ::
+
+        in:    --t1----------t2-------------------|
+        round:   g#1 c#1 ok   g#1 c#1 fail g#2 c#2 ok     (g#2 on the next model up)
+        out:   ----------t1-----------------------t2--|
+
+    One async step per event runs up to ``max_rounds`` rounds of
+    ``generate#n`` -> ``check#n`` (-> ``judge#n``). Each round writes its own
+    trace records under those names, so cost per round, stage and category
+    shows in the trace and the metrics. A round whose check *fails* is
+    retried with the check's reasons handed to the composer as feedback, on
+    the next model of ``escalate`` (a cheap model first, then a strong one);
+    an answer the check sends to review goes to review at once. After the
+    last round a failing answer goes where the check sends it (review, by
+    default) with the reasons; an error that outlived its retries sends the
+    event to the dead letters with the records of every round before it.
+
+    Args:
+        generate_step: ``(composer, step name) -> operator`` (default:
+            :func:`operators.generate` with that composer and name).
+        check_step: ``step name -> operator`` of the rule checks (default:
+            :func:`operators.check` with that name).
+        escalate: the composers in escalation order (cheap first).
+        start: the index in ``escalate`` of an event's first round (for example
+            :func:`escalate_by_category`); default 0.
+        judge_step: ``step name -> operator`` run after a passing check (for
+            example :func:`judge_answer` with an LLMJudge), or None.
+        max_rounds: rounds at most (1 means no regeneration).
+        check_field: payload field of the CheckResult.
+        concurrency: events in their loop at once.
+        timeout: seconds for the whole loop of one event.
+        name: the step name of the loop in traces.
+
+    Returns:
+        An Operator for ``reactivex.pipe`` or a Stage.
+
+    Raises:
+        ConfigError: no composer or max_rounds < 1.
+    """
+    if not escalate:
+        raise ConfigError("generate_until_checked: give at least one composer in escalate=")
+    if max_rounds < 1:
+        raise ConfigError(f"generate_until_checked: max_rounds must be >= 1, got {max_rounds}")
+    ladder = list(escalate)
+    make_generate: GenerateStep = generate_step or (lambda c, step: generate(c, name=step))
+    make_check: CheckStep = check_step or (lambda step: check(name=step))
+    rounds: list[tuple[list[_OneAtATime], _OneAtATime, _OneAtATime | None]] = []
+    for n in range(1, max_rounds + 1):
+        rounds.append(
+            (
+                [_OneAtATime(make_generate(c, f"generate#{n}")) for c in ladder],
+                _OneAtATime(make_check(f"check#{n}")),
+                _OneAtATime(judge_step(f"judge#{n}")) if judge_step is not None else None,
+            )
+        )
+
+    async def draft_until_checked(event: Event) -> Event:
+        first = start(event) if start is not None else 0
+        current = event
+        for n, (generators, checker, judger) in enumerate(rounds, start=1):
+            rung = min(max(first + n - 1, 0), len(ladder) - 1)
+            current = await generators[rung].run(current)
+            if not current.active:
+                return current
+            current = await checker.run(current)
+            if current.active and judger is not None:
+                current = await judger.run(current)
+            if current.active:
+                return current
+            verdict = read_field(current.payload, f"{check_field}.outcome")
+            if verdict != "fail":
+                return current
+            if n == max_rounds:
+                if max_rounds > 1 and current.reason:
+                    reason = f"check still failing after {n} drafts: {current.reason}"
+                    return current.evolve(reason=reason)
+                return current
+            # Back on the path: the next draft reads the failed check as feedback.
+            current = current.evolve(outcome="ok", reason=None, error=None)
+        return current
+
+    return map_async(draft_until_checked, concurrency=concurrency, timeout=timeout, name=name)
+
+
+class _OneAtATime:
+    """Runs an operator on single events through one long-lived subscription.
+
+    One subscription per event loop (not per event), so the operator keeps its
+    bounded state; results come back by event id, and a second event with an
+    id already inside waits its turn, so results never cross.
+    """
+
+    def __init__(self, op: Operator) -> None:
+        self.op = op
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subject: Subject[Event] | None = None
+        self._waiting: dict[str, asyncio.Future[Event]] = {}
+
+    def _subscribe(self) -> Subject[Event]:
+        loop = asyncio.get_running_loop()
+        if self._subject is not None and self._loop is loop:
+            return self._subject
+        subject: Subject[Event] = Subject()
+        self._loop, self._subject, self._waiting = loop, subject, {}
+        self.op(subject).subscribe(self._on_next, self._on_error)
+        return subject
+
+    def _on_next(self, event: Event) -> None:
+        future = self._waiting.pop(event.id, None)
+        if future is not None and not future.done():
+            future.set_result(event)
+
+    def _on_error(self, error: Exception) -> None:
+        waiting, self._waiting, self._subject = self._waiting, {}, None
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(error)
+
+    async def run(self, event: Event) -> Event:
+        subject = self._subscribe()
+        while (busy := self._waiting.get(event.id)) is not None:
+            await asyncio.wait([busy])
+            subject = self._subscribe()
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._waiting[event.id] = future
+        try:
+            subject.on_next(event)
+            return await future
+        finally:
+            if self._waiting.get(event.id) is future:
+                del self._waiting[event.id]
+
+
+def _stricter(a: str, b: str) -> CheckOutcome:
+    worst = a if _STRICTNESS.get(a, 1) >= _STRICTNESS.get(b, 1) else b
+    return "fail" if worst == "fail" else "review" if worst == "review" else "pass"
+
+
+def _event_outcome(outcome: str, on_fail: str) -> str:
+    if outcome == "pass":
+        return "ok"
+    return "failed" if outcome == "fail" and on_fail == "dead_letter" else "review"
+
+
+def _plain(raw: Any) -> Any:
+    return raw.model_dump() if isinstance(raw, BaseModel) else raw
+
+
+def _check_result(raw: Any) -> CheckResult | None:
+    if raw is None or isinstance(raw, CheckResult):
+        return raw
+    return CheckResult.model_validate(_plain(raw))
