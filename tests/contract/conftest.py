@@ -75,8 +75,10 @@ class KafkaHarness:
     def __init__(self, bootstrap: str) -> None:
         from streamflow.transports.kafka import KafkaSettings
 
-        # Short sessions so a member that leaves hands its partitions over quickly.
-        self.settings = KafkaSettings(bootstrap=bootstrap, session_timeout_ms=6000)
+        # Tansu holds a JoinGroup for about half the session timeout, and a group
+        # that a member left waits for that member's session to expire: short
+        # sessions keep joins and restarts around a second or two.
+        self.settings = KafkaSettings(bootstrap=bootstrap, session_timeout_ms=2000)
 
     def name(self, prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -65,13 +65,12 @@ class SourceStatistics:
 class _OffsetTicket(Ticket):
     """A ticket that marks its offset complete in the partition's live tracker."""
 
-    __slots__ = ("_offset", "_tracker", "read_at")
+    __slots__ = ("_offset", "_tracker")
 
     def __init__(self, window: CreditWindow, tracker: PartitionOffsets, offset: int) -> None:
         super().__init__(window)
         self._tracker = tracker
         self._offset = offset
-        self.read_at: float | None = None
 
     def release(self) -> None:
         if self.released:
