@@ -9,6 +9,7 @@ the server's side of the wire and compared with the run's Prometheus registry.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -200,4 +201,63 @@ async def test_llm_support_pipeline_accounts_for_every_ticket_request_token_and_
         f"tokens in {tokens_in} out {tokens_out}; cost ${cost:.6f}; "
         f"peak {_peak(served, 1.0):.0f} requests in a 1 s window (limit {REQUESTS_PER_S}/s); "
         f"second drafts {drafts['generate#2']}, third drafts {drafts['generate#3']}"
+    )
+
+
+async def test_a_tokens_per_minute_limit_shared_by_two_stages_holds_across_both(
+    tmp_path: Path,
+) -> None:
+    from operators import BM25Index, check, generate, retrieve
+    from operators.generate_loop import judge_answer
+    from operators.models import load_articles
+    from operators.models.llm import CallPolicy, ChatComposer, LLMJudge
+    from streamflow import Pipeline, Stage
+
+    budget = 6000
+    with serve_openai_in_thread(reply=FakeModel(), seed=3) as server:
+        client = ModelClient(
+            ModelEndpoint(base_url=server.base_url), prices=PRICES, on_request=report_request
+        )
+        # One limiter, as shared_limiter(key) hands out, drawn on by two stages.
+        limiter = RateLimiter(tokens_per_min=budget, name="shared-endpoint")
+        policy = CallPolicy(limiter=limiter, count_tokens=count_tokens)
+        articles = load_articles(EXAMPLE / "data" / "knowledge_base.jsonl")
+        pipeline = Pipeline(
+            "tpm",
+            stages=[
+                Stage("retrieve", retrieve(BM25Index(articles), k=2)),
+                Stage(
+                    "generate", generate(ChatComposer(client, CHEAP, policy=policy)), concurrency=2
+                ),
+                Stage(
+                    "check",
+                    [check(), judge_answer(LLMJudge(client, STRONG, policy=policy))],
+                ),
+            ],
+        )
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(4.0, stop.set)
+        async with client:
+            report = await run_flow(
+                pipeline,
+                IterableSource(_tickets(60)),
+                JsonlSink(tmp_path / "out.jsonl"),
+                stop=stop,
+                drain_timeout=1.0,
+            )
+        served = [r for r in server.requests if r.status == 200]
+
+    def tokens(r: ServedRequest) -> int:
+        return r.prompt_tokens + r.completion_tokens
+
+    assert report.error is None
+    assert report.outcomes["interrupted"] > 0  # tickets still waiting for budget at the stop
+    by_model = Counter(r.model for r in served)
+    used = sum(tokens(r) for r in served)
+    assert by_model[CHEAP] > 0 and by_model[STRONG] > 0  # both stages drew on the budget
+    assert _peak(served, 60.0, tokens) <= budget
+    assert used > budget * 0.8  # the budget, not the input, is what stopped the run
+    print(
+        f"\nshared tokens_per_min={budget}: {used} tokens in {len(served)} requests "
+        f"({dict(by_model)}); limiter waited {limiter.statistics().waited_seconds:.1f}s"
     )
