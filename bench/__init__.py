@@ -1,0 +1,1 @@
+"""Benchmarks of streamflow against hand-written asyncio and aiokafka pipelines."""

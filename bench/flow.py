@@ -1,0 +1,96 @@
+"""The streamflow variant: the same steps as a Pipeline run by ``run_flow``, with metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from bench.workloads import Workload, input_lines, make_step, percentile
+from streamflow.errors import StreamflowError
+from streamflow.events import Event, encode_event
+from streamflow.metrics import PipelineMetrics
+from streamflow.ops import Ticket, map_async
+from streamflow.runtime import Pipeline, Stage, run_flow
+from streamflow.transports import IterableSource, Record
+
+__all__ = ["NullSink", "build_pipeline", "run_streamflow"]
+
+
+class NullSink:
+    """A Sink that encodes every event (as a real sink must) and drops the bytes.
+
+    Args:
+        keep_latencies: record each event's read-to-written latency.
+    """
+
+    def __init__(self, *, keep_latencies: bool = True) -> None:
+        self.latencies: list[float] | None = [] if keep_latencies else None
+        self.written = 0
+        self.rejected = 0
+        self.abandoned = 0
+
+    def write(self, event: Event) -> None:
+        """Encode ``event``, note its latency and release its ticket."""
+        encode_event(event)
+        self.written += 1
+        ticket = event._ticket
+        if ticket is not None:
+            if self.latencies is not None:
+                self.latencies.append(time.perf_counter() - ticket.read_at)
+            ticket.release()
+
+    def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
+        """Count an undecodable record and release it."""
+        self.rejected += 1
+        ticket.release()
+
+    def abandon(self, event: Event) -> None:
+        """Count an event that shutdown could not finish."""
+        self.abandoned += 1
+
+    async def flush(self) -> None:
+        """Nothing is buffered."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+def build_pipeline(workload: Workload, *, window: int = 2048) -> Pipeline:
+    """One stage per step, each ``map_async(step, concurrency=workload.concurrency)``."""
+    stages = [
+        Stage(
+            f"s{i}",
+            map_async(make_step(ms, f"s{i}"), concurrency=workload.concurrency, name=f"s{i}"),
+        )
+        for i, ms in enumerate(workload.latencies_ms)
+    ]
+    return Pipeline(f"bench-{workload.name.lower()}", stages, window=window)
+
+
+async def run_streamflow(
+    workload: Workload, *, lines: Iterable[bytes] | None = None, keep_latencies: bool = True
+) -> dict[str, Any]:
+    """Run ``workload`` through streamflow from an in-memory source to a NullSink.
+
+    Returns:
+        events/s, p50/p99 end-to-end latency (ms) and the event count.
+    """
+    pipeline = build_pipeline(workload)
+    metrics = PipelineMetrics(CollectorRegistry(), pipeline.name)
+    sink = NullSink(keep_latencies=keep_latencies)
+    source = IterableSource(lines if lines is not None else input_lines(workload.events))
+    t0 = time.perf_counter()
+    report = await run_flow(pipeline, source, sink, metrics=metrics)
+    elapsed = time.perf_counter() - t0
+    if report.error is not None:
+        raise report.error
+    latencies = sink.latencies or []
+    return {
+        "events": sink.written,
+        "eps": sink.written / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }

@@ -1,0 +1,158 @@
+"""Benchmark entry point: ``python bench/run.py [--only W,W0,overload,kafka]``.
+
+Every measured variant runs in a fresh subprocess so that peak RSS belongs
+to that variant alone; streamflow and the hand-written baseline alternate
+order, and the median of the repeats is reported. The last lines are
+machine-readable ``BENCH ...`` lines with PASS/FAIL against the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TARGETS = {"W": 0.95, "W0": 0.5}
+OVERLOAD_TARGET = 1.2
+CHILD_TIMEOUT = 600
+ALL = ("W", "W0", "overload", "kafka")
+
+
+def _child(kind: str, workload: str, events: int | None) -> None:
+    from bench.flow import run_streamflow
+    from bench.handwritten import run_handwritten
+    from bench.overload import run_overload
+    from bench.workloads import WORKLOADS
+
+    if kind == "overload":
+        assert events is not None
+        result = asyncio.run(run_overload(events))
+    else:
+        runner = run_streamflow if kind == "streamflow" else run_handwritten
+        result = asyncio.run(runner(WORKLOADS[workload]))  # type: ignore[operator]
+    result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def measure(kind: str, workload: str = "", events: int | None = None) -> dict[str, Any]:
+    """Run one variant in a fresh interpreter and return its RESULT."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--workload", workload]
+    if events is not None:
+        argv += ["--events", str(events)]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, cwd=ROOT, check=False, timeout=CHILD_TIMEOUT
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{kind} {workload} hung for {CHILD_TIMEOUT}s:\n{exc.stderr!r}") from exc
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            return result
+    raise RuntimeError(f"{kind} {workload} failed:\n{done.stdout}\n{done.stderr}")
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def bench_workload(name: str, repeats: int) -> str:
+    """Alternate streamflow and the baseline ``repeats`` times; return the BENCH line."""
+    flows: list[dict[str, Any]] = []
+    hands: list[dict[str, Any]] = []
+    ratios: list[float] = []
+    for i in range(repeats):
+        order = ("streamflow", "handwritten") if i % 2 == 0 else ("handwritten", "streamflow")
+        pair = {kind: measure(kind, name) for kind in order}
+        flow, hand = pair["streamflow"], pair["handwritten"]
+        flows.append(flow)
+        hands.append(hand)
+        ratios.append(flow["eps"] / hand["eps"])
+        for kind in order:
+            r = pair[kind]
+            print(
+                f"  {name} run {i + 1} {kind:<11} eps={r['eps']:>9.0f} p50_ms={r['p50_ms']:7.1f} "
+                f"p99_ms={r['p99_ms']:7.1f} rss_mb={r['rss_mb']:6.1f} events={r['events']}",
+                flush=True,
+            )
+    med = statistics.median
+    ratio = med(ratios)
+    target = TARGETS[name]
+    print(
+        f"  {name} median: streamflow {med(f['eps'] for f in flows):.0f} ev/s, hand-written "
+        f"{med(h['eps'] for h in hands):.0f} ev/s (hand-written p99 "
+        f"{med(h['p99_ms'] for h in hands):.0f} ms, rss {med(h['rss_mb'] for h in hands):.0f} MB)"
+    )
+    return (
+        f"BENCH {name} ratio={ratio:.2f} eps={med(f['eps'] for f in flows):.0f} "
+        f"p99_ms={med(f['p99_ms'] for f in flows):.0f} "
+        f"rss_mb={med(f['rss_mb'] for f in flows):.0f} "
+        f"base_eps={med(h['eps'] for h in hands):.0f} "
+        f"base_p99_ms={med(h['p99_ms'] for h in hands):.0f} "
+        f"base_rss_mb={med(h['rss_mb'] for h in hands):.0f} "
+        f"target>={target} {_verdict(ratio >= target)}"
+    )
+
+
+def bench_overload() -> str:
+    """Offer 20k then 500k events to a ~20k/s pipeline; return the BENCH line."""
+    from bench.overload import OVERLOAD_SIZES
+
+    small_n, large_n = OVERLOAD_SIZES
+    small = measure("overload", events=small_n)
+    large = measure("overload", events=large_n)
+    for n, r in ((small_n, small), (large_n, large)):
+        print(f"  overload {n} events: eps={r['eps']:.0f} rss_mb={r['rss_mb']:.1f}", flush=True)
+    ratio = large["rss_mb"] / small["rss_mb"]
+    return (
+        f"BENCH overload rss_ratio={ratio:.2f} rss20k_mb={small['rss_mb']:.0f} "
+        f"rss500k_mb={large['rss_mb']:.0f} target<={OVERLOAD_TARGET} "
+        f"{_verdict(ratio <= OVERLOAD_TARGET)}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected benchmarks and print their BENCH lines last."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", default=",".join(ALL), help="comma list of " + ",".join(ALL))
+    parser.add_argument("--repeats", type=int, default=3, help="pairs per workload (median)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--workload", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--events", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args.child, args.workload, args.events)
+        return 0
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(ALL))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+    lines: list[str] = []
+    for name in chosen:
+        print(f"== {name}", flush=True)
+        if name in TARGETS:
+            lines.append(bench_workload(name, args.repeats))
+        elif name == "overload":
+            lines.append(bench_overload())
+        elif name == "kafka":
+            from bench.kafka_bench import bench_kafka
+
+            lines.extend(bench_kafka(args.repeats))
+    print()
+    for line in lines:
+        print(line)
+    return 0 if all(line.endswith("PASS") for line in lines) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
