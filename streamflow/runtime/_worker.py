@@ -19,11 +19,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from prometheus_client import CollectorRegistry
-
 from streamflow.errors import ConfigError, EventError
 from streamflow.events import DeadLetter, Event, decode_event, loads
-from streamflow.metrics import PipelineMetrics, open_metrics_server
+from streamflow.metrics import CollectorRegistry, PipelineMetrics, open_metrics_server
 from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.runtime._runner import run_flow
