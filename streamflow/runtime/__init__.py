@@ -29,6 +29,20 @@ __all__ = [
     "decisions_path",
     "decisions_topic",
     "parked_stage",
+    "produce_input",
     "rejected",
+    "run_distributed",
     "run_flow",
+    "run_worker",
 ]
+
+_KAFKA_RUNTIME = frozenset({"produce_input", "run_distributed", "run_worker"})
+
+
+def __getattr__(name: str) -> object:
+    # The Kafka runtime loads aiokafka; import it only when someone asks for it.
+    if name in _KAFKA_RUNTIME:
+        from streamflow.runtime import _worker
+
+        return getattr(_worker, name)
+    raise AttributeError(f"module 'streamflow.runtime' has no attribute {name!r}")
