@@ -12,14 +12,21 @@ from streamflow.errors import (
 )
 from streamflow.events import DeadLetter, ErrorInfo, Event, StepRecord
 from streamflow.ops import (
+    AdaptiveConcurrency,
+    CircuitBreaker,
     Operator,
+    RateLimiter,
     RetryPolicy,
     batch_async,
+    circuit_breaker,
+    fallback,
     filter_events,
     map_async,
     parallel,
     pipe,
+    rate_limit,
     route,
+    shared_limiter,
     tap,
 )
 from streamflow.runtime import Pipeline, RunReport, Stage, run_flow
@@ -27,6 +34,8 @@ from streamflow.runtime import Pipeline, RunReport, Stage, run_flow
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveConcurrency",
+    "CircuitBreaker",
     "ConfigError",
     "DeadLetter",
     "ErrorInfo",
@@ -34,6 +43,7 @@ __all__ = [
     "EventError",
     "Operator",
     "Pipeline",
+    "RateLimiter",
     "RetriableError",
     "RetryPolicy",
     "RunReport",
@@ -43,11 +53,15 @@ __all__ = [
     "TopologyError",
     "__version__",
     "batch_async",
+    "circuit_breaker",
+    "fallback",
     "filter_events",
     "map_async",
     "parallel",
     "pipe",
+    "rate_limit",
     "route",
     "run_flow",
+    "shared_limiter",
     "tap",
 ]

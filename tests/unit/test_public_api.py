@@ -1,0 +1,43 @@
+"""The public names are a contract: adding or removing one is a deliberate change."""
+
+from __future__ import annotations
+
+import streamflow
+import streamflow.errors
+import streamflow.testing
+
+
+def test_top_level_public_names_are_pinned() -> None:
+    assert sorted(streamflow.__all__) == [
+        "AdaptiveConcurrency", "CircuitBreaker", "ConfigError", "DeadLetter", "ErrorInfo",
+        "Event", "EventError", "Operator", "Pipeline", "RateLimiter", "RetriableError",
+        "RetryPolicy", "RunReport", "Stage", "StepRecord", "StreamflowError", "TopologyError",
+        "__version__", "batch_async", "circuit_breaker", "fallback", "filter_events",
+        "map_async", "parallel", "pipe", "rate_limit", "route", "run_flow", "shared_limiter",
+        "tap",
+    ]
+    for name in streamflow.__all__:
+        assert getattr(streamflow, name) is not None
+
+
+def test_every_error_descends_from_one_root_and_is_drawn_in_the_tree() -> None:
+    doc = streamflow.errors.__doc__ or ""
+    for name in streamflow.errors.__all__:
+        error = getattr(streamflow.errors, name)
+        assert issubclass(error, streamflow.errors.StreamflowError)
+        assert name in doc, f"{name} is missing from the tree in the errors docstring"
+
+
+def test_retriable_errors_say_so() -> None:
+    from streamflow.errors import RateLimited, StepFailed, StepTimeout, TransportRetriable
+
+    assert RateLimited("x", retry_after=2).retriable
+    assert StepTimeout("x").retriable
+    assert TransportRetriable("x").retriable
+    assert not StepFailed("x").retriable
+
+
+def test_testing_helpers_are_public() -> None:
+    assert {"open_openai_server", "run_marbles", "events_from_marbles"} <= set(
+        streamflow.testing.__all__
+    )
