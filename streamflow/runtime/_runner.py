@@ -91,7 +91,7 @@ async def run_flow(
         instrumentation.rate_limit_wait = metrics.rate_limit_wait
 
     def deliver(event: Event) -> None:
-        ticket = event._ticket
+        ticket = event.__pydantic_private__["_ticket"]  # type: ignore[index]
         inside.pop(id(ticket), None)
         outcome = "dead_lettered" if event.outcome == "failed" else event.outcome
         report.count(outcome, event)
@@ -196,28 +196,27 @@ def _stage_hooks(sketches: dict[str, LatencySketch], metrics: PipelineMetrics | 
         event._entered = (perf(), len(event.trace)) if event.outcome == "ok" else None
 
     def on_exit(stage: str, event: Event) -> None:
-        entered = event._entered
+        # Reading a private attribute goes through pydantic's __getattr__ (~1.5 us);
+        # the private dict holds the same value at dict speed, on every event.
+        entered = event.__pydantic_private__["_entered"]  # type: ignore[index]
         if entered is None:
             return
         duration = perf() - entered[0]
         sketches[stage].add(duration)
-        if event.outcome == "failed":
+        failed = event.outcome == "failed"
+        if failed:
             event._failed_in = stage
-        if not stage_metrics:
+        if metrics is None:
             return
         m = stage_metrics[stage]
         m.duration.observe(duration)
-        new = event.trace[entered[1] :]
-        if event.outcome == "failed":
-            m.failed.inc()
-        elif any(r.attempt > 1 for r in new):
-            m.retried.inc()
-        else:
-            m.ok.inc()
-        if metrics is not None:
-            for record in new:
-                if record.model is not None:
-                    metrics.model_usage(stage, record)
+        retried = False
+        for record in event.trace[entered[1] :]:
+            if record.attempt > 1:
+                retried = True
+            if record.model is not None:
+                metrics.model_usage(stage, record)
+        (m.failed if failed else m.retried if retried else m.ok).inc()
 
     return StageHooks(on_enter=on_enter, on_exit=on_exit)
 
