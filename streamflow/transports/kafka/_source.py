@@ -34,9 +34,18 @@ __all__ = ["KafkaSource", "SourceStatistics"]
 
 log = logging.getLogger("streamflow.transports.kafka")
 
-# Poll at least this often while stalled on credit; far below aiokafka's
-# max_poll_interval (300 s), after which the coordinator drops the member.
+# While stalled on credit, poll at least this often; far below aiokafka's
+# max_poll_interval (300 s), after which the coordinator drops the member. With
+# no credit at all every partition is paused for that poll, which discards what
+# the fetcher had prefetched (it is fetched again on resume), so that poll is rarer.
 _KEEPALIVE_S = 1.0
+_KEEPALIVE_NO_CREDIT_S = 30.0
+# Each fetch result is held in memory until it is consumed; a worker takes at
+# most a window of records at a time, so large per-partition fetches only add
+# memory (and allocator fragmentation) without adding throughput. Some brokers
+# (Tansu) ignore the per-partition limit and honour only the total, so both are set.
+_MAX_PARTITION_FETCH_BYTES = 256 * 1024
+_FETCH_MAX_BYTES = 1024 * 1024
 _FETCH_WAIT_MS = 100
 _CREDIT_WAIT_S = 0.1
 # Consecutive failed polls/commits before the source reports itself unhealthy.
@@ -142,6 +151,8 @@ class KafkaSource:
             request_timeout_ms=self.settings.request_timeout_ms,
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 3),
+            max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
+            fetch_max_bytes=_FETCH_MAX_BYTES,
         )
         consumer.subscribe([self.topic], listener=_Listener(self))
         try:
@@ -186,7 +197,8 @@ class KafkaSource:
                 self._apply_pauses(free)
                 await window.wait(low_tide, timeout=_CREDIT_WAIT_S)
                 free = window.available
-                if free < low_tide and loop.time() - last_poll < _KEEPALIVE_S:
+                keepalive = _KEEPALIVE_S if free else _KEEPALIVE_NO_CREDIT_S
+                if free < low_tide and loop.time() - last_poll < keepalive:
                     continue
             if stop.is_set():
                 break
