@@ -35,9 +35,9 @@ __all__ = ["KafkaSource", "SourceStatistics"]
 log = logging.getLogger("streamflow.transports.kafka")
 
 # While stalled on credit, poll at least this often; far below aiokafka's
-# max_poll_interval (300 s), after which the coordinator drops the member. With
-# no credit at all every partition is paused for that poll, which discards what
-# the fetcher had prefetched (it is fetched again on resume), so that poll is rarer.
+# max_poll_interval (300 s), after which the coordinator drops the member. When
+# every partition is paused that poll discards what the fetcher had prefetched
+# (it is fetched again on resume), so that poll is rarer.
 _KEEPALIVE_S = 1.0
 _KEEPALIVE_NO_CREDIT_S = 30.0
 # Each fetch result is held in memory until it is consumed; a worker takes at
@@ -202,11 +202,24 @@ class KafkaSource:
                     continue
             if stop.is_set():
                 break
-            self._apply_pauses(free)
+            allowed = self._apply_pauses(free)
+            capped = free and not allowed and consumer.assignment()
+            if capped and loop.time() - last_poll < _KEEPALIVE_NO_CREDIT_S:
+                # Every partition is at its in-flight or span bound: wait for a completion.
+                await window.wait(free + 1, timeout=_CREDIT_WAIT_S)
+                continue
             try:
-                batch = await consumer.getmany(
-                    timeout_ms=_FETCH_WAIT_MS if free else 0, max_records=max(free, 1)
-                )
+                if free and allowed:
+                    # Naming the partitions leaves the prefetched results of paused
+                    # ones alone; a plain getmany would discard them.
+                    batch = await consumer.getmany(
+                        *allowed, timeout_ms=_FETCH_WAIT_MS, max_records=free
+                    )
+                else:
+                    batch = await consumer.getmany(
+                        timeout_ms=0 if consumer.assignment() else _FETCH_WAIT_MS,
+                        max_records=max(free, 1),
+                    )
             except (KafkaError, OSError) as exc:
                 await self._poll_failed(exc)
                 continue
@@ -237,10 +250,11 @@ class KafkaSource:
                     )
                 self._fetched += len(records)
 
-    def _apply_pauses(self, free: int) -> None:
+    def _apply_pauses(self, free: int) -> set[TopicPartition]:
+        """Pause what must not be fetched now; return the assigned partitions left running."""
         consumer = self._consumer
         if consumer is None:
-            return
+            return set()
         assigned = consumer.assignment()
         if free <= 0:
             want = set(assigned)
@@ -259,6 +273,7 @@ class KafkaSource:
         if current - want:
             consumer.resume(*(current - want))
             self._resumes += len(current - want)
+        return set(assigned) - want
 
     def _in_flight_cap(self, partitions: int) -> int:
         if self.settings.max_in_flight_per_partition is not None:
