@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"kafka-W": 0.95, "kafka-W0": 0.5}
 SCALE_TARGET = 1.7
 PARTITIONS = 4
-SCALE_EVENTS = 2_000
+SCALE_EVENTS = 3_000
+SCALE_CONCURRENCY = 8
 SCALE_CPU_MS = 5.0
 _SETTLE_SECONDS = 3.0
 
@@ -69,7 +70,8 @@ def _flow_pipeline(workload: str, name: str) -> Any:
     from streamflow.runtime import Pipeline, Stage
 
     if workload == "scale":
-        return Pipeline(name, [Stage("generate", map_async(_cpu_step, concurrency=256))])
+        step = map_async(_cpu_step, concurrency=SCALE_CONCURRENCY)
+        return Pipeline(name, [Stage("generate", step)])
     pipeline = build_pipeline(WORKLOADS[workload])
     return Pipeline(name, pipeline.stages, window=pipeline.window)
 
@@ -92,7 +94,7 @@ async def run_hand_worker(
     stop = _stop_on_term()
     if workload == "scale":
         step: Any = _cpu_step
-        concurrency = 256
+        concurrency = SCALE_CONCURRENCY
     else:
         spec = WORKLOADS[workload]
         step = make_step(spec.latencies_ms[index], f"s{index}")
@@ -179,7 +181,9 @@ async def _collect(
     return arrived
 
 
-async def _drive(broker: str, topic_in: str, topic_out: str, events: int) -> dict[str, Any]:
+async def _drive(
+    broker: str, topic_in: str, topic_out: str, events: int, *, settle: float = _SETTLE_SECONDS
+) -> dict[str, Any]:
     producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=False)
     consumer = AIOKafkaConsumer(
         topic_out, bootstrap_servers=broker, group_id=None, auto_offset_reset="earliest"
@@ -194,7 +198,7 @@ async def _drive(broker: str, topic_in: str, topic_out: str, events: int) -> dic
                 topic_in, orjson.dumps({"id": f"warm-{p}", "sent_at": 0.0}), partition=p
             )
         await _collect(consumer, warm, time.monotonic() + 120)
-        await asyncio.sleep(_SETTLE_SECONDS)
+        await asyncio.sleep(settle)
         sent: dict[str, float] = {}
         started = time.time()
         futures = []
@@ -263,39 +267,10 @@ def _run_chain(broker: str, kind: str, workload: Workload) -> dict[str, Any]:
         _stop_all(procs)
 
 
-async def _preload(broker: str, topic: str, events: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", enable_idempotence=False)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topic, line, partition=i % PARTITIONS)
-            for i, line in enumerate(input_lines(events))
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-async def _time_output(broker: str, topic: str, events: int) -> float:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=broker, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        wanted = {f"t-{i}" for i in range(events)}
-        arrived = await _collect(consumer, wanted, time.monotonic() + 600)
-    finally:
-        await consumer.stop()
-    times = sorted(arrived.values())
-    # From the first result to the last: group joins before the first result do not count.
-    return (len(times) - 1) / (times[-1] - times[0])
-
-
 def _run_scale(broker: str, workers: int) -> float:
     name = f"bench-scale-{workers}-{uuid.uuid4().hex[:8]}"
     topics = [f"{name}.in", f"{name}.out", f"{name}.dlq", f"{name}.review"]
     asyncio.run(_create(broker, topics))
-    asyncio.run(_preload(broker, topics[0], SCALE_EVENTS))
     procs = [
         _spawn(
             [
@@ -313,9 +288,15 @@ def _run_scale(broker: str, workers: int) -> float:
         for _ in range(workers)
     ]
     try:
-        return asyncio.run(_time_output(broker, topics[1], SCALE_EVENTS))
+        # A longer settle: the second member's join makes the first rejoin at its
+        # next heartbeat, and that rebalance must be over before timing starts.
+        result = asyncio.run(
+            _drive(broker, topics[0], topics[1], SCALE_EVENTS, settle=2 * _SETTLE_SECONDS)
+        )
     finally:
         _stop_all(procs)
+    eps: float = result["eps"]
+    return eps
 
 
 def _start_broker() -> Any:
