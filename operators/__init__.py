@@ -14,6 +14,7 @@ from operators._pii import find_pii, luhn_valid, redact_pii
 from operators.check import CheckResult, check, redact
 from operators.classify import Classification, classify
 from operators.generate import DraftAnswer, generate, read_passages
+from operators.generate_loop import escalate_by_category, generate_until_checked, judge_answer
 from operators.models import (
     AnswerComposer,
     AnswerTemplate,
@@ -44,8 +45,11 @@ __all__ = [
     "Retriever",
     "check",
     "classify",
+    "escalate_by_category",
     "find_pii",
     "generate",
+    "generate_until_checked",
+    "judge_answer",
     "luhn_valid",
     "read_field",
     "read_passages",

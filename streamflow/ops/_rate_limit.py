@@ -41,6 +41,10 @@ _EPSILON = 1e-9
 DEFAULT_CAPACITY = 4096
 
 
+DEFAULT_GUARD = 0.05
+"""Seconds added to every window unless a limiter says otherwise (see RateLimiter)."""
+
+
 class _Admission:
     """One admission inside a window: when, and how much (corrected by settle)."""
 
@@ -171,6 +175,7 @@ class RateLimiter:
         tokens_per_min: int | None = None,
         name: str = "rate_limit",
         on_wait: Callable[[float], None] | None = None,
+        guard: float | None = None,
     ) -> None:
         """Create a limiter; give at least one limit.
 
@@ -183,6 +188,11 @@ class RateLimiter:
                 Waits also go to ``instrumentation.report_rate_limit_wait``
                 with the current stage, which the runtime turns into
                 ``streamflow_rate_limit_wait_seconds_total``.
+            guard: seconds added to every window (default ``DEFAULT_GUARD``,
+                0.05 s). We count when a request
+                leaves; the endpoint counts when it arrives. Network and
+                scheduling jitter up to ``guard`` can then never put more than
+                the limit into one of the endpoint's windows.
 
         Raises:
             ConfigError: no limit given, or a limit below 1.
@@ -202,13 +212,16 @@ class RateLimiter:
         self.name = name
         self.on_wait = on_wait
         self.limits = limits
+        guard = DEFAULT_GUARD if guard is None else guard
+        if guard < 0:
+            raise ConfigError(f"rate limiter '{name}': guard must be >= 0 seconds, got {guard}")
         self._request_windows: list[_Window] = []
         if requests_per_s is not None:
-            self._request_windows.append(_Window(requests_per_s, 1.0, "requests"))
+            self._request_windows.append(_Window(requests_per_s, 1.0 + guard, "requests"))
         if requests_per_min is not None:
-            self._request_windows.append(_Window(requests_per_min, 60.0, "requests"))
+            self._request_windows.append(_Window(requests_per_min, 60.0 + guard, "requests"))
         self._token_window = (
-            _Window(tokens_per_min, 60.0, "tokens") if tokens_per_min is not None else None
+            _Window(tokens_per_min, 60.0 + guard, "tokens") if tokens_per_min is not None else None
         )
         self._minute_requests = _Window(2**62, 60.0, "requests")
         self._queue: deque[asyncio.Future[None]] = deque()

@@ -8,12 +8,17 @@ from streamflow.transports._files import (
     StdinSource,
     side_paths,
 )
+from streamflow.transports.memory import MemoryBroker, MemoryMessage, MemorySink, MemorySource
 
 __all__ = [
     "Emit",
     "IterableSource",
     "JsonlFileSource",
     "JsonlSink",
+    "MemoryBroker",
+    "MemoryMessage",
+    "MemorySink",
+    "MemorySource",
     "Record",
     "Sink",
     "Source",

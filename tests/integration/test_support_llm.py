@@ -38,10 +38,13 @@ from llm_pipeline import build_pipeline  # noqa: E402
 
 CHEAP, STRONG, EMBED = "support-mini", "support-large", "support-embed"
 PRICES = PriceTable({CHEAP: (0.15, 0.60), STRONG: (2.50, 10.00), EMBED: (0.02, 0.0)})
-TICKETS = 200
+TICKETS = 150
 REQUESTS_PER_S = 50
 STATUS = {200: "ok", 429: "429", 500: "5xx"}
-TRANSIT_ALLOWANCE_S = 0.25
+# The server runs in a thread of this process and reads requests late when both
+# loops compete for two cores; the limiter's guard covers that delay, so the
+# server's own 1 s windows must hold the limit exactly.
+JITTER_GUARD_S = 0.5
 
 _PASSAGE = re.compile(r"^\[([\w.-]+)\] .*\n(.+)$", re.MULTILINE)
 
@@ -128,7 +131,9 @@ async def test_llm_support_pipeline_accounts_for_every_ticket_request_token_and_
             prices=PRICES,
             on_request=report_request,
         )
-        limiter = RateLimiter(requests_per_s=REQUESTS_PER_S, name="local-endpoint")
+        limiter = RateLimiter(
+            requests_per_s=REQUESTS_PER_S, name="local-endpoint", guard=JITTER_GUARD_S
+        )
         pipeline = build_pipeline(
             client,
             cheap=CHEAP,
@@ -157,10 +162,9 @@ async def test_llm_support_pipeline_accounts_for_every_ticket_request_token_and_
     assert sorted(landed) == sorted(expected)
     assert len(landed) == len(set(landed)) == len(expected)
 
-    # The limiter admits a window's worth at once when the previous one expires, and
-    # a burst reaches the server spread over the time both event loops take to send
-    # and read it; hence the allowance for transit time on the server's clock.
-    assert _peak(served, 1.0 - TRANSIT_ALLOWANCE_S) <= REQUESTS_PER_S
+    peak = _peak(served, 1.0)
+    print(f"peak requests in any 1 s window seen by the server: {peak} (limit {REQUESTS_PER_S})")
+    assert peak <= REQUESTS_PER_S
 
     by_status = Counter(STATUS.get(r.status, str(r.status)) for r in served)
     reported: Counter[str] = Counter()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from reactivex.subject import Subject
 
+import streamflow.ops._rate_limit as _rate_limit_module
 from streamflow.errors import ConfigError, Unavailable
 from streamflow.events import Event, StepRecord
 from streamflow.ops import (
@@ -64,6 +65,22 @@ async def run_all(op: object, events: list[Event]) -> list[Event]:
 
 
 # -- the operator --------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _exact_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Timings below are exact; the jitter guard is tested on its own.
+    monkeypatch.setattr(_rate_limit_module, "DEFAULT_GUARD", 0.0)
+
+
+async def test_the_jitter_guard_widens_every_window() -> None:
+    limiter = RateLimiter(requests_per_s=1, guard=0.05)
+    loop = asyncio.get_running_loop()
+    times = []
+    for _ in range(3):
+        await limiter.acquire()
+        times.append(round(loop.time(), 3))
+    assert [t - times[0] for t in times] == [0.0, 1.05, 2.1]
 
 
 async def test_requests_per_s_spaces_events_and_keeps_input_order() -> None:
