@@ -431,6 +431,10 @@ def test_server_runs_in_a_thread_for_sync_code() -> None:
         )
         assert response.status_code == 200
         assert "sync hello" in response.json()["choices"][0]["message"]["content"]
+        # The server logs a request once its response has gone out, on its own thread.
+        deadline = time.monotonic() + 5
+        while server.count(status=200) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert server.count(status=200) == 1
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.base_url}/models")
