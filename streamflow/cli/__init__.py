@@ -33,10 +33,19 @@ pipeline_argument = click.argument("pipeline", metavar="PIPELINE")
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics and /healthz here.")
 @click.option("--no-progress", is_flag=True, help="Do not draw a progress bar.")
 @click.option("--window", type=click.IntRange(min=1), default=None, help="Most events in flight.")
-@click.option("--drain-timeout", type=float, default=30.0, show_default=True,
-              help="Seconds to finish in-flight work on stop.")
-@click.option("--broker", default=None, metavar="HOST:PORT",
-              help="Run the stages as Kafka workers with topics between them.")
+@click.option(
+    "--drain-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to finish in-flight work on stop.",
+)
+@click.option(
+    "--broker",
+    default=None,
+    metavar="HOST:PORT",
+    help="Run the stages as Kafka workers with topics between them.",
+)
 def run(
     pipeline: str,
     input_path: str,
@@ -60,9 +69,15 @@ def run(
 
         report = asyncio.run(
             run_through_topics(
-                loaded, broker=broker, input_path=input_path, output_path=output_path,
-                dlq_path=dlq, metrics_port=metrics_port, progress=not no_progress,
-                window=window, drain_timeout=drain_timeout,
+                loaded,
+                broker=broker,
+                input_path=input_path,
+                output_path=output_path,
+                dlq_path=dlq,
+                metrics_port=metrics_port,
+                progress=not no_progress,
+                window=window,
+                drain_timeout=drain_timeout,
             )
         )
         if report.error is not None:
@@ -70,8 +85,13 @@ def run(
         return
     report = asyncio.run(
         run_in_process(
-            loaded, input_path=input_path, output_path=output_path, dlq_path=dlq,
-            metrics_port=metrics_port, progress=not no_progress, window=window,
+            loaded,
+            input_path=input_path,
+            output_path=output_path,
+            dlq_path=dlq,
+            metrics_port=metrics_port,
+            progress=not no_progress,
+            window=window,
             drain_timeout=drain_timeout,
         )
     )
@@ -122,4 +142,3 @@ from streamflow.cli import _kafka  # noqa: E402,F401  (registers the Kafka comma
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

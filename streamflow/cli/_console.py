@@ -74,13 +74,17 @@ def print_summary(report: RunReport, console: Console = stderr) -> None:
         stages.add_column(column, justify="left" if column == "stage" else "right")
     for name, sketch in report.stages.items():
         stages.add_row(
-            name, str(sketch.count),
-            f"{sketch.quantile(0.5) * 1000:.1f}", f"{sketch.quantile(0.99) * 1000:.1f}",
+            name,
+            str(sketch.count),
+            f"{sketch.quantile(0.5) * 1000:.1f}",
+            f"{sketch.quantile(0.99) * 1000:.1f}",
         )
     e2e = report.end_to_end
     stages.add_row(
-        "[bold]end to end", str(e2e.count),
-        f"{e2e.quantile(0.5) * 1000:.1f}", f"{e2e.quantile(0.99) * 1000:.1f}",
+        "[bold]end to end",
+        str(e2e.count),
+        f"{e2e.quantile(0.5) * 1000:.1f}",
+        f"{e2e.quantile(0.99) * 1000:.1f}",
     )
     console.print(stages)
     console.print(

@@ -29,9 +29,7 @@ def load_pipeline(ref: str) -> Pipeline:
         attribute = attribute or "pipeline"
     else:
         if not attribute:
-            raise ConfigError(
-                f"pipeline {ref!r}: give a path to a .py file or 'module:attribute'"
-            )
+            raise ConfigError(f"pipeline {ref!r}: give a path to a .py file or 'module:attribute'")
         try:
             module = importlib.import_module(target)
         except ImportError as exc:

@@ -71,8 +71,14 @@ async def run_in_process(
         with progress_bar(total, progress and output_path != "-") as update:
             on_progress: Callable[[RunReport], None] = update
             report = await run_flow(
-                pipeline, source, sink, metrics=metrics, window=window,
-                drain_timeout=drain_timeout, stop=stop, on_progress=on_progress,
+                pipeline,
+                source,
+                sink,
+                metrics=metrics,
+                window=window,
+                drain_timeout=drain_timeout,
+                stop=stop,
+                on_progress=on_progress,
             )
         await sink.aclose()
     print_summary(report)

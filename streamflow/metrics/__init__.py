@@ -7,8 +7,8 @@ from streamflow.metrics._names import METRIC_NAMES
 from streamflow.metrics._server import Health, MetricsServer, open_metrics_server
 
 __all__ = [
-    "CollectorRegistry",
     "METRIC_NAMES",
+    "CollectorRegistry",
     "Health",
     "MetricsServer",
     "PipelineMetrics",

@@ -52,32 +52,47 @@ class PipelineMetrics:
         self.pipeline = pipeline
         labels = ["pipeline", "stage"]
         self._events = Counter(
-            "streamflow_events", "Events leaving a stage, by outcome.",
-            [*labels, "outcome"], registry=registry,
+            "streamflow_events",
+            "Events leaving a stage, by outcome.",
+            [*labels, "outcome"],
+            registry=registry,
         )
         self._duration = Histogram(
-            "streamflow_stage_duration_seconds", "Time an event spent inside a stage.",
-            labels, buckets=_BUCKETS, registry=registry,
+            "streamflow_stage_duration_seconds",
+            "Time an event spent inside a stage.",
+            labels,
+            buckets=_BUCKETS,
+            registry=registry,
         )
         self._tokens = Counter(
-            "streamflow_model_tokens", "Model tokens, by direction.",
-            [*labels, "model", "direction"], registry=registry,
+            "streamflow_model_tokens",
+            "Model tokens, by direction.",
+            [*labels, "model", "direction"],
+            registry=registry,
         )
         self._cost = Counter(
-            "streamflow_model_cost_usd", "Model cost in US dollars.",
-            [*labels, "model"], registry=registry,
+            "streamflow_model_cost_usd",
+            "Model cost in US dollars.",
+            [*labels, "model"],
+            registry=registry,
         )
         self._requests = Counter(
-            "streamflow_model_requests", "Model HTTP requests, by status.",
-            [*labels, "model", "status"], registry=registry,
+            "streamflow_model_requests",
+            "Model HTTP requests, by status.",
+            [*labels, "model", "status"],
+            registry=registry,
         )
         self._rate_wait = Counter(
-            "streamflow_rate_limit_wait_seconds", "Time spent waiting on a rate limit.",
-            [*labels, "limiter"], registry=registry,
+            "streamflow_rate_limit_wait_seconds",
+            "Time spent waiting on a rate limit.",
+            [*labels, "limiter"],
+            registry=registry,
         )
         self._up = Gauge(
-            "streamflow_up", "1 while the worker is healthy (broker and group reachable).",
-            labels, registry=registry,
+            "streamflow_up",
+            "1 while the worker is healthy (broker and group reachable).",
+            labels,
+            registry=registry,
         )
         self._sampled = _Sampled()
         registry.register(_SampledCollector(pipeline, self._sampled))
@@ -182,11 +197,13 @@ class _SampledCollector(Collector):
             backpressure.add_metric([self.pipeline, stage], fn())
         yield from (in_flight, buffered, backpressure)
         lag = GaugeMetricFamily(
-            "streamflow_consumer_lag", "Records behind the end of the partition.",
+            "streamflow_consumer_lag",
+            "Records behind the end of the partition.",
             labels=[*labels, "topic", "partition"],
         )
         committed = GaugeMetricFamily(
-            "streamflow_committed_offset", "Last committed offset (next to read).",
+            "streamflow_committed_offset",
+            "Last committed offset (next to read).",
             labels=[*labels, "topic", "partition"],
         )
         paused = GaugeMetricFamily(

@@ -141,9 +141,7 @@ class JsonlSink:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise ConfigError(f"cannot create folder for {path}: {exc.strerror}") from exc
-        self._out: BinaryIO = (
-            self.output_path.open("wb") if self.output_path else sys.stdout.buffer
-        )
+        self._out: BinaryIO = self.output_path.open("wb") if self.output_path else sys.stdout.buffer
         self._dlq = self.dlq_path.open("wb")
         self._review = self.review_path.open("wb")
         self.written = {"ok": 0, "review": 0, "dead_lettered": 0, "filtered": 0}

@@ -56,12 +56,27 @@ def test_sigterm_stops_reading_drains_and_exits_zero_with_metrics_served(tmp_pat
     out = tmp_path / "out.jsonl"
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamflow", "run", str(tmp_path / "slow.py"), "-i", str(source),
-         "-o", str(out), "--no-progress", "--metrics-port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "streamflow",
+            "run",
+            str(tmp_path / "slow.py"),
+            "-i",
+            str(source),
+            "-o",
+            str(out),
+            "--no-progress",
+            "--metrics-port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
+
         def metrics_up() -> bool:
             try:
                 status, body = _get(f"http://127.0.0.1:{port}/metrics")
@@ -71,7 +86,7 @@ def test_sigterm_stops_reading_drains_and_exits_zero_with_metrics_served(tmp_pat
 
         _wait_for(metrics_up)
         status, health = _get(f"http://127.0.0.1:{port}/healthz")
-        assert status == 200
+        assert status == 200 and health.strip() == "ok"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:

@@ -28,10 +28,15 @@ PIPELINE = textwrap.dedent(
     async def keep(event):
         return event
 
+    def by_kind(event):
+        return event.payload["kind"]
+
     pipeline = Pipeline(
         "notes",
-        [Stage("shout", map_async(shout, concurrency=4)),
-         Stage("sort", route(lambda e: e.payload["kind"], {"a": map_async(keep), "b": map_async(keep)}))],
+        [
+            Stage("shout", map_async(shout, concurrency=4)),
+            Stage("sort", route(by_kind, {"a": map_async(keep), "b": map_async(keep)})),
+        ],
         input_model=Note,
         summary_field="kind",
     )
@@ -68,11 +73,12 @@ def test_graph_prints_a_mermaid_flowchart_with_stages_and_branches(
     assert main(["graph", str(pipeline_file)]) == 0
     text = capsys.readouterr().out
     assert text.startswith("flowchart LR")
-    assert 'stage shout' in text and '"a"' in text and '"b"' in text and "notes.dlq" in text
+    assert "stage shout" in text and '"a"' in text and '"b"' in text and "notes.dlq" in text
 
 
-def test_module_attribute_reference_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_module_attribute_reference_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "mynotes.py").write_text(PIPELINE.replace("pipeline = ", "notes = "))
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["graph", "mynotes:notes"]) == 0
@@ -84,7 +90,10 @@ def test_module_attribute_reference_loads(tmp_path: Path, monkeypatch: pytest.Mo
     [
         (["run", "missing.py", "-i", "x", "-o", "y"], "does not exist"),
         (["run", "{pipeline}", "-o", "y"], "Missing option '--input'"),
-        (["run", "{pipeline}", "-i", "nope.jsonl", "-o", "y"], "input file 'nope.jsonl' does not exist"),
+        (
+            ["run", "{pipeline}", "-i", "nope.jsonl", "-o", "y"],
+            "input file 'nope.jsonl' does not exist",
+        ),
         (["graph", "{broken}"], "failed to load: SyntaxError"),
         (["graph", "{pipeline}:nothing"], "no attribute 'nothing'"),
         (["graph", "json:dumps"], "not a Pipeline"),
@@ -93,8 +102,12 @@ def test_module_attribute_reference_loads(tmp_path: Path, monkeypatch: pytest.Mo
     ],
 )
 def test_bad_arguments_print_one_clear_line_and_exit_2(
-    argv: list[str], message: str, pipeline_file: Path, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
+    pipeline_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     broken = tmp_path / "broken.py"

@@ -25,7 +25,9 @@ def _modules(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
-def _offenders(package: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = ()) -> list[str]:
+def _offenders(
+    package: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = ()
+) -> list[str]:
     bad = []
     for path in _modules(package):
         rel = path.relative_to(ROOT).as_posix()
@@ -51,7 +53,12 @@ def test_third_party_libraries_stay_in_their_layer(library: str, allowed: tuple[
 
 
 def test_ops_import_no_io_layers() -> None:
-    forbidden = ("streamflow.transports", "streamflow.runtime", "streamflow.metrics", "streamflow.cli")
+    forbidden = (
+        "streamflow.transports",
+        "streamflow.runtime",
+        "streamflow.metrics",
+        "streamflow.cli",
+    )
     assert _offenders("streamflow/ops", forbidden) == []
 
 

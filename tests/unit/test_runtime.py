@@ -24,9 +24,7 @@ class Ticket(BaseModel):
 
 
 def _lines(n: int) -> list[bytes]:
-    return [
-        f'{{"id":"t{i}","customer":"c{i % 7}","text":"hello {i}"}}'.encode() for i in range(n)
-    ]
+    return [f'{{"id":"t{i}","customer":"c{i % 7}","text":"hello {i}"}}'.encode() for i in range(n)]
 
 
 def _read(path: Path) -> list[dict[str, object]]:
@@ -85,7 +83,11 @@ async def test_every_input_line_lands_exactly_once_in_output_review_or_dead_lett
     decode_letters = [d for d in letters if d["stage"] == "decode"]
     assert len(decode_letters) == 3
     reasons = " ".join(str(d["error"]) for d in decode_letters)
-    assert "not valid JSON" in reasons and "customer" in reasons and "expected a JSON object" in reasons
+    assert (
+        "not valid JSON" in reasons
+        and "customer" in reasons
+        and "expected a JSON object" in reasons
+    )
     assert all(d["original"] for d in decode_letters)
 
 
@@ -192,5 +194,9 @@ def test_topic_and_group_names_follow_the_design() -> None:
     assert pipeline.topic_out_of("check") == "tickets.out"
     assert pipeline.group("check") == "tickets.check"
     assert pipeline.topics() == [
-        "tickets.in", "tickets.answer", "tickets.out", "tickets.dlq", "tickets.review",
+        "tickets.in",
+        "tickets.answer",
+        "tickets.out",
+        "tickets.dlq",
+        "tickets.review",
     ]
