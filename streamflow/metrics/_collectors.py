@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from streamflow.events import StepRecord
@@ -16,15 +21,41 @@ __all__ = ["PipelineMetrics", "StageMetrics"]
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-@dataclass
 class StageMetrics:
-    """Pre-bound metric children of one stage (label lookups are off the hot path)."""
+    """Counts of one stage, kept as plain numbers and turned into metrics at scrape time.
 
-    ok: Counter
-    retried: Counter
-    failed: Counter
-    dead_lettered: Counter
-    duration: Histogram
+    Every event passes here once per stage; plain attribute arithmetic on the
+    loop thread costs a fraction of a prometheus_client child's lock and checks.
+
+    Attributes:
+        ok, retried, failed, dead_lettered: events leaving the stage, by outcome.
+        duration_sum, duration_count: totals of the duration histogram.
+    """
+
+    __slots__ = (
+        "buckets",
+        "dead_lettered",
+        "duration_count",
+        "duration_sum",
+        "failed",
+        "ok",
+        "retried",
+    )
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.retried = 0
+        self.failed = 0
+        self.dead_lettered = 0
+        self.buckets = [0] * (len(_BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.duration_count = 0
+
+    def observe(self, seconds: float) -> None:
+        """Record one event's time inside the stage."""
+        self.buckets[bisect_left(_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+        self.duration_count += 1
 
 
 @dataclass
@@ -51,19 +82,6 @@ class PipelineMetrics:
         self.registry = registry
         self.pipeline = pipeline
         labels = ["pipeline", "stage"]
-        self._events = Counter(
-            "streamflow_events",
-            "Events leaving a stage, by outcome.",
-            [*labels, "outcome"],
-            registry=registry,
-        )
-        self._duration = Histogram(
-            "streamflow_stage_duration_seconds",
-            "Time an event spent inside a stage.",
-            labels,
-            buckets=_BUCKETS,
-            registry=registry,
-        )
         self._tokens = Counter(
             "streamflow_model_tokens",
             "Model tokens, by direction.",
@@ -95,22 +113,14 @@ class PipelineMetrics:
             registry=registry,
         )
         self._sampled = _Sampled()
-        registry.register(_SampledCollector(pipeline, self._sampled))
         self._stages: dict[str, StageMetrics] = {}
+        registry.register(_SampledCollector(pipeline, self._sampled, self._stages))
 
     def stage(self, name: str) -> StageMetrics:
         """Return the metric children of stage ``name`` (created on first use)."""
         found = self._stages.get(name)
         if found is None:
-            ev = self._events
-            found = StageMetrics(
-                ok=ev.labels(self.pipeline, name, "ok"),
-                retried=ev.labels(self.pipeline, name, "retried"),
-                failed=ev.labels(self.pipeline, name, "failed"),
-                dead_lettered=ev.labels(self.pipeline, name, "dead_lettered"),
-                duration=self._duration.labels(self.pipeline, name),
-            )
-            self._stages[name] = found
+            found = self._stages[name] = StageMetrics()
         return found
 
     def model_usage(self, stage: str, record: StepRecord) -> None:
@@ -171,13 +181,34 @@ class PipelineMetrics:
 
 
 class _SampledCollector(Collector):
-    def __init__(self, pipeline: str, sampled: _Sampled) -> None:
+    def __init__(self, pipeline: str, sampled: _Sampled, stages: dict[str, StageMetrics]) -> None:
         self.pipeline = pipeline
         self.sampled = sampled
+        self.stages = stages
 
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         s = self.sampled
         labels = ["pipeline", "stage"]
+        events = CounterMetricFamily(
+            "streamflow_events", "Events leaving a stage, by outcome.", labels=[*labels, "outcome"]
+        )
+        durations = HistogramMetricFamily(
+            "streamflow_stage_duration_seconds",
+            "Time an event spent inside a stage.",
+            labels=labels,
+        )
+        for stage, m in list(self.stages.items()):
+            for outcome in ("ok", "retried", "failed", "dead_lettered"):
+                events.add_metric([self.pipeline, stage, outcome], getattr(m, outcome))
+            cumulative = 0
+            buckets = []
+            for bound, count in zip((*_BUCKETS, float("inf")), m.buckets, strict=True):
+                cumulative += count
+                buckets.append(
+                    ("+Inf" if bound == float("inf") else repr(float(bound)), cumulative)
+                )
+            durations.add_metric([self.pipeline, stage], buckets, m.duration_sum)
+        yield from (events, durations)
         in_flight = GaugeMetricFamily(
             "streamflow_in_flight", "Events inside a stage now.", labels=labels
         )

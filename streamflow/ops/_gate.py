@@ -8,15 +8,52 @@ from dataclasses import dataclass
 
 import reactivex
 from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable
-from reactivex.subject import Subject
+from reactivex.disposable import CompositeDisposable, Disposable
 
 from streamflow.errors import CapacityExceeded, ConfigError
 from streamflow.events import Event
 from streamflow.ops._context import current_stage
 from streamflow.ops._operator import Operator
 
-__all__ = ["BoundedChannel", "ChannelStatistics", "gate"]
+__all__ = ["BoundedChannel", "ChannelStatistics", "Relay", "gate"]
+
+
+class Relay(Observable[Event]):
+    """A pass-through to one subscriber: what a Subject does, without its locks.
+
+    Everything runs on the event loop thread, so the hot path needs no lock
+    and no copy of an observer list per event.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._observer: abc.ObserverBase[Event] | None = None
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        if self._observer is not None:
+            raise RuntimeError("a Relay takes one subscriber")
+        self._observer = observer
+        return Disposable(self._detach)
+
+    def _detach(self) -> None:
+        self._observer = None
+
+    def on_next(self, event: Event) -> None:
+        """Pass ``event`` on."""
+        if self._observer is not None:
+            self._observer.on_next(event)
+
+    def on_error(self, error: Exception) -> None:
+        """Pass ``error`` on."""
+        if self._observer is not None:
+            self._observer.on_error(error)
+
+    def on_completed(self) -> None:
+        """Pass completion on."""
+        if self._observer is not None:
+            self._observer.on_completed()
 
 
 @dataclass(frozen=True)
@@ -111,7 +148,7 @@ def gate(
             observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             channel = BoundedChannel(capacity, name=name)
-            entry: Subject[Event] = Subject()
+            entry = Relay()
             inside = 0
             peak_inside = 0
             admitting = False

@@ -7,7 +7,6 @@ flat_map/merge, which cost far more per event and do not bound eager work.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -251,21 +250,26 @@ def _with_record(
 ) -> Event:
     # A step may write its own record (model, tokens, cost); timing is ours to fill.
     trace = after.trace
-    outcome = "ok" if after.outcome == "ok" else after.outcome
+    fields = after.__dict__
     if len(trace) > len(before.trace) and trace[-1].step == step:
-        own = trace[-1]
-        record = own.model_copy(
-            update={"started_at": started, "duration_s": duration, "attempt": attempt}
-        )
-        new_trace = [*trace[:-1], record]
+        own = trace[-1].__dict__
+        own["started_at"], own["duration_s"], own["attempt"] = started, duration, attempt
     else:
-        # Validating five plain fields in pydantic-core costs less than half of
-        # model_construct's Python loop, and this runs once per event per step.
-        record = StepRecord(
-            step=step, started_at=started, duration_s=duration, attempt=attempt, outcome=outcome
+        # The trace list belongs to the event's one path through the flow (fan-out
+        # copies it per branch), so the record is appended in place: a copy of
+        # the event per step would cost more than the step's own bookkeeping.
+        # Validating five plain fields in pydantic-core is cheaper than model_construct.
+        trace.append(
+            StepRecord(
+                step=step,
+                started_at=started,
+                duration_s=duration,
+                attempt=attempt,
+                outcome=after.outcome,
+            )
         )
-        new_trace = [*trace, record]
-    return after.model_copy(update={"trace": new_trace, "attempts": before.attempts + attempt})
+    fields["attempts"] = before.attempts + attempt
+    return after
 
 
 class _MapState:
@@ -300,7 +304,9 @@ class _MapState:
         self.waiting: dict[str, deque[tuple[int, Event]]] = {}
         self.busy: set[str] = set()
         self.reorder: dict[int, Event] = {}
-        self.tasks: set[asyncio.Task[Event]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.running_workers = 0
+        self.idle: list[asyncio.Future[bool]] = []
         self.seq_in = 0
         self.seq_out = 0
         self.running = 0
@@ -331,59 +337,117 @@ class _MapState:
         self._pump()
 
     def _pump(self) -> None:
+        # Long-lived workers pull from the deque, so an event costs no task of
+        # its own: an idle worker is woken, or a new one started up to the limit.
+        if self.idle:
+            self.idle.pop().set_result(True)
+            return
         adaptive = self.adaptive
         limit = self.concurrency if adaptive is None else adaptive.limit
-        while self.running < limit and self.pending:
-            seq, event = self.pending.popleft()
+        if self.running_workers < limit:
+            self.running_workers += 1
+            task = self.loop.create_task(self._work())
+            self.tasks.add(task)
+            task.add_done_callback(self._worker_done)
+
+    def _grow(self, limit: int) -> None:
+        # The adaptive limit may have risen while events waited: start workers for them.
+        missing = min(limit - self.running_workers, len(self.pending) - len(self.idle))
+        for _ in range(missing):
+            self.running_workers += 1
+            task = self.loop.create_task(self._work())
+            self.tasks.add(task)
+            task.add_done_callback(self._worker_done)
+
+    def _next(self) -> tuple[int, Event] | None:
+        pending = self.pending
+        while pending:
+            seq, event = pending.popleft()
             if self.mode == "key" and event.key is not None:
                 if event.key in self.busy:
                     self.waiting.setdefault(event.key, deque()).append((seq, event))
                     continue
                 self.busy.add(event.key)
             self.buffered -= 1
+            return seq, event
+        return None
+
+    async def _work(self) -> None:
+        plain = self.limiter is None and self.adaptive is None
+        fn, step, timeout, retry = self.fn, self.step, self.timeout, self.retry
+        done = 0
+        while not self.stopped:
+            adaptive = self.adaptive
+            if adaptive is not None and self.running >= adaptive.limit:
+                return
+            item = self._next()
+            if item is None:
+                if self.upstream_done:
+                    return
+                # Park until on_next has work; False means the stream is over.
+                parked = self.loop.create_future()
+                self.idle.append(parked)
+                if not await parked:
+                    return
+                continue
+            seq, event = item
             self.running += 1
             if self.running > self.peak_running:
                 self.peak_running = self.running
-            if self.limiter is None and adaptive is None:
-                call = run_step(
-                    self.fn, event, step=self.step, timeout=self.timeout, retry=self.retry
-                )
+            if plain:
+                result = await run_step(fn, event, step=step, timeout=timeout, retry=retry)
             else:
-                call = run_step(
-                    self.fn,
+                result = await run_step(
+                    fn,
                     event,
-                    step=self.step,
-                    timeout=self.timeout,
-                    retry=self.retry,
+                    step=step,
+                    timeout=timeout,
+                    retry=retry,
                     limiter=self.limiter,
                     tokens=self.tokens,
                     adaptive=adaptive,
                 )
-            task = self.loop.create_task(call)
-            self.tasks.add(task)
-            task.add_done_callback(functools.partial(self._finished, seq=seq, key=event.key))
+            self.running -= 1
+            if self.stopped:
+                return
+            key = event.key
+            if self.mode == "key" and key is not None:
+                self.busy.discard(key)
+                queue = self.waiting.get(key)
+                if queue:
+                    # The next event of this key goes first, so per-key FIFO holds.
+                    self.pending.appendleft(queue.popleft())
+                    if not queue:
+                        del self.waiting[key]
+            self._emit(seq, result)
+            self._maybe_complete()
+            if adaptive is not None and self.pending:
+                self._grow(adaptive.limit)
+            done += 1
+            if not done % 64 and self.pending:
+                # Steps that never suspend would otherwise hold the loop for a
+                # whole backlog; give the source and the other stages a turn.
+                await asyncio.sleep(0)
 
-    def _finished(self, task: asyncio.Task[Event], *, seq: int, key: str | None) -> None:
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
+        self.running_workers -= 1
         if self.stopped or task.cancelled():
             return
-        self.running -= 1
-        if self.mode == "key" and key is not None:
-            self.busy.discard(key)
-            queue = self.waiting.get(key)
-            if queue:
-                # The next event of this key goes first, so per-key FIFO holds.
-                self.pending.appendleft(queue.popleft())
-                if not queue:
-                    del self.waiting[key]
         exc = task.exception()
         if exc is not None:
             self.stopped = True
             self.observer.on_error(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             return
-        self._emit(seq, task.result())
-        self._pump()
+        if self.pending:
+            self._pump()
         self._maybe_complete()
+
+    def _release_idle(self) -> None:
+        while self.idle:
+            parked = self.idle.pop()
+            if not parked.done():
+                parked.set_result(False)
 
     def _emit(self, seq: int, event: Event) -> None:
         if self.mode != "input":
@@ -400,6 +464,8 @@ class _MapState:
 
     def on_completed(self) -> None:
         self.upstream_done = True
+        if not self.pending:
+            self._release_idle()
         self._maybe_complete()
 
     def _maybe_complete(self) -> None:
@@ -412,10 +478,12 @@ class _MapState:
             and not self.reorder
         ):
             self.stopped = True
+            self._release_idle()
             self.observer.on_completed()
 
     def dispose(self) -> None:
         self.stopped = True
+        self._release_idle()
         for task in list(self.tasks):
             task.cancel()
         self.tasks.clear()

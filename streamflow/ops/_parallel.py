@@ -112,7 +112,8 @@ def parallel(
                 seq = next(seqs)
                 waiting[seq] = (event, {})
                 for subject in subjects.values():
-                    branch_in = event.model_copy()
+                    # Each branch gets its own trace list: steps append to it in place.
+                    branch_in = event.model_copy(update={"trace": list(event.trace)})
                     branch_in._fanout = (*event._fanout, (me, seq))
                     subject.on_next(branch_in)
 

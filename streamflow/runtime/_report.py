@@ -52,6 +52,8 @@ class RunReport:
         outcomes: finished events by outcome (ok, review, dead_lettered, filtered, interrupted).
         groups: per summary group (e.g. category), counts by outcome.
         stages: per stage, a latency sketch.
+        stage_cost: per stage, model cost in US dollars.
+        group_cost: per summary group, model cost in US dollars.
         end_to_end: latency sketch from read to written.
         peak_in_flight: the most events inside at once (<= window).
         window: the credit window.
@@ -65,6 +67,8 @@ class RunReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     groups: dict[str, Counter[str]] = field(default_factory=dict)
     stages: dict[str, LatencySketch] = field(default_factory=dict)
+    stage_cost: dict[str, float] = field(default_factory=dict)
+    group_cost: dict[str, float] = field(default_factory=dict)
     end_to_end: LatencySketch = field(default_factory=LatencySketch)
     peak_in_flight: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -95,6 +99,10 @@ class RunReport:
         group = _lookup(event.payload, self.summary_field) if event is not None else None
         label = str(group) if group is not None else "(none)"
         self.groups.setdefault(label, Counter())[outcome] += 1
+        if event is not None:
+            cost = sum(record.cost_usd for record in event.trace)
+            if cost:
+                self.group_cost[label] = self.group_cost.get(label, 0.0) + cost
 
 
 def _lookup(payload: Any, path: str) -> Any:
