@@ -12,6 +12,7 @@ model without touching the rest.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # streamflow loads a pipeline file with its own folder on sys.path, so siblings import.
@@ -112,3 +113,10 @@ pipeline = Pipeline(
         ),
     ],
 )
+
+# With an OpenAI-compatible endpoint configured, the same stages run on models:
+# cheap or strong chat model by category, redrafts on a failed check, shared rate limits.
+if os.environ.get("OPENAI_BASE_URL"):
+    from llm_pipeline import build_pipeline_from_env
+
+    pipeline = build_pipeline_from_env()

@@ -61,16 +61,26 @@ def print_summary(report: RunReport, console: Console = stderr) -> None:
     for outcome in seen:
         table.add_column(outcome, justify="right")
     table.add_column("total", justify="right")
+    costly = bool(report.group_cost) or bool(report.stage_cost)
+    if costly:
+        table.add_column("cost $", justify="right")
     for group in sorted(report.groups):
         counts = report.groups[group]
-        table.add_row(group, *(str(counts.get(o, 0)) for o in seen), str(sum(counts.values())))
+        cost = [f"{report.group_cost.get(group, 0.0):.4f}"] if costly else []
+        table.add_row(
+            group, *(str(counts.get(o, 0)) for o in seen), str(sum(counts.values())), *cost
+        )
+    total_cost = [f"[bold]{sum(report.stage_cost.values()):.4f}"] if costly else []
     table.add_row(
-        "[bold]all", *(f"[bold]{report.outcomes.get(o, 0)}" for o in seen), f"[bold]{report.done}"
+        "[bold]all",
+        *(f"[bold]{report.outcomes.get(o, 0)}" for o in seen),
+        f"[bold]{report.done}",
+        *total_cost,
     )
     console.print(table)
 
     stages = Table(title="latency per stage", title_justify="left")
-    for column in ("stage", "events", "p50 ms", "p99 ms"):
+    for column in ("stage", "events", "p50 ms", "p99 ms", *(["cost $"] if costly else [])):
         stages.add_column(column, justify="left" if column == "stage" else "right")
     for name, sketch in report.stages.items():
         stages.add_row(
@@ -78,6 +88,7 @@ def print_summary(report: RunReport, console: Console = stderr) -> None:
             str(sketch.count),
             f"{sketch.quantile(0.5) * 1000:.1f}",
             f"{sketch.quantile(0.99) * 1000:.1f}",
+            *([f"{report.stage_cost.get(name, 0.0):.4f}"] if costly else []),
         )
     e2e = report.end_to_end
     stages.add_row(

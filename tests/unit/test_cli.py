@@ -118,3 +118,27 @@ def test_bad_arguments_print_one_clear_line_and_exit_2(
     assert message in err
     assert len(err.splitlines()) == 1
     assert err.startswith("error:")
+
+
+def test_summary_shows_cost_per_stage_and_per_category() -> None:
+    from rich.console import Console
+
+    from streamflow.cli._console import print_summary
+    from streamflow.events import Event, StepRecord
+    from streamflow.runtime import LatencySketch, RunReport
+
+    report = RunReport("support", window=8, summary_field="category")
+    for category, cost in (("billing", 0.25), ("billing", 0.5), ("shipping", 0.125)):
+        record = StepRecord(
+            step="generate", started_at=0, duration_s=0.1, model="m", cost_usd=cost
+        )
+        report.count("ok", Event(payload={"category": category}, trace=[record]))
+    report.stages = {"generate": LatencySketch()}
+    report.stage_cost = {"generate": 0.875}
+    console = Console(record=True, width=120)
+    print_summary(report, console)
+    text = console.export_text()
+    assert "cost $" in text
+    assert "0.7500" in text  # billing
+    assert "0.1250" in text  # shipping
+    assert "0.8750" in text  # the stage, and the total
