@@ -7,7 +7,6 @@ import os
 from typing import Any
 
 import click
-from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -16,6 +15,7 @@ from streamflow.cli._kafka import BROKER_ENV, broker_option, settings_for
 from streamflow.cli._load import load_pipeline
 from streamflow.events import Event, dumps
 from streamflow.runtime import Pipeline
+from streamflow.runtime._report import lookup_field
 from streamflow.runtime._review import (
     FileReviewQueue,
     KafkaReviewQueue,
@@ -53,25 +53,11 @@ def _queue(
     return KafkaReviewQueue(loaded, settings_for(broker))
 
 
-def _field(payload: Any, path: str) -> Any:
-    value = payload
-    for part in path.split("."):
-        if value is None:
-            return None
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, BaseModel):
-            value = getattr(value, part, None)
-        else:
-            return None
-    return value
-
-
 def _answer(payload: Any) -> str | None:
-    answer = _field(payload, "answer")
+    answer = lookup_field(payload, "answer")
     if answer is None:
         return None
-    text = _field(answer, "text") if not isinstance(answer, str) else answer
+    text = lookup_field(answer, "text") if not isinstance(answer, str) else answer
     return None if text is None else " ".join(str(text).split())
 
 
@@ -87,7 +73,9 @@ def review_rows(pipeline: Pipeline, events: list[Event]) -> list[dict[str, Any]]
     """
     rows = []
     for event in events:
-        category = _field(event.payload, pipeline.summary_field) if pipeline.summary_field else None
+        category = (
+            lookup_field(event.payload, pipeline.summary_field) if pipeline.summary_field else None
+        )
         rows.append(
             {
                 "id": event.id,

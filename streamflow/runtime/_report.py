@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from streamflow.events import Event
 
-__all__ = ["LatencySketch", "RunReport"]
+__all__ = ["LatencySketch", "RunReport", "lookup_field"]
 
 
 class LatencySketch:
@@ -96,7 +96,7 @@ class RunReport:
         self.outcomes[outcome] += 1
         if self.summary_field is None:
             return
-        group = _lookup(event.payload, self.summary_field) if event is not None else None
+        group = lookup_field(event.payload, self.summary_field) if event is not None else None
         label = str(group) if group is not None else "(none)"
         self.groups.setdefault(label, Counter())[outcome] += 1
         if event is not None:
@@ -105,7 +105,8 @@ class RunReport:
                 self.group_cost[label] = self.group_cost.get(label, 0.0) + cost
 
 
-def _lookup(payload: Any, path: str) -> Any:
+def lookup_field(payload: Any, path: str) -> Any:
+    """Return the value at dotted ``path`` in a dict or pydantic payload (None if absent)."""
     value = payload
     for part in path.split("."):
         if value is None:
