@@ -1,5 +1,6 @@
 """Runtime: pipelines, stages and the runner that wires source -> stages -> sink."""
 
+from streamflow.runtime._otel import EventSpans
 from streamflow.runtime._pipeline import Pipeline, Stage, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.runtime._review import (
@@ -17,6 +18,7 @@ from streamflow.runtime._runner import run_flow
 
 __all__ = [
     "Decision",
+    "EventSpans",
     "FileReviewQueue",
     "KafkaReviewQueue",
     "LatencySketch",

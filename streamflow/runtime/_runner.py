@@ -15,6 +15,7 @@ from streamflow.errors import EventError, StreamflowError
 from streamflow.events import Event, decode_event, decode_input
 from streamflow.metrics import PipelineMetrics
 from streamflow.ops import CreditWindow, Operator, Relay, Ticket, instrumentation
+from streamflow.runtime._otel import EventSpans, spans_from_env
 from streamflow.runtime._pipeline import Pipeline, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.transports import Record, Sink, Source
@@ -36,6 +37,7 @@ async def run_flow(
     stop: asyncio.Event | None = None,
     on_progress: Callable[[RunReport], None] | None = None,
     progress_interval: float = 0.2,
+    spans: EventSpans | None = None,
 ) -> RunReport:
     """Run ``stages`` of ``pipeline`` (default: all) from ``source`` to ``sink``.
 
@@ -57,11 +59,14 @@ async def run_flow(
         stop: set it to stop reading (signal handlers do).
         on_progress: called every ``progress_interval`` seconds with the report.
         progress_interval: seconds between progress calls.
+        spans: OpenTelemetry span export of finished events (default: on when
+            ``STREAMFLOW_OTEL=1`` and opentelemetry-api is installed).
 
     Returns:
         The run's report; ``report.error`` holds a fatal error, if one stopped it.
     """
     names = list(stages) if stages is not None else [s.name for s in pipeline.stages]
+    spans = spans if spans is not None else spans_from_env(pipeline.name)
     size = window or pipeline.window
     credits = CreditWindow(size)
     stop = stop or asyncio.Event()
@@ -98,6 +103,8 @@ async def run_flow(
             metrics.stage(event._failed_in or names[-1]).dead_lettered += 1
         if ticket is not None:
             report.end_to_end.add(time.perf_counter() - ticket.read_at)
+        if spans is not None:
+            spans.export(event)
         sink.write(event)
 
     def fail(error: Exception) -> None:
