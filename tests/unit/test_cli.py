@@ -129,9 +129,7 @@ def test_summary_shows_cost_per_stage_and_per_category() -> None:
 
     report = RunReport("support", window=8, summary_field="category")
     for category, cost in (("billing", 0.25), ("billing", 0.5), ("shipping", 0.125)):
-        record = StepRecord(
-            step="generate", started_at=0, duration_s=0.1, model="m", cost_usd=cost
-        )
+        record = StepRecord(step="generate", started_at=0, duration_s=0.1, model="m", cost_usd=cost)
         report.count("ok", Event(payload={"category": category}, trace=[record]))
     report.stages = {"generate": LatencySketch()}
     report.stage_cost = {"generate": 0.875}
