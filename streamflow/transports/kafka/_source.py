@@ -50,6 +50,12 @@ _FETCH_WAIT_MS = 100
 _CREDIT_WAIT_S = 0.1
 # Consecutive failed polls/commits before the source reports itself unhealthy.
 _UNHEALTHY_AFTER = 3
+# aiokafka retries a lost broker inside its own tasks and never raises to the
+# poll loop, so liveness is probed: a metadata request fails at once when no
+# broker answers.
+_PROBE_INTERVAL_S = 2.0
+_PROBE_TIMEOUT_S = 5.0
+_STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,9 @@ class KafkaSource:
         self._pauses = 0
         self._resumes = 0
         self._end_refresh: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._unreachable: str | None = None
+        self._coordinator_lost_at: float | None = None
 
     async def start(self) -> None:
         """Connect and join the group (``run`` does this when needed).
@@ -162,6 +171,27 @@ class KafkaSource:
                 await consumer.stop()
             raise map_kafka_error(exc, topic=self.topic) from exc
         self._consumer = consumer
+        self._probe = asyncio.get_running_loop().create_task(self._probe_liveness())
+
+    async def _probe_liveness(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._consumer is not None and not self._closed:
+            consumer = self._consumer
+            try:
+                await asyncio.wait_for(consumer.topics(), _PROBE_TIMEOUT_S)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                self._unreachable = map_kafka_error(exc, topic=self.topic).message
+            else:
+                self._unreachable = None
+            # Group membership has no public flag; the coordinator id is what
+            # aiokafka itself clears when heartbeats fail.
+            coordinator = getattr(getattr(consumer, "_coordinator", None), "coordinator_id", 0)
+            if coordinator is None:
+                if self._coordinator_lost_at is None:
+                    self._coordinator_lost_at = loop.time()
+            else:
+                self._coordinator_lost_at = None
+            await asyncio.sleep(_PROBE_INTERVAL_S)
 
     async def run(self, emit: Emit, window: CreditWindow, stop: asyncio.Event) -> None:
         """Emit records against credit until ``stop`` is set.
@@ -368,10 +398,11 @@ class KafkaSource:
         if self._closed:
             return
         self._closed = True
-        if self._end_refresh is not None:
-            self._end_refresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._end_refresh
+        for task in (self._end_refresh, self._probe):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         consumer = self._consumer
         if consumer is None:
             return
@@ -380,10 +411,17 @@ class KafkaSource:
         finally:
             for tracker in self._trackers.values():
                 tracker.live = False
-            try:
-                await consumer.stop()
-            except (KafkaError, OSError) as exc:
-                log.warning("stopping the consumer of %s failed: %s", self.topic, exc)
+            # With no broker, leaving the group retries forever; shutdown must not.
+            stopping = asyncio.get_running_loop().create_task(consumer.stop())
+            done, _ = await asyncio.wait({stopping}, timeout=_STOP_TIMEOUT_S)
+            if not done:
+                stopping.cancel()
+                stopping.add_done_callback(_consume_outcome)
+                log.warning("the consumer of %s did not stop in time (broker lost?)", self.topic)
+            elif not stopping.cancelled() and stopping.exception() is not None:
+                log.warning(
+                    "stopping the consumer of %s failed: %r", self.topic, stopping.exception()
+                )
 
     def healthy(self) -> tuple[bool, str]:
         """Return (ok, reason): False when the broker or the group membership is lost."""
@@ -393,6 +431,15 @@ class KafkaSource:
             return False, f"consumer of {self.topic} is closed"
         if self._consumer is None:
             return False, f"consumer of {self.topic} has not started"
+        if self._unreachable is not None:
+            return False, f"consumer of {self.topic} lost its broker: {self._unreachable}"
+        lost_at = self._coordinator_lost_at
+        if (
+            lost_at is not None
+            and asyncio.get_running_loop().time() - lost_at
+            > self.settings.session_timeout_ms / 1000
+        ):
+            return False, f"consumer of {self.topic} lost its group {self.group} (no coordinator)"
         if self._error_streak >= _UNHEALTHY_AFTER:
             return False, (
                 f"consumer of {self.topic}: {self._error_streak} failed calls in a row "
@@ -436,3 +483,9 @@ class KafkaSource:
                 for tp, t in self._trackers.items()
             },
         )
+
+
+def _consume_outcome(task: asyncio.Task[None]) -> None:
+    # Retrieve the result of an abandoned stop, so asyncio does not log it as lost.
+    if not task.cancelled():
+        task.exception()

