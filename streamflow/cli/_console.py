@@ -61,7 +61,7 @@ def print_summary(report: RunReport, console: Console = stderr) -> None:
     for outcome in seen:
         table.add_column(outcome, justify="right")
     table.add_column("total", justify="right")
-    costly = bool(report.group_cost) or bool(report.stage_cost)
+    costly = any(report.group_cost.values()) or any(report.stage_cost.values())
     if costly:
         table.add_column("cost $", justify="right")
     for group in sorted(report.groups):
