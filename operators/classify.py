@@ -125,7 +125,7 @@ def classify(
         payload = write_fields(event.payload, {field: found}, into)
         if predicted.confidence < review_below:
             reason = (
-                f"low confidence {predicted.confidence:.2f} < {review_below:.2f} "
+                f"low confidence {predicted.confidence:.3f} < {review_below:g} "
                 f"for '{predicted.label}'"
             )
             record = step_record(

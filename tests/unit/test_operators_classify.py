@@ -159,7 +159,7 @@ async def test_low_confidence_event_goes_to_review_with_reason() -> None:
 
     assert event.outcome == "review"
     assert event.reason is not None
-    assert event.reason.startswith("low confidence 0.30 < 0.45")
+    assert event.reason.startswith("low confidence 0.300 < 0.45")
     assert event.payload["classification"]["label"] == "billing"
     assert event.trace[-1].outcome == "review"
 
