@@ -31,7 +31,7 @@ from streamflow.errors import ConfigError, StreamflowError, TransportClosed
 from streamflow.events import Event
 from streamflow.ops import CreditWindow, Ticket
 from streamflow.transports._base import Emit, Record
-from streamflow.transports.kafka._offsets import PartitionOffsets
+from streamflow.transports.kafka._offsets import OffsetTicket, PartitionOffsets
 from streamflow.transports.kafka._routing import Outgoing, outgoing_event, outgoing_reject
 from streamflow.transports.kafka._source import SourceStatistics
 
@@ -161,22 +161,6 @@ class MemoryBroker:
             del self._members[(group, topic)]
 
 
-class _MemoryTicket(Ticket):
-    __slots__ = ("_offset", "_tracker")
-
-    def __init__(self, window: CreditWindow, tracker: PartitionOffsets, offset: int) -> None:
-        super().__init__(window)
-        self._tracker = tracker
-        self._offset = offset
-
-    def release(self) -> None:
-        if self.released:
-            return
-        super().release()
-        if self._tracker.live:
-            self._tracker.complete(self._offset)
-
-
 class MemorySource:
     """Reads a memory-broker topic as the member of a consumer group, against credit.
 
@@ -287,7 +271,7 @@ class MemorySource:
                         partition=partition,
                         offset=message.offset,
                     ),
-                    _MemoryTicket(window, tracker, message.offset),
+                    OffsetTicket(window, tracker, message.offset),
                 )
             self._positions[partition] = position + len(batch)
             emitted += len(batch)

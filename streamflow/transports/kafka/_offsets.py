@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["PartitionOffsets"]
+from streamflow.ops import CreditWindow, Ticket
+
+__all__ = ["OffsetTicket", "PartitionOffsets"]
 
 
 class PartitionOffsets:
@@ -58,3 +60,24 @@ class PartitionOffsets:
     def span(self) -> int:
         """Records fetched but not yet below the watermark (what a restart replays)."""
         return len(self._order)
+
+
+class OffsetTicket(Ticket):
+    """A ticket that marks its offset complete in the partition's live tracker."""
+
+    __slots__ = ("_offset", "_tracker")
+
+    def __init__(self, window: CreditWindow, tracker: PartitionOffsets, offset: int) -> None:
+        super().__init__(window)
+        self._tracker = tracker
+        self._offset = offset
+
+    def release(self) -> None:
+        if self.released:
+            return
+        super().release()
+        tracker = self._tracker
+        # A retired tracker belongs to a revoked assignment: another member owns
+        # that partition now and its watermark is no longer ours to move.
+        if tracker.live:
+            tracker.complete(self._offset)

@@ -24,10 +24,10 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from streamflow.errors import TransportBroken, TransportRetriable
-from streamflow.ops import CreditWindow, Ticket
+from streamflow.ops import CreditWindow
 from streamflow.transports._base import Emit, Record
 from streamflow.transports.kafka._errors import map_kafka_error
-from streamflow.transports.kafka._offsets import PartitionOffsets
+from streamflow.transports.kafka._offsets import OffsetTicket, PartitionOffsets
 from streamflow.transports.kafka._settings import KafkaSettings
 
 __all__ = ["KafkaSource", "SourceStatistics"]
@@ -75,27 +75,6 @@ class SourceStatistics:
     pauses: int
     resumes: int
     partitions: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-
-class _OffsetTicket(Ticket):
-    """A ticket that marks its offset complete in the partition's live tracker."""
-
-    __slots__ = ("_offset", "_tracker")
-
-    def __init__(self, window: CreditWindow, tracker: PartitionOffsets, offset: int) -> None:
-        super().__init__(window)
-        self._tracker = tracker
-        self._offset = offset
-
-    def release(self) -> None:
-        if self.released:
-            return
-        super().release()
-        tracker = self._tracker
-        # A retired tracker belongs to a revoked assignment: another member owns
-        # that partition now and its watermark is no longer ours to move.
-        if tracker.live:
-            tracker.complete(self._offset)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -212,7 +191,7 @@ class KafkaSource:
         low_tide = max(1, window.size // 4)
         last_poll = last_commit = loop.time()
         make_record = Record
-        make_ticket = _OffsetTicket
+        make_ticket = OffsetTicket
         trackers = self._trackers
         while not stop.is_set():
             now = loop.time()
