@@ -10,24 +10,25 @@ as ``Retry-After`` says.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from operators.models._results import ModelOutputInvalid, RequestInfo, Usage
+from operators.models._results import ChatResult, RequestInfo, Usage
 from streamflow.events import dumps
 from streamflow.ops import RateLimiter, RetryPolicy, instrumentation
+
+if TYPE_CHECKING:
+    from operators.models.openai import ModelClient
 
 __all__ = [
     "DEFAULT_MODEL_RETRY",
     "CallPolicy",
+    "ask_json",
     "call_model",
     "estimate_tokens",
-    "json_messages",
-    "parse_json_answer",
     "report_request",
 ]
 
@@ -36,8 +37,6 @@ M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_MODEL_RETRY = RetryPolicy(max_attempts=6, base_delay=0.2, max_delay=20.0)
 """Retries of one model call: 429s and 5xx are common and short-lived."""
-
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
 def estimate_tokens(text: str) -> int:
@@ -122,36 +121,47 @@ def report_request(info: RequestInfo) -> None:
     instrumentation.report_model_request(info.model, info.status)
 
 
-def json_messages(system: str, user: str, answer_model: type[BaseModel]) -> list[dict[str, Any]]:
-    """Chat messages asking for one JSON object shaped as ``answer_model``."""
-    schema = dumps(answer_model.model_json_schema()).decode()
-    return [
-        {
-            "role": "system",
-            "content": f"{system}\nAnswer with one JSON object only, matching this JSON "
-            f"schema: {schema}",
-        },
-        {"role": "user", "content": user},
-    ]
+async def ask_json(
+    client: ModelClient,
+    model: str,
+    *,
+    system: str,
+    user: str,
+    answer_model: type[M],
+    policy: CallPolicy,
+    temperature: float | None,
+    max_tokens: int | None,
+) -> tuple[M, Usage]:
+    """Ask ``model`` for one JSON object shaped as ``answer_model``, under ``policy``.
 
+    The client's structured output does the asking and the validating; this adds
+    the shared limiter and retries around it.
 
-def parse_json_answer(content: str, answer_model: type[M], model: str) -> M:
-    """Validate a model's JSON answer (a Markdown fence around it is tolerated).
+    Returns:
+        The validated answer and the call's usage.
 
     Raises:
         ModelOutputInvalid: the answer is not a valid ``answer_model``.
+        RateLimited, Unavailable, StepTimeout: retries were spent.
     """
-    fenced = _FENCE.match(content)
-    text = fenced.group(1) if fenced else content
-    try:
-        return answer_model.model_validate_json(text)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "(root)"
-        snippet = " ".join(content.split())[:120]
-        raise ModelOutputInvalid(
-            f"model {model!r} did not answer with a valid {answer_model.__name__}: "
-            f"{where}: {first['msg']} (answer began: {snippet!r})",
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    schema = dumps(answer_model.model_json_schema()).decode()
+
+    async def ask() -> ChatResult[M]:
+        return await client.chat(
+            messages,
             model=model,
-            content=content,
-        ) from exc
+            temperature=temperature,
+            max_tokens=max_tokens,
+            response_model=answer_model,
+            timeout=policy.timeout,
+        )
+
+    result = await call_model(
+        ask,
+        lambda r: r.usage,
+        policy=policy,
+        estimate=policy.estimate(messages, max_tokens) + policy.count_tokens(schema),
+    )
+    assert result.parsed is not None  # response_model guarantees it or raises
+    return result.parsed, result.usage

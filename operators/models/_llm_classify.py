@@ -10,8 +10,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from operators.models._linear import load_labelled_examples
-from operators.models._llm_calls import CallPolicy, call_model, json_messages, parse_json_answer
-from operators.models._results import ChatResult, EmbedResult, Usage
+from operators.models._llm_calls import CallPolicy, ask_json, call_model
+from operators.models._results import EmbedResult, Usage
 from operators.models._types import Label
 from operators.models._vector import unit_rows
 from operators.models.openai import ModelClient
@@ -156,26 +156,16 @@ class LLMClassifier:
         return list(await asyncio.gather(*(self._classify_one(text) for text in texts)))
 
     async def _classify_one(self, text: str) -> Label:
-        messages = json_messages(self._system, text, ClassifierAnswer)
-        policy = self._policy
-
-        async def ask() -> ChatResult[None]:
-            return await self._client.chat(
-                messages,
-                model=self._model,
-                temperature=self._temperature,
-                max_tokens=self._max_tokens,
-                timeout=policy.timeout,
-                extra={"response_format": {"type": "json_object"}},
-            )
-
-        result = await call_model(
-            ask,
-            lambda r: r.usage,
-            policy=policy,
-            estimate=policy.estimate(messages, self._max_tokens),
+        answer, usage = await ask_json(
+            self._client,
+            self._model,
+            system=self._system,
+            user=text,
+            answer_model=ClassifierAnswer,
+            policy=self._policy,
+            temperature=self._temperature,
+            max_tokens=self._max_tokens,
         )
-        answer = parse_json_answer(result.content, ClassifierAnswer, self._model)
         label = self._by_folded.get(answer.label.strip().casefold())
         if label is None:
             raise UnknownLabel(
@@ -184,7 +174,6 @@ class LLMClassifier:
                 label=answer.label,
                 model=self._model,
             )
-        usage = result.usage
         return LLMLabel(
             label=label,
             confidence=answer.confidence,

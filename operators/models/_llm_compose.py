@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from operators.models._llm_calls import CallPolicy, call_model, json_messages, parse_json_answer
-from operators.models._results import ChatResult, Usage
+from operators.models._llm_calls import CallPolicy, ask_json, call_model
+from operators.models._results import Usage
 from operators.models._types import ComposedAnswer, Passage, Verdict
 from operators.models.openai import ModelClient
 
@@ -260,27 +260,16 @@ class LLMJudge:
             f"Ticket:\n{question or '(not given)'}\n\n"
             f"Passages:\n{_passage_block(passages)}\n\nDraft answer:\n{answer}"
         )
-        messages = json_messages(self._instructions, user, JudgeAnswer)
-        policy = self._policy
-
-        async def ask() -> ChatResult[None]:
-            return await self._client.chat(
-                messages,
-                model=self._model,
-                temperature=self._temperature,
-                max_tokens=self._max_tokens,
-                timeout=policy.timeout,
-                extra={"response_format": {"type": "json_object"}},
-            )
-
-        result = await call_model(
-            ask,
-            lambda r: r.usage,
-            policy=policy,
-            estimate=policy.estimate(messages, self._max_tokens),
+        verdict, usage = await ask_json(
+            self._client,
+            self._model,
+            system=self._instructions,
+            user=user,
+            answer_model=JudgeAnswer,
+            policy=self._policy,
+            temperature=self._temperature,
+            max_tokens=self._max_tokens,
         )
-        verdict = parse_json_answer(result.content, JudgeAnswer, self._model)
-        usage = result.usage
         reasons = [f"judge: {r}" for r in verdict.reasons]
         return JudgeVerdict(
             outcome=verdict.outcome,

@@ -60,7 +60,8 @@ class FakeModel:
         self.classifier = LinearTextClassifier.from_examples(EXAMPLE / "data" / "training.jsonl")
 
     def __call__(self, request: dict[str, Any]) -> str:
-        system = str(request["messages"][0]["content"])
+        # The client puts its JSON-schema hint first; the step's own prompt follows.
+        system = " ".join(str(m["content"]) for m in request["messages"] if m["role"] == "system")
         user = str(request["messages"][-1]["content"])
         if "Choose exactly one label" in system:
             (label,) = self.classifier.predict([user])

@@ -17,6 +17,7 @@ from operators.models import (
     ComposedAnswer,
     ModelClient,
     ModelEndpoint,
+    ModelOutputInvalid,
     PriceTable,
 )
 from operators.models.llm import (
@@ -83,6 +84,17 @@ async def test_llm_classifier_names_an_unknown_label(
         await classifier.classify(["Will it rain?"])
 
 
+async def test_llm_classifier_rejects_an_answer_that_is_not_the_json_asked_for(
+    server: OpenAIServer, client: ModelClient
+) -> None:
+    server.reply = _answer("It is about billing, I think.")
+    classifier = LLMClassifier(client, "mini", ["billing", "shipping"])
+    with pytest.raises(ModelOutputInvalid, match="did not answer with a valid ClassifierAnswer"):
+        await classifier.classify(["I was charged twice"])
+    (request,) = server.requests
+    assert request.status == 200  # the endpoint answered; the answer was unusable
+
+
 async def test_a_429_is_retried_after_retry_after_and_every_attempt_waits_on_the_limiter(
     server: OpenAIServer, client: ModelClient
 ) -> None:
@@ -132,7 +144,7 @@ async def test_embedding_retriever_finds_the_article_and_hybrid_fuses_with_bm25(
     assert hybrid.name == "embed"
 
 
-def test_citations_are_passage_ids_and_placeholders_are_not() -> None:
+def test_citations_are_passage_ids_and_redaction_markers_are_not() -> None:
     passages = [Passage(id="kb-1", title="t", text="x", score=1.0)]
     text = "See [KB-1] and [kb-9]; we removed [EMAIL] and [PHONE]. Again [kb-1]."
     assert parse_citations(text, passages) == ["kb-1", "kb-9"]
