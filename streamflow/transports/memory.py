@@ -25,14 +25,12 @@ import contextlib
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import TracebackType
 
 from streamflow.errors import ConfigError, StreamflowError, TransportClosed
-from streamflow.events import Event
 from streamflow.ops import CreditWindow, Ticket
 from streamflow.transports._base import Emit, Record
 from streamflow.transports.kafka._offsets import OffsetTicket, PartitionOffsets
-from streamflow.transports.kafka._routing import Outgoing, outgoing_event, outgoing_reject
+from streamflow.transports.kafka._routing import Outgoing, RoutingSink
 from streamflow.transports.kafka._source import SourceStatistics
 
 __all__ = ["MemoryBroker", "MemoryMessage", "MemorySink", "MemorySource"]
@@ -349,7 +347,7 @@ class MemorySource:
         )
 
 
-class MemorySink:
+class MemorySink(RoutingSink):
     """Writes events to memory-broker topics; a ticket is released once the record is stored.
 
     When the broker refuses writes (:attr:`MemoryBroker.failing`), the sink is
@@ -372,57 +370,17 @@ class MemorySink:
         review_topic: str,
         stage: str,
     ) -> None:
+        super().__init__(
+            output_topic=output_topic, dlq_topic=dlq_topic, review_topic=review_topic, stage=stage
+        )
         self.broker = broker
-        self.output_topic = output_topic
-        self.dlq_topic = dlq_topic
-        self.review_topic = review_topic
-        self.stage = stage
-        self.written = {"ok": 0, "review": 0, "dead_lettered": 0, "filtered": 0}
         self._broken: str | None = None
         self._closed = False
 
     async def start(self) -> None:
         """Nothing to connect; here for symmetry with the Kafka sink."""
 
-    async def __aenter__(self) -> MemorySink:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def write(self, event: Event) -> None:
-        """Store ``event`` where its outcome says, then release its ticket."""
-        message = outgoing_event(
-            event,
-            output_topic=self.output_topic,
-            review_topic=self.review_topic,
-            dlq_topic=self.dlq_topic,
-            stage=self.stage,
-        )
-        if message is None:
-            self.written["filtered"] += 1
-            if event._ticket is not None:
-                event._ticket.release()
-            return
-        self.written["dead_lettered" if event.outcome == "failed" else event.outcome] += 1
-        self._store(message, event._ticket)
-
-    def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
-        """Dead-letter a record that never decoded, with its original bytes."""
-        self.written["dead_lettered"] += 1
-        self._store(outgoing_reject(record, error, dlq_topic=self.dlq_topic), ticket)
-
-    def abandon(self, event: Event) -> None:
-        """Leave ``event`` unreleased: its offset stays uncommitted, so it is redelivered."""
-        del event
-
-    def _store(self, message: Outgoing, ticket: Ticket | None) -> None:
+    def _deliver(self, message: Outgoing, ticket: Ticket | None) -> None:
         if self._closed:
             raise TransportClosed("the memory sink is closed", topic=message.topic)
         if self._broken is not None:

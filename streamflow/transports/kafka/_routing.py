@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
 
 from streamflow.errors import StreamflowError
 from streamflow.events import DeadLetter, ErrorInfo, Event, dumps, encode_event
+from streamflow.ops import Ticket
 from streamflow.transports._base import Record
 
-__all__ = ["ID_HEADER", "TRACE_HEADER", "Outgoing", "outgoing_event", "outgoing_reject"]
+__all__ = [
+    "ID_HEADER",
+    "TRACE_HEADER",
+    "Outgoing",
+    "RoutingSink",
+    "outgoing_event",
+    "outgoing_reject",
+]
 
 ID_HEADER = "streamflow-id"
 TRACE_HEADER = "streamflow-trace"
@@ -83,3 +94,74 @@ def outgoing_reject(record: Record, error: StreamflowError, *, dlq_topic: str) -
     if error.event_id is not None:
         headers.insert(0, (ID_HEADER, error.event_id.encode()))
     return Outgoing(dlq_topic, record.key, dumps(letter), headers)
+
+
+class RoutingSink(ABC):
+    """What every topic sink shares: route each event by its outcome, count it, hand it on.
+
+    Subclasses deliver a message and release its ticket once the write is durable.
+
+    Args:
+        output_topic: where ``ok`` events go.
+        dlq_topic: where dead letters go.
+        review_topic: where ``review`` events go.
+        stage: the stage writing (dead-letter context).
+    """
+
+    def __init__(self, *, output_topic: str, dlq_topic: str, review_topic: str, stage: str) -> None:
+        self.output_topic = output_topic
+        self.dlq_topic = dlq_topic
+        self.review_topic = review_topic
+        self.stage = stage
+        self.written = {"ok": 0, "review": 0, "dead_lettered": 0, "filtered": 0}
+
+    def write(self, event: Event) -> None:
+        """Send ``event`` where its outcome says; a filtered event only returns its credit."""
+        message = outgoing_event(
+            event,
+            output_topic=self.output_topic,
+            review_topic=self.review_topic,
+            dlq_topic=self.dlq_topic,
+            stage=self.stage,
+        )
+        ticket = event._ticket
+        if message is None:
+            self.written["filtered"] += 1
+            if ticket is not None:
+                ticket.release()
+            return
+        self.written["dead_lettered" if event.outcome == "failed" else event.outcome] += 1
+        self._deliver(message, ticket)
+
+    def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
+        """Dead-letter a record that never decoded, with its original bytes."""
+        self.written["dead_lettered"] += 1
+        self._deliver(outgoing_reject(record, error, dlq_topic=self.dlq_topic), ticket)
+
+    def abandon(self, event: Event) -> None:
+        """Leave ``event`` unreleased: its offset stays uncommitted, so it is redelivered."""
+        del event
+
+    @abstractmethod
+    def _deliver(self, message: Outgoing, ticket: Ticket | None) -> None:
+        """Write ``message``; release ``ticket`` once the write is durable."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect, if the transport needs to."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Flush and release resources."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

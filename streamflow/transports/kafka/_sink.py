@@ -6,17 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streamflow.errors import StreamflowError, TransportClosed, TransportRetriable
-from streamflow.events import Event
+from streamflow.errors import TransportClosed, TransportRetriable
 from streamflow.ops import Ticket
-from streamflow.transports._base import Record
 from streamflow.transports.kafka._errors import map_kafka_error
-from streamflow.transports.kafka._routing import Outgoing, outgoing_event, outgoing_reject
+from streamflow.transports.kafka._routing import Outgoing, RoutingSink
 from streamflow.transports.kafka._settings import KafkaSettings
 
 __all__ = ["KafkaSink"]
@@ -30,7 +27,7 @@ _LINGER_MS = 5
 _MAX_BATCH_BYTES = 256 * 1024
 
 
-class KafkaSink:
+class KafkaSink(RoutingSink):
     """Writes events to the output, review and dead-letter topics.
 
     A ticket is released only when the broker acknowledged the write, so the
@@ -55,12 +52,10 @@ class KafkaSink:
         review_topic: str,
         stage: str,
     ) -> None:
+        super().__init__(
+            output_topic=output_topic, dlq_topic=dlq_topic, review_topic=review_topic, stage=stage
+        )
         self.settings = settings
-        self.output_topic = output_topic
-        self.dlq_topic = dlq_topic
-        self.review_topic = review_topic
-        self.stage = stage
-        self.written = {"ok": 0, "review": 0, "dead_lettered": 0, "filtered": 0}
         self._producer: AIOKafkaProducer | None = None
         self._queue: deque[tuple[Outgoing, Ticket | None, int]] = deque()
         self._wakeup: asyncio.Event | None = None
@@ -99,50 +94,7 @@ class KafkaSink:
         self._wakeup = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
-    async def __aenter__(self) -> KafkaSink:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def write(self, event: Event) -> None:
-        """Send ``event`` where its outcome says; its ticket is released on acknowledgement.
-
-        Raises:
-            TransportClosed: the sink was closed.
-        """
-        message = outgoing_event(
-            event,
-            output_topic=self.output_topic,
-            review_topic=self.review_topic,
-            dlq_topic=self.dlq_topic,
-            stage=self.stage,
-        )
-        ticket = event._ticket
-        if message is None:
-            self.written["filtered"] += 1
-            if ticket is not None:
-                ticket.release()
-            return
-        self.written["dead_lettered" if event.outcome == "failed" else event.outcome] += 1
-        self._enqueue(message, ticket)
-
-    def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
-        """Dead-letter a record that never decoded, with its original bytes."""
-        self.written["dead_lettered"] += 1
-        self._enqueue(outgoing_reject(record, error, dlq_topic=self.dlq_topic), ticket)
-
-    def abandon(self, event: Event) -> None:
-        """Leave ``event`` unacknowledged: its offset stays uncommitted, so it is redelivered."""
-        del event
-
-    def _enqueue(self, message: Outgoing, ticket: Ticket | None) -> None:
+    def _deliver(self, message: Outgoing, ticket: Ticket | None) -> None:
         if self._closed:
             raise TransportClosed("the Kafka sink is closed", topic=message.topic)
         if self._wakeup is None:
