@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 
 import click
@@ -64,27 +65,13 @@ def run(
     from streamflow.cli._run import run_in_process
 
     loaded = load_pipeline(pipeline)
+    runner = run_in_process
     if broker is not None:
         from streamflow.cli._kafka import run_through_topics
 
-        report = asyncio.run(
-            run_through_topics(
-                loaded,
-                broker=broker,
-                input_path=input_path,
-                output_path=output_path,
-                dlq_path=dlq,
-                metrics_port=metrics_port,
-                progress=not no_progress,
-                window=window,
-                drain_timeout=drain_timeout,
-            )
-        )
-        if report.error is not None:
-            raise StreamflowError(f"run stopped: {type(report.error).__name__}: {report.error}")
-        return
+        runner = functools.partial(run_through_topics, broker=broker)
     report = asyncio.run(
-        run_in_process(
+        runner(
             loaded,
             input_path=input_path,
             output_path=output_path,
