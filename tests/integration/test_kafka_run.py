@@ -132,3 +132,23 @@ def test_run_with_broker_writes_each_ticket_once_and_dlq_replay_sends_them_back(
     assert described.returncode == 0, described.stderr
     # 201 lines from the run plus the 50 replayed events on the input topic.
     assert f"{name}.in: 3 partitions, 251 records" in described.stdout
+
+
+def test_consume_from_topics_that_do_not_exist_says_how_to_create_them(
+    tmp_path: Path, kafka_broker: str
+) -> None:
+    name = f"nothing-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "p.py").write_text(PIPELINE.format(name=name))
+    done = _streamflow(
+        "consume",
+        str(tmp_path / "p.py"),
+        "--broker",
+        kafka_broker,
+        "--output",
+        str(tmp_path / "out.jsonl"),
+        "--idle-timeout",
+        "1",
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"topic '{name}.out' does not exist" in done.stderr
+    assert "streamflow topics create" in done.stderr

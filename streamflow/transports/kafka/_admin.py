@@ -12,12 +12,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streamflow.errors import DecodeError
+from streamflow.errors import ConfigError, DecodeError
 from streamflow.events import loads
 from streamflow.transports.kafka._errors import map_kafka_error
 from streamflow.transports.kafka._settings import KafkaSettings
 
 __all__ = ["consume_events", "create_topics", "describe_topics", "produce_lines"]
+
+_TOPIC_WAIT_S = 10.0
+"""How long a read without a group waits for a topic that is being created."""
 
 # Error code 36: the topic exists already, which is what we wanted.
 _TOPIC_EXISTS = TopicAlreadyExistsError.errno
@@ -271,10 +274,7 @@ async def consume_events(
         if group is None:
             tps: list[TopicPartition] = []
             for topic in topics:
-                parts = consumer.partitions_for_topic(topic)
-                if parts is None:
-                    await consumer._client.force_metadata_update()
-                    parts = consumer.partitions_for_topic(topic) or set()
+                parts = await _partitions(consumer, topic)
                 tps.extend(TopicPartition(topic, p) for p in sorted(parts))
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
@@ -299,3 +299,23 @@ async def consume_events(
     finally:
         with contextlib.suppress(Exception):
             await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The partitions of ``topic``, waiting briefly for a topic that is being created.
+
+    Reading without a group assigns partitions once, so a topic that does not
+    exist yet would be read as empty forever; better to wait, then say so.
+    """
+    deadline = time.monotonic() + _TOPIC_WAIT_S
+    while True:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return set(parts)
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"topic {topic!r} does not exist; create it with `streamflow topics create`"
+            )
+        await consumer._client.force_metadata_update()
+        if not consumer.partitions_for_topic(topic):
+            await asyncio.sleep(0.25)
