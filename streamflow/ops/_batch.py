@@ -210,15 +210,5 @@ async def _run_batch(
 def _record(
     step: str, started: float, t0: float, attempt: int, outcome: str, detail: str | None = None
 ) -> StepRecord:
-    return StepRecord.model_construct(
-        step=step,
-        started_at=started,
-        duration_s=asyncio.get_running_loop().time() - t0,
-        attempt=attempt,
-        outcome=outcome,
-        model=None,
-        tokens_in=0,
-        tokens_out=0,
-        cost_usd=0.0,
-        detail=detail,
-    )
+    duration = asyncio.get_running_loop().time() - t0
+    return StepRecord.timed(step, started, duration, attempt, outcome, detail)

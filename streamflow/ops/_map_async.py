@@ -217,17 +217,8 @@ async def run_step(
             if retry is not None and retry.should_retry(exc, attempt):
                 await asyncio.sleep(retry.delay(attempt, getattr(exc, "retry_after", None)))
                 continue
-            record = StepRecord.model_construct(
-                step=step,
-                started_at=started,
-                duration_s=clock() - t0,
-                attempt=attempt,
-                outcome="failed",
-                model=None,
-                tokens_in=0,
-                tokens_out=0,
-                cost_usd=0.0,
-                detail=type(exc).__name__,
+            record = StepRecord.timed(
+                step, started, clock() - t0, attempt, "failed", type(exc).__name__
             )
             return event.failed(exc, step, record).evolve(attempts=event.attempts + attempt)
         t1 = clock()
@@ -258,16 +249,7 @@ def _with_record(
         # The trace list belongs to the event's one path through the flow (fan-out
         # copies it per branch), so the record is appended in place: a copy of
         # the event per step would cost more than the step's own bookkeeping.
-        # Validating five plain fields in pydantic-core is cheaper than model_construct.
-        trace.append(
-            StepRecord(
-                step=step,
-                started_at=started,
-                duration_s=duration,
-                attempt=attempt,
-                outcome=after.outcome,
-            )
-        )
+        trace.append(StepRecord.timed(step, started, duration, attempt, after.outcome))
     fields["attempts"] = before.attempts + attempt
     return after
 

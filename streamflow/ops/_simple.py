@@ -42,18 +42,7 @@ def filter_events(predicate: Callable[[Event], bool], *, name: str = "filter") -
             return event.failed(exc, name)
         if keep:
             return event
-        record = StepRecord.model_construct(
-            step=name,
-            started_at=started,
-            duration_s=0.0,
-            attempt=1,
-            outcome="filtered",
-            model=None,
-            tokens_in=0,
-            tokens_out=0,
-            cost_usd=0.0,
-            detail=None,
-        )
+        record = StepRecord.timed(name, started, 0.0, outcome="filtered")
         return event.traced(record, outcome="filtered", reason=f"filtered by {name}")
 
     def operator(source: Observable[Event]) -> Observable[Event]:
@@ -78,18 +67,8 @@ def tap(action: Callable[[Event], object], *, name: str = "tap") -> Operator:
         try:
             action(event)
         except Exception as exc:
-            record = StepRecord.model_construct(
-                step=name,
-                started_at=time.time(),
-                duration_s=0.0,
-                attempt=1,
-                outcome="tap_failed",
-                model=None,
-                tokens_in=0,
-                tokens_out=0,
-                cost_usd=0.0,
-                detail=f"{type(exc).__name__}: {exc}",
-            )
+            detail = f"{type(exc).__name__}: {exc}"
+            record = StepRecord.timed(name, time.time(), 0.0, outcome="tap_failed", detail=detail)
             return event.traced(record)
         return event
 

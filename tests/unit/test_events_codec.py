@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
 from streamflow.errors import DecodeError, PayloadInvalid, StepFailed
 from streamflow.events import (
@@ -152,3 +154,48 @@ def test_dumps_serialises_models_and_sets() -> None:
         "ticket": {"customer": "c", "text": "t", "priority": 3},
         "labels": ["a", "b"],
     }
+
+
+class Nested(BaseModel):
+    when: datetime
+    tags: set[str]
+
+
+def test_fast_encoding_gives_the_bytes_model_dump_gives() -> None:
+    payload = Nested(when=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), tags={"b", "a"})
+    event = (
+        Event(id="t-9", key="k", payload={"ticket": payload, "n": [1, 2.5, None]})
+        .traced(StepRecord.timed("classify", 1.5, 0.25, attempt=2))
+        .failed(StepFailed("boom"), step="check")
+    )
+
+    assert encode_event(event) == dumps(event.model_dump())
+    assert decode_event(encode_event(event)).trace == event.trace
+
+
+def test_a_timed_record_equals_a_validated_one() -> None:
+    timed = StepRecord.timed("retrieve", 10.0, 0.5, attempt=3, outcome="review")
+    validated = StepRecord(
+        step="retrieve", started_at=10.0, duration_s=0.5, attempt=3, outcome="review", detail=None
+    )
+
+    assert timed == validated
+    assert timed.model_dump() == validated.model_dump()
+    assert timed.model_fields_set == validated.model_fields_set
+
+
+def test_runtime_state_starts_from_the_declared_defaults() -> None:
+    declared = {name: attr.default for name, attr in Event.__private_attributes__.items()}
+
+    assert Event(id="x").__pydantic_private__ == declared
+    assert Event.model_validate({"id": "y", "payload": 1}).__pydantic_private__ == declared
+
+
+def test_a_subclass_keeps_its_own_runtime_state() -> None:
+    class Tagged(Event):
+        _tag: str = PrivateAttr(default="new")
+
+    tagged = Tagged(id="z")
+
+    assert tagged._tag == "new"
+    assert tagged._fanout == ()
