@@ -180,4 +180,4 @@ def _init_runtime_state(self: Event, context: Any, /) -> None:
     )
 
 
-Event.model_post_init = _init_runtime_state  # type: ignore[method-assign]
+Event.model_post_init = _init_runtime_state  # type: ignore[method-assign,assignment]

@@ -13,6 +13,8 @@ from streamflow.ops._gate import BoundedChannel, ChannelStatistics, Relay, gate
 from streamflow.ops._map_async import MapStatistics, StepFn, map_async, run_step
 from streamflow.ops._operator import (
     EventOperator,
+    Lane,
+    LaneFactory,
     Operator,
     Ordering,
     as_operator,
@@ -38,6 +40,7 @@ from streamflow.ops._resilience import (
 from streamflow.ops._retry import RetryPolicy
 from streamflow.ops._route import route
 from streamflow.ops._simple import filter_events, tap
+from streamflow.ops._slots import Slots
 
 branch = route
 filter = filter_events
@@ -55,6 +58,8 @@ __all__ = [
     "CreditWindow",
     "EventOperator",
     "Instrumentation",
+    "Lane",
+    "LaneFactory",
     "MapStatistics",
     "Operator",
     "Ordering",
@@ -63,6 +68,7 @@ __all__ = [
     "RateLimiter",
     "Relay",
     "RetryPolicy",
+    "Slots",
     "StepFn",
     "Ticket",
     "as_operator",

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import reactivex
 from reactivex import Observable, abc
@@ -20,9 +20,10 @@ from reactivex.disposable import CompositeDisposable, Disposable
 from streamflow.errors import CapacityExceeded, ConfigError, StepFailed, StepTimeout
 from streamflow.events import Event, StepRecord
 from streamflow.ops._adaptive import AdaptiveConcurrency
-from streamflow.ops._operator import Operator, Ordering
+from streamflow.ops._operator import Lane, Operator, Ordering
 from streamflow.ops._rate_limit import Permit, RateLimiter
 from streamflow.ops._retry import RetryPolicy
+from streamflow.ops._slots import Slots
 
 __all__ = ["MapStatistics", "StepFn", "map_async", "run_step"]
 
@@ -30,6 +31,8 @@ StepFn = Callable[[Event], Awaitable[Event]]
 TokenEstimate = Callable[[Event], int]
 
 DEFAULT_CAPACITY = 4096
+
+perf = time.perf_counter
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,51 @@ def map_async(
         raise ConfigError(f"map_async: ordered must be False, True or 'key', got {ordered!r}")
     step: str = name or str(getattr(fn, "__name__", "step"))
     mode: Ordering = "input" if ordered is True else "key" if ordered == "key" else "unordered"
-    states: list[_MapState] = []
+    states: list[_MapState | Slots] = []
+
+    def lane() -> Lane:
+        slots = Slots(step, most, capacity, adaptive)
+        states.append(slots)
+        options: dict[str, Any] = {"step": step, "timeout": timeout, "retry": retry}
+        if limiter is not None or adaptive is not None:
+            options.update(limiter=limiter, tokens=tokens, adaptive=adaptive)
+
+        async def call(event: Event) -> Event:
+            if event.outcome != "ok":
+                return event
+            if slots.running < slots.limit() and not slots.waiting:
+                slots.take()
+            else:
+                await slots.wait()
+            try:
+                return await run_step(fn, event, **options)
+            finally:
+                slots.release()
+
+        async def call_plain(event: Event) -> Event:
+            # One attempt, no timeout, no limiter: run_step's work inline, one
+            # coroutine fewer per event.
+            if event.outcome != "ok":
+                return event
+            if slots.running < most and not slots.waiting:
+                slots.take()
+            else:
+                await slots.wait()
+            try:
+                started = time.time()
+                t0 = perf()
+                try:
+                    result = await fn(event)
+                    if not isinstance(result, Event):
+                        raise _not_an_event(step, result, event)
+                except Exception as exc:
+                    return _failure(event, exc, step, started, perf() - t0, 1)
+                return _with_record(event, result, step, started, perf() - t0, 1)
+            finally:
+                slots.release()
+
+        plain = timeout is None and retry is None and limiter is None and adaptive is None
+        return call_plain if plain else call
 
     def operator(source: Observable[Event]) -> Observable[Event]:
         def subscribe(
@@ -143,11 +190,13 @@ def map_async(
         requires=None if mode == "unordered" else mode,
         capacity=capacity,
         stats=lambda: _merge_stats(states, capacity),
+        # Ordered modes hold events back for one another, which only the stream form does.
+        lane=lane if mode == "unordered" else None,
     )
     return op
 
 
-def _merge_stats(states: list[_MapState], capacity: int) -> MapStatistics:
+def _merge_stats(states: list[_MapState | Slots], capacity: int) -> MapStatistics:
     return MapStatistics(
         running=sum(s.running for s in states),
         buffered=sum(s.buffered for s in states),
@@ -206,27 +255,35 @@ async def run_step(
                         event_id=event.id,
                     ) from exc
             if not isinstance(result, Event):
-                raise StepFailed(
-                    f"step '{step}' returned {type(result).__name__}, expected an Event",
-                    stage=step,
-                    event_id=event.id,
-                )
+                raise _not_an_event(step, result, event)
         except Exception as exc:
             if adaptive is not None:
                 adaptive.on_failure(t0, clock(), exc)
             if retry is not None and retry.should_retry(exc, attempt):
                 await asyncio.sleep(retry.delay(attempt, getattr(exc, "retry_after", None)))
                 continue
-            record = StepRecord.timed(
-                step, started, clock() - t0, attempt, "failed", type(exc).__name__
-            )
-            return event.failed(exc, step, record).evolve(attempts=event.attempts + attempt)
+            return _failure(event, exc, step, started, clock() - t0, attempt)
         t1 = clock()
         if adaptive is not None:
             adaptive.on_success(t0, t1)
         if permit is not None:
             _settle(permit, event, result, step)
         return _with_record(event, result, step, started, t1 - t0, attempt)
+
+
+def _not_an_event(step: str, result: object, event: Event) -> StepFailed:
+    return StepFailed(
+        f"step '{step}' returned {type(result).__name__}, expected an Event",
+        stage=step,
+        event_id=event.id,
+    )
+
+
+def _failure(
+    event: Event, exc: Exception, step: str, started: float, duration: float, attempt: int
+) -> Event:
+    record = StepRecord.timed(step, started, duration, attempt, "failed", type(exc).__name__)
+    return event.failed(exc, step, record).evolve(attempts=event.attempts + attempt)
 
 
 def _settle(permit: Permit, before: Event, after: Event, step: str) -> None:

@@ -11,7 +11,7 @@ from reactivex.subject import Subject
 
 from streamflow.errors import ConfigError, StepFailed
 from streamflow.events import Event
-from streamflow.ops._operator import EventOperator, Operator, as_operator, check_ordering
+from streamflow.ops._operator import EventOperator, Lane, Operator, as_operator, check_ordering
 
 __all__ = ["route"]
 
@@ -54,6 +54,39 @@ def route(
     for label, op in ops.items():
         check_ordering([op], where=f"{name}[{label}]")
 
+    def choose(event: Event) -> str | Event | None:
+        # The branch label; None for an event that skips the branches, or the
+        # event failed because no branch fits.
+        if not event.active:
+            return None
+        try:
+            label = selector(event)
+        except Exception as exc:
+            return event.failed(exc, name)
+        if label not in ops and default is not None:
+            label = default
+        if label not in ops:
+            error = StepFailed(
+                f"{name}: no branch for label '{label}' (branches: {sorted(ops)})",
+                stage=name,
+                event_id=event.id,
+            )
+            return event.failed(error, name)
+        return label
+
+    def lane() -> Lane:
+        lanes = {label: op.lane() for label, op in ops.items() if op.lane is not None}
+
+        async def call(event: Event) -> Event:
+            label = choose(event)
+            if label is None:
+                return event
+            if not isinstance(label, str):
+                return label
+            return await lanes[label](event)
+
+        return call
+
     def operator(source: Observable[Event]) -> Observable[Event]:
         def subscribe(
             observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
@@ -76,26 +109,14 @@ def route(
                 )
 
             def on_next(event: Event) -> None:
-                if not event.active:
+                label = choose(event)
+                if label is None:
                     observer.on_next(event)
                     return
-                try:
-                    label = selector(event)
-                except Exception as exc:
-                    observer.on_next(event.failed(exc, name))
+                if not isinstance(label, str):
+                    observer.on_next(label)
                     return
-                subject = subjects.get(label)
-                if subject is None and default is not None:
-                    subject = subjects[default]
-                if subject is None:
-                    error = StepFailed(
-                        f"{name}: no branch for label '{label}' (branches: {sorted(ops)})",
-                        stage=name,
-                        event_id=event.id,
-                    )
-                    observer.on_next(event.failed(error, name))
-                    return
-                subject.on_next(event)
+                subjects[label].on_next(event)
 
             def on_error(error: Exception) -> None:
                 for subject in subjects.values():
@@ -118,4 +139,5 @@ def route(
         ordering="unordered" if len(ops) > 1 else next(iter(ops.values())).ordering,
         capacity=min(capacities) if capacities else None,
         branches=tuple(ops.items()),
+        lane=lane if all(op.lane is not None for op in ops.values()) else None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -9,7 +10,7 @@ from reactivex import Observable
 from reactivex import operators as rx_ops
 
 from streamflow.events import Event, StepRecord
-from streamflow.ops._operator import Operator
+from streamflow.ops._operator import Lane, Operator
 
 __all__ = ["filter_events", "tap"]
 
@@ -48,7 +49,13 @@ def filter_events(predicate: Callable[[Event], bool], *, name: str = "filter") -
     def operator(source: Observable[Event]) -> Observable[Event]:
         return source.pipe(rx_ops.map(decide))
 
-    return Operator(fn=operator, name=name, kind="filter", ordering="input")
+    return Operator(
+        fn=operator,
+        name=name,
+        kind="filter",
+        ordering="input",
+        lane=functools.partial(_lane, decide),
+    )
 
 
 def tap(action: Callable[[Event], object], *, name: str = "tap") -> Operator:
@@ -75,4 +82,13 @@ def tap(action: Callable[[Event], object], *, name: str = "tap") -> Operator:
     def operator(source: Observable[Event]) -> Observable[Event]:
         return source.pipe(rx_ops.map(run))
 
-    return Operator(fn=operator, name=name, kind="tap", ordering="input")
+    return Operator(
+        fn=operator, name=name, kind="tap", ordering="input", lane=functools.partial(_lane, run)
+    )
+
+
+def _lane(fn: Callable[[Event], Event]) -> Lane:
+    async def call(event: Event) -> Event:
+        return fn(event)
+
+    return call

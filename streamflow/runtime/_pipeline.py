@@ -49,10 +49,19 @@ class Stage:
 
 @dataclass(frozen=True)
 class StageHooks:
-    """Callbacks the runtime hangs on every stage boundary (for metrics and summaries)."""
+    """Callbacks the runtime hangs on every stage boundary (for metrics and summaries).
+
+    Attributes:
+        on_enter: (stage, event) as an event enters a stage.
+        on_exit: (stage, event) as it leaves.
+        measured: (stage, event, seconds inside, index of its first new trace
+            record) as an active event leaves; engines that time stages
+            themselves call this instead of on_enter/on_exit.
+    """
 
     on_enter: Callable[[str, Event], None] | None = None
     on_exit: Callable[[str, Event], None] | None = None
+    measured: Callable[[str, Event, float, int], None] | None = None
 
 
 class Pipeline:

@@ -8,21 +8,26 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
-from streamflow.errors import EventError, StreamflowError
+from streamflow.errors import ConfigError, EventError, StreamflowError
 from streamflow.events import Event, decode_event, decode_input
 from streamflow.metrics import PipelineMetrics
-from streamflow.ops import CreditWindow, Operator, Relay, Ticket, instrumentation
+from streamflow.ops import ChannelStatistics, CreditWindow, Relay, Ticket, instrumentation
+from streamflow.runtime._gc import collector_tuned
+from streamflow.runtime._lanes import LaneEngine, has_lanes
 from streamflow.runtime._otel import EventSpans, spans_from_env
-from streamflow.runtime._pipeline import Pipeline, StageHooks
+from streamflow.runtime._pipeline import Pipeline, Stage, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.transports import Record, Sink, Source
 
 __all__ = ["run_flow"]
 
 log = logging.getLogger("streamflow.runtime")
+
+Engine = Literal["auto", "lanes", "stream"]
 
 
 async def run_flow(
@@ -38,6 +43,8 @@ async def run_flow(
     on_progress: Callable[[RunReport], None] | None = None,
     progress_interval: float = 0.2,
     spans: EventSpans | None = None,
+    engine: Engine = "auto",
+    tune_gc: bool = True,
 ) -> RunReport:
     """Run ``stages`` of ``pipeline`` (default: all) from ``source`` to ``sink``.
 
@@ -61,6 +68,17 @@ async def run_flow(
         progress_interval: seconds between progress calls.
         spans: OpenTelemetry span export of finished events (default: on when
             ``STREAMFLOW_OTEL=1`` and opentelemetry-api is installed).
+        engine: ``lanes`` runs each event through the stages as one coroutine
+            (every stage's operator needs a per-event form); ``stream`` pushes
+            events through the composed reactivex operators; ``auto`` (the
+            default) takes lanes when every stage has them.
+
+        tune_gc: freeze what exists before the run out of the garbage collector
+            and collect young objects less often while it lasts (see
+            :mod:`streamflow.runtime._gc`); False leaves the collector alone.
+
+    Raises:
+        ConfigError: ``engine="lanes"`` for a stage without a per-event form.
 
     Returns:
         The run's report; ``report.error`` holds a fatal error, if one stopped it.
@@ -79,16 +97,8 @@ async def run_flow(
     done: asyncio.Future[None] = loop.create_future()
 
     hooks = _stage_hooks(sketches, metrics, report.stage_cost)
-    operator = pipeline.operator(names, hooks=hooks, capacity=size)
-    if metrics is not None:
-        metrics.sample_backpressure(names[0], lambda: credits.waited_seconds)
-        gates = dict(operator.branches)
-        for name in names:
-            metrics.sample_stage(
-                name,
-                in_flight=functools.partial(_gate_stat, gates[name], "inside"),
-                buffered=functools.partial(_gate_stat, gates[name], "buffered"),
-            )
+    chosen = [pipeline.stage(name) for name in names]
+    lanes = _use_lanes(engine, chosen)
     dead_stage = metrics.stage(names[-1]) if metrics is not None else None
     if metrics is not None:
         instrumentation.model_request = metrics.model_request
@@ -118,10 +128,21 @@ async def run_flow(
         if not done.done():
             done.set_result(None)
 
-    subject = Relay()
-    subscription = operator(subject).subscribe(
-        deliver, fail, completed, scheduler=AsyncIOScheduler(loop)
-    )
+    runner: LaneEngine | _StreamEngine
+    if lanes:
+        runner = LaneEngine(chosen, size, hooks, deliver, fail, completed)
+    else:
+        runner = _StreamEngine(pipeline, names, hooks, size, deliver, fail, completed)
+    push = runner.push
+    if metrics is not None:
+        metrics.sample_backpressure(names[0], lambda: credits.waited_seconds)
+        for name in names:
+            stats = functools.partial(runner.statistics, name)
+            metrics.sample_stage(
+                name,
+                in_flight=functools.partial(_stat, stats, "inside"),
+                buffered=functools.partial(_stat, stats, "buffered"),
+            )
 
     def emit(record: Record, ticket: Ticket) -> None:
         report.read += 1
@@ -148,50 +169,99 @@ async def run_flow(
         event._ticket = ticket
         event._origin = record
         inside[id(ticket)] = event
-        subject.on_next(event)
+        push(event)
 
     progress_task = None
     if on_progress is not None:
         progress_task = loop.create_task(_progress(report, on_progress, progress_interval))
-    try:
+    with collector_tuned(tune_gc):
         try:
-            await source.run(emit, credits, stop)
-        except StreamflowError as exc:
-            fail(exc)
-        if report.error is None:
-            subject.on_completed()
             try:
-                await asyncio.wait_for(asyncio.shield(done), drain_timeout)
-            except TimeoutError:
-                log.warning(
-                    "%d events still in flight after %.1fs; abandoning them",
-                    len(inside),
-                    drain_timeout,
-                )
-        subscription.dispose()
-        for event in list(inside.values()):
-            report.count("interrupted", event)
-            sink.abandon(event)
-        inside.clear()
-        await sink.flush()
-        # Only now is everything read either written or abandoned, so a source
-        # that tracks positions (Kafka) can commit its final watermark.
-        close = getattr(source, "aclose", None)
-        if close is not None:
-            await close()
-    finally:
-        report.finished = time.perf_counter()
-        report.stopped_early = stop.is_set()
-        if progress_task is not None:
-            progress_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress_task
-            on_progress(report) if on_progress is not None else None
+                await source.run(emit, credits, stop)
+            except StreamflowError as exc:
+                fail(exc)
+            if report.error is None:
+                runner.finish()
+                try:
+                    await asyncio.wait_for(asyncio.shield(done), drain_timeout)
+                except TimeoutError:
+                    log.warning(
+                        "%d events still in flight after %.1fs; abandoning them",
+                        len(inside),
+                        drain_timeout,
+                    )
+            await runner.dispose()
+            for event in list(inside.values()):
+                report.count("interrupted", event)
+                sink.abandon(event)
+            inside.clear()
+            await sink.flush()
+            # Only now is everything read either written or abandoned, so a source
+            # that tracks positions (Kafka) can commit its final watermark.
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()
+        finally:
+            report.finished = time.perf_counter()
+            report.stopped_early = stop.is_set()
+            if progress_task is not None:
+                progress_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await progress_task
+                on_progress(report) if on_progress is not None else None
     return report
 
 
-def _gate_stat(gate: Operator, field: str) -> float:
-    return float(getattr(gate.statistics(), field, 0))
+def _use_lanes(engine: Engine, stages: Sequence[Stage]) -> bool:
+    if engine == "stream":
+        return False
+    if engine == "lanes" and not has_lanes(stages):
+        odd = [s.name for s in stages if s.op.lane is None]
+        raise ConfigError(
+            f"engine='lanes': stage(s) {', '.join(odd)} have an operator with no per-event "
+            "form (ordered map_async, batch_async, parallel, or a plain reactivex operator); "
+            "use engine='auto' or 'stream'"
+        )
+    if engine not in ("auto", "lanes"):
+        raise ConfigError(f"engine must be 'auto', 'lanes' or 'stream', got {engine!r}")
+    return has_lanes(stages)
+
+
+def _stat(stats: Callable[[], ChannelStatistics | None], field: str) -> float:
+    return float(getattr(stats(), field, 0))
+
+
+class _StreamEngine:
+    """The stages composed as reactivex operators, each behind its gate."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        names: Sequence[str],
+        hooks: StageHooks,
+        window: int,
+        deliver: Callable[[Event], None],
+        fail: Callable[[Exception], None],
+        completed: Callable[[], None],
+    ) -> None:
+        operator = pipeline.operator(names, hooks=hooks, capacity=window)
+        self.gates = dict(operator.branches)
+        self.subject = Relay()
+        self.push = self.subject.on_next
+        loop = asyncio.get_running_loop()
+        self.subscription = operator(self.subject).subscribe(
+            deliver, fail, completed, scheduler=AsyncIOScheduler(loop)
+        )
+
+    def statistics(self, stage: str) -> ChannelStatistics | None:
+        stats = self.gates[stage].statistics()
+        return stats if isinstance(stats, ChannelStatistics) else None
+
+    def finish(self) -> None:
+        self.subject.on_completed()
+
+    async def dispose(self) -> None:
+        self.subscription.dispose()
 
 
 def _stage_hooks(
@@ -202,24 +272,15 @@ def _stage_hooks(
     perf = time.perf_counter
     stage_metrics = {name: metrics.stage(name) for name in sketches} if metrics else {}
 
-    # Private attributes are read and written through the private dict: pydantic's
-    # __getattr__/__setattr__ for them cost about a microsecond each, per event per stage.
-    def on_enter(stage: str, event: Event) -> None:
-        private = event.__pydantic_private__
-        private["_entered"] = (perf(), len(event.trace)) if event.outcome == "ok" else None  # type: ignore[index]
-
-    def on_exit(stage: str, event: Event) -> None:
-        private = event.__pydantic_private__
-        entered = private["_entered"]  # type: ignore[index]
-        if entered is None:
-            return
-        duration = perf() - entered[0]
+    def measured(stage: str, event: Event, duration: float, first: int) -> None:
         sketches[stage].add(duration)
         failed = event.outcome == "failed"
         if failed:
-            private["_failed_in"] = stage  # type: ignore[index]
+            event.__pydantic_private__["_failed_in"] = stage  # type: ignore[index]
         retried = False
-        for record in event.trace[entered[1] :]:
+        trace = event.trace
+        for index in range(first, len(trace)):
+            record = trace[index]
             if record.attempt > 1:
                 retried = True
             if record.model is not None:
@@ -237,7 +298,18 @@ def _stage_hooks(
         else:
             m.ok += 1
 
-    return StageHooks(on_enter=on_enter, on_exit=on_exit)
+    # Private attributes are read and written through the private dict: pydantic's
+    # __getattr__/__setattr__ for them cost about a microsecond each, per event per stage.
+    def on_enter(stage: str, event: Event) -> None:
+        private = event.__pydantic_private__
+        private["_entered"] = (perf(), len(event.trace)) if event.outcome == "ok" else None  # type: ignore[index]
+
+    def on_exit(stage: str, event: Event) -> None:
+        entered = event.__pydantic_private__["_entered"]  # type: ignore[index]
+        if entered is not None:
+            measured(stage, event, perf() - entered[0], entered[1])
+
+    return StageHooks(on_enter=on_enter, on_exit=on_exit, measured=measured)
 
 
 async def _progress(

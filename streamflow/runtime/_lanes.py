@@ -1,0 +1,161 @@
+"""The lane engine: each event runs through the stages as one coroutine.
+
+Every streamflow operator maps one event to one event, so a stage whose
+operator has a per-event form (:attr:`Operator.lane`) needs no stream
+plumbing in one process: a task per event awaits each stage's lane in turn,
+under the same bounds (a stage's concurrency, each step's slots). A hop
+through the stream costs several observer calls and a worker hand-off per
+step; a lane costs one await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+
+from streamflow.events import Event
+from streamflow.ops import ChannelStatistics, Lane, Operator, Slots, current_stage
+from streamflow.runtime._pipeline import Stage, StageHooks
+
+__all__ = ["LaneEngine", "has_lanes"]
+
+CANCEL_WAIT = 1.0
+"""Seconds to let cancelled events unwind when the engine is disposed."""
+
+
+def has_lanes(stages: Sequence[Stage]) -> bool:
+    """True when every stage's operator can run per event."""
+    return all(stage.op.lane is not None for stage in stages)
+
+
+class _LaneStage:
+    """One stage: its lane and what bounds and counts the events inside it.
+
+    A stage without a concurrency of its own is bounded by the window, which
+    the source enforces already, so it only counts.
+    """
+
+    def __init__(self, stage: Stage, window: int) -> None:
+        assert stage.op.lane is not None
+        self.name = stage.name
+        self.op = stage.op
+        self.lane: Lane = stage.op.lane()
+        concurrency = stage.concurrency
+        self.slots = Slots(stage.name, concurrency, capacity=window) if concurrency else None
+        self.inside = 0
+        self.peak_inside = 0
+        self.capacity = window
+
+    def statistics(self) -> ChannelStatistics:
+        # Waiting to enter the stage, plus waiting for a step's slot inside it.
+        inner = sum(_buffered(op) for op in self.op.walk())
+        slots = self.slots
+        return ChannelStatistics(
+            buffered=(slots.buffered if slots else 0) + inner,
+            capacity=self.capacity,
+            inside=self.inside,
+            peak_buffered=slots.peak_buffered if slots else 0,
+            peak_inside=self.peak_inside,
+        )
+
+
+def _buffered(op: Operator) -> int:
+    return int(getattr(op.statistics(), "buffered", 0)) if op.kind == "map_async" else 0
+
+
+class LaneEngine:
+    """Runs ``stages`` (all with lanes) for the events pushed into it.
+
+    Args:
+        stages: the stages, in flow order.
+        window: the credit window; it bounds every stage that sets no concurrency.
+        hooks: called as each event enters and leaves each stage.
+        deliver: called with each event that leaves the last stage.
+        fail: called once with an error that must stop the run.
+        completed: called when :meth:`finish` was called and nothing is left inside.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        window: int,
+        hooks: StageHooks,
+        deliver: Callable[[Event], None],
+        fail: Callable[[Exception], None],
+        completed: Callable[[], None],
+    ) -> None:
+        self.stages = [_LaneStage(stage, window) for stage in stages]
+        self.hooks = hooks
+        self.deliver = deliver
+        self.fail = fail
+        self.completed = completed
+        self.loop = asyncio.get_running_loop()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.finished = False
+        self.failed = False
+
+    def statistics(self, stage: str) -> ChannelStatistics:
+        """The bounded-buffer statistics of ``stage``, as a gate reports them."""
+        for lane_stage in self.stages:
+            if lane_stage.name == stage:
+                return lane_stage.statistics()
+        raise KeyError(stage)
+
+    def push(self, event: Event) -> None:
+        """Start ``event`` on its way (the caller holds its credit)."""
+        self.tasks.add(self.loop.create_task(self._through(event)))
+
+    async def _through(self, event: Event) -> None:
+        measured = self.hooks.measured
+        perf = time.perf_counter
+        try:
+            for stage in self.stages:
+                slots = stage.slots
+                if slots is not None:
+                    if slots.running < slots.most and not slots.waiting:
+                        slots.take()
+                    else:
+                        await slots.wait()
+                stage.inside += 1
+                if stage.inside > stage.peak_inside:
+                    stage.peak_inside = stage.inside
+                # This task's own context: model calls in the step see their stage.
+                current_stage.set(stage.name)
+                try:
+                    if event.outcome == "ok" and measured is not None:
+                        first = len(event.trace)
+                        t0 = perf()
+                        event = await stage.lane(event)
+                        measured(stage.name, event, perf() - t0, first)
+                    else:
+                        event = await stage.lane(event)
+                finally:
+                    stage.inside -= 1
+                    if slots is not None:
+                        slots.release()
+            self.deliver(event)
+        except Exception as error:
+            if not self.failed:
+                self.failed = True
+                self.fail(error)
+        finally:
+            self.tasks.discard(asyncio.current_task())
+            if self.finished and not self.tasks and not self.failed:
+                self.completed()
+
+    def finish(self) -> None:
+        """No more events will come; call ``completed`` once the last one is out."""
+        self.finished = True
+        if not self.tasks:
+            self.completed()
+
+    async def dispose(self) -> None:
+        """Cancel whatever is still inside and let it unwind (bounded)."""
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait(tasks, timeout=CANCEL_WAIT)

@@ -1,0 +1,215 @@
+"""The lane engine: per-event coroutines under the same bounds as the stream engine."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from pathlib import Path
+
+import pytest
+
+from streamflow import Event, Pipeline, Stage, map_async
+from streamflow.errors import CapacityExceeded, ConfigError
+from streamflow.ops import Slots, current_stage, filter_events, route, tap
+from streamflow.runtime import run_flow
+from streamflow.transports import IterableSource, JsonlSink
+
+
+def _lines(n: int) -> list[bytes]:
+    return [f'{{"id":"t{i}","customer":"c{i % 5}"}}'.encode() for i in range(n)]
+
+
+class _Sink(JsonlSink):
+    """A JSONL sink that also keeps the events it wrote."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.events: list[Event] = []
+
+    def write(self, event: Event) -> None:
+        self.events.append(event)
+        super().write(event)
+
+
+async def test_step_and_stage_bounds_hold_per_event(tmp_path: Path) -> None:
+    running = {"step": 0, "stage": 0}
+    peak = {"step": 0, "stage": 0}
+
+    def enter(kind: str) -> None:
+        running[kind] += 1
+        peak[kind] = max(peak[kind], running[kind])
+
+    async def slow(event: Event) -> Event:
+        enter("step")
+        await asyncio.sleep(0.002)
+        running["step"] -= 1
+        return event
+
+    async def first(event: Event) -> Event:
+        enter("stage")
+        await asyncio.sleep(0.001)
+        return event
+
+    async def last(event: Event) -> Event:
+        running["stage"] -= 1
+        return event
+
+    step = map_async(slow, concurrency=3)
+    pipeline = Pipeline(
+        "bounds",
+        [
+            Stage(
+                "a",
+                [map_async(first, concurrency=50), step, map_async(last, concurrency=50)],
+                concurrency=5,
+            ),
+            Stage("b", map_async(_identity, concurrency=2)),
+        ],
+        window=64,
+    )
+
+    report = await run_flow(
+        pipeline, IterableSource(_lines(200)), JsonlSink(tmp_path / "o.jsonl"), engine="lanes"
+    )
+
+    assert report.done == 200
+    assert peak["step"] == 3  # map_async's concurrency, reached and never passed
+    assert 3 <= peak["stage"] <= 5  # the stage's concurrency
+    stats = step.statistics()
+    assert stats.peak_running == 3  # type: ignore[attr-defined]
+    assert stats.peak_buffered > 0  # type: ignore[attr-defined]
+
+
+async def _identity(event: Event) -> Event:
+    return event
+
+
+async def test_steps_see_their_stage_and_inactive_events_skip_steps(tmp_path: Path) -> None:
+    seen: dict[str, set[str | None]] = {"a": set(), "b": set()}
+    called: list[str] = []
+
+    def step(name: str) -> map_async:  # type: ignore[valid-type]
+        async def run(event: Event) -> Event:
+            seen[name].add(current_stage.get())
+            called.append(event.id)
+            return event
+
+        return map_async(run, name=name)
+
+    tapped: list[str] = []
+    pipeline = Pipeline(
+        "stages",
+        [
+            Stage("first", [filter_events(lambda e: e.id != "t1"), step("a")]),
+            Stage("second", [tap(lambda e: tapped.append(e.outcome)), step("b")]),
+        ],
+    )
+    sink = _Sink(tmp_path / "o.jsonl")
+
+    await run_flow(pipeline, IterableSource(_lines(3)), sink, engine="lanes")
+
+    assert seen == {"a": {"first"}, "b": {"second"}}
+    assert "t1" not in called
+    assert sorted(tapped) == ["filtered", "ok", "ok"]  # tap sees every event
+    filtered = next(e for e in sink.events if e.id == "t1")
+    assert [r.step for r in filtered.trace] == ["filter"]
+
+
+async def test_route_runs_per_event_and_keeps_unknown_labels_out(tmp_path: Path) -> None:
+    async def mark(event: Event) -> Event:
+        return event.with_payload({**event.payload, "path": "even"})
+
+    chooser = route(
+        lambda e: "even" if int(e.id[1:]) % 2 == 0 else "odd" if e.id != "t3" else "nowhere",
+        {"even": map_async(mark), "odd": map_async(_identity)},
+    )
+    assert chooser.lane is not None
+    sink = _Sink(tmp_path / "o.jsonl")
+
+    await run_flow(
+        Pipeline("routes", [Stage("r", chooser)]), IterableSource(_lines(6)), sink, engine="lanes"
+    )
+
+    by_id = {e.id: e for e in sink.events}
+    assert {i for i, e in by_id.items() if e.payload.get("path") == "even"} == {"t0", "t2", "t4"}
+    assert by_id["t3"].outcome == "failed"
+    assert "no branch for label 'nowhere'" in (by_id["t3"].reason or "")
+
+
+async def test_auto_takes_the_stream_engine_for_ordered_stages(tmp_path: Path) -> None:
+    async def jitter(event: Event) -> Event:
+        await asyncio.sleep(0.001 * (hash(event.id) % 3))
+        return event
+
+    pipeline = Pipeline("ordered", [Stage("s", map_async(jitter, concurrency=8, ordered=True))])
+    sink = _Sink(tmp_path / "o.jsonl")
+
+    await run_flow(pipeline, IterableSource(_lines(60)), sink)
+
+    assert [e.id for e in sink.events] == [f"t{i}" for i in range(60)]
+    with pytest.raises(ConfigError, match=r"no per-event form.*engine='auto'"):
+        await run_flow(
+            pipeline, IterableSource(_lines(1)), JsonlSink(tmp_path / "x.jsonl"), engine="lanes"
+        )
+
+
+async def test_an_error_outside_any_event_stops_the_run(tmp_path: Path) -> None:
+    class Broken(JsonlSink):
+        def write(self, event: Event) -> None:
+            if event.id == "t7":
+                raise OSError("disk full")
+            super().write(event)
+
+    pipeline = Pipeline("broken", [Stage("s", map_async(_identity))], window=4)
+
+    report = await run_flow(
+        pipeline, IterableSource(_lines(100)), Broken(tmp_path / "o.jsonl"), engine="lanes"
+    )
+
+    assert isinstance(report.error, OSError)
+    assert report.read < 100
+
+
+async def test_the_collector_is_left_as_it_was(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    pipeline = Pipeline("gc", [Stage("s", map_async(_identity))])
+    seen: list[tuple[int, int, int]] = []
+
+    async def look(event: Event) -> Event:
+        seen.append(gc.get_threshold())
+        return event
+
+    pipeline.stages[0].op = map_async(look)
+    await run_flow(pipeline, IterableSource(_lines(3)), JsonlSink(tmp_path / "o.jsonl"))
+
+    assert seen[0][0] > before[0]  # raised while the run lasted
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+async def test_slots_hand_over_in_order_and_survive_cancelled_waiters() -> None:
+    slots = Slots("s", 1, capacity=2)
+    slots.take()
+    order: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await slots.wait()
+        order.append(name)
+
+    first = asyncio.create_task(waiter("first"))
+    gone = asyncio.create_task(waiter("gone"))
+    await asyncio.sleep(0)
+    with pytest.raises(CapacityExceeded):
+        await slots.wait()  # two wait already: a third is a missing credit upstream
+    gone.cancel()
+    await asyncio.sleep(0)
+    last = asyncio.create_task(waiter("last"))
+    await asyncio.sleep(0)
+
+    slots.release()
+    await first
+    slots.release()
+    await last
+
+    assert order == ["first", "last"]
+    assert slots.running == 1 and slots.buffered == 0 and slots.peak_buffered == 2
