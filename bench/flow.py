@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.workloads import Workload, input_lines, make_step, percentile
 from streamflow.errors import StreamflowError
-from streamflow.events import Event, encode_event
+from streamflow.events import Event, encode_event, ticket_of
 from streamflow.metrics import PipelineMetrics
 from streamflow.ops import Ticket, map_async
 from streamflow.runtime import Pipeline, Stage, run_flow
@@ -36,7 +36,7 @@ class NullSink:
         """Encode ``event``, note its latency and release its ticket."""
         encode_event(event)
         self.written += 1
-        ticket = event._ticket
+        ticket = ticket_of(event)
         if ticket is not None:
             if self.latencies is not None:
                 self.latencies.append(time.perf_counter() - ticket.read_at)

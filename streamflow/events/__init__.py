@@ -9,7 +9,7 @@ from streamflow.events._codec import (
     stable_id,
 )
 from streamflow.events._dead_letter import DeadLetter
-from streamflow.events._model import ErrorInfo, Event, Outcome, StepRecord
+from streamflow.events._model import ErrorInfo, Event, Outcome, StepRecord, ticket_of
 
 __all__ = [
     "DeadLetter",
@@ -23,4 +23,5 @@ __all__ = [
     "encode_event",
     "loads",
     "stable_id",
+    "ticket_of",
 ]

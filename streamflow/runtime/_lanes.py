@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from streamflow.events import Event
-from streamflow.ops import ChannelStatistics, Lane, Operator, Slots, current_stage
+from streamflow.ops import ChannelStatistics, Lane, Operator, PlainStep, Slots, current_stage
 from streamflow.runtime._pipeline import Stage, StageHooks
 
 __all__ = ["LaneEngine", "has_lanes"]
@@ -42,6 +42,7 @@ class _LaneStage:
         self.name = stage.name
         self.op = stage.op
         self.lane: Lane = stage.op.lane()
+        self.plain = self.lane if isinstance(self.lane, PlainStep) else None
         concurrency = stage.concurrency
         self.slots = Slots(stage.name, concurrency, capacity=window) if concurrency else None
         self.inside = 0
@@ -110,6 +111,7 @@ class LaneEngine:
     async def _through(self, event: Event) -> None:
         measured = self.hooks.measured
         perf = time.perf_counter
+        now = time.time
         try:
             for stage in self.stages:
                 slots = stage.slots
@@ -124,13 +126,35 @@ class LaneEngine:
                 # This task's own context: model calls in the step see their stage.
                 current_stage.set(stage.name)
                 try:
-                    if event.outcome == "ok" and measured is not None:
-                        first = len(event.trace)
-                        t0 = perf()
+                    if event.outcome != "ok":
                         event = await stage.lane(event)
-                        measured(stage.name, event, perf() - t0, first)
+                        continue
+                    first = len(event.trace)
+                    t0 = perf()
+                    plain = stage.plain
+                    if plain is None:
+                        event = await stage.lane(event)
                     else:
-                        event = await stage.lane(event)
+                        # PlainStep.__call__, without a coroutine of its own.
+                        step_slots = plain.slots
+                        if step_slots.running < step_slots.most and not step_slots.waiting:
+                            step_slots.take()
+                            t1 = t0
+                        else:
+                            await step_slots.wait()
+                            t1 = perf()
+                        try:
+                            started = now()
+                            try:
+                                result = await plain.fn(event)
+                            except Exception as exc:
+                                event = plain.failed(event, exc, started, t1)
+                            else:
+                                event = plain.finished(event, result, started, t1)
+                        finally:
+                            step_slots.release()
+                    if measured is not None:
+                        measured(stage.name, event, perf() - t0, first)
                 finally:
                     stage.inside -= 1
                     if slots is not None:

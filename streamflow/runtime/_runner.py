@@ -105,12 +105,13 @@ async def run_flow(
         instrumentation.rate_limit_wait = metrics.rate_limit_wait
 
     def deliver(event: Event) -> None:
-        ticket = event.__pydantic_private__["_ticket"]  # type: ignore[index]
+        private = event.__pydantic_private__
+        ticket = private["_ticket"]  # type: ignore[index]
         inside.pop(id(ticket), None)
         outcome = "dead_lettered" if event.outcome == "failed" else event.outcome
         report.count(outcome, event)
         if event.outcome == "failed" and metrics is not None:
-            metrics.stage(event._failed_in or names[-1]).dead_lettered += 1
+            metrics.stage(private["_failed_in"] or names[-1]).dead_lettered += 1  # type: ignore[index]
         if ticket is not None:
             report.end_to_end.add(time.perf_counter() - ticket.read_at)
         if spans is not None:
@@ -166,8 +167,9 @@ async def run_flow(
                 metrics.stage("decode").dead_lettered += 1
             sink.reject(record, exc, ticket)
             return
-        event._ticket = ticket
-        event._origin = record
+        private = event.__pydantic_private__
+        private["_ticket"] = ticket  # type: ignore[index]
+        private["_origin"] = record  # type: ignore[index]
         inside[id(ticket)] = event
         push(event)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from streamflow.errors import ConfigError, StreamflowError
-from streamflow.events import DeadLetter, ErrorInfo, Event, dumps, encode_event
+from streamflow.events import DeadLetter, ErrorInfo, Event, dumps, encode_event, ticket_of
 from streamflow.ops import CreditWindow, Ticket
 from streamflow.transports._base import Emit, Record
 
@@ -208,6 +208,6 @@ class JsonlSink:
 
 
 def _release(event: Event) -> None:
-    ticket = event._ticket
+    ticket = ticket_of(event)
     if ticket is not None:
         ticket.release()

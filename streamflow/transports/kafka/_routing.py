@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Self
 
 from streamflow.errors import StreamflowError
-from streamflow.events import DeadLetter, ErrorInfo, Event, dumps, encode_event
+from streamflow.events import DeadLetter, ErrorInfo, Event, dumps, encode_event, ticket_of
 from streamflow.ops import Ticket
 from streamflow.transports._base import Record
 
@@ -124,7 +124,7 @@ class RoutingSink(ABC):
             dlq_topic=self.dlq_topic,
             stage=self.stage,
         )
-        ticket = event._ticket
+        ticket = ticket_of(event)
         if message is None:
             self.written["filtered"] += 1
             if ticket is not None:
