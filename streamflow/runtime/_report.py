@@ -14,6 +14,11 @@ from streamflow.events import Event
 
 __all__ = ["LatencySketch", "RunReport", "lookup_field"]
 
+_log = math.log
+_PER_LOG = 1 / math.log(1.02)
+_FLOOR = 1e-7
+_FLOOR_BUCKET = int(math.log(_FLOOR) * _PER_LOG)
+
 
 class LatencySketch:
     """Quantiles of durations in constant memory (log buckets, ~1% relative error)."""
@@ -22,12 +27,14 @@ class LatencySketch:
 
     def __init__(self) -> None:
         self.count = 0
-        self._buckets: Counter[int] = Counter()
+        self._buckets: dict[int, int] = {}
 
     def add(self, seconds: float) -> None:
-        """Record one duration."""
+        """Record one duration (every event, every stage: kept to a few operations)."""
         self.count += 1
-        self._buckets[int(math.log(max(seconds, 1e-7)) / self._GROWTH)] += 1
+        bucket = int(_log(seconds) * _PER_LOG) if seconds > _FLOOR else _FLOOR_BUCKET
+        buckets = self._buckets
+        buckets[bucket] = buckets.get(bucket, 0) + 1
 
     def quantile(self, q: float) -> float:
         """Return the ``q`` quantile in seconds (0 when empty)."""

@@ -275,20 +275,21 @@ def _stage_hooks(
     stage_metrics = {name: metrics.stage(name) for name in sketches} if metrics else {}
 
     def measured(stage: str, event: Event, duration: float, first: int) -> None:
+        # Every event, every stage: no allocation unless a step used a model or retried.
         sketches[stage].add(duration)
         failed = event.outcome == "failed"
         if failed:
             event.__pydantic_private__["_failed_in"] = stage  # type: ignore[index]
         retried = False
         trace = event.trace
-        for index in range(first, len(trace)):
-            record = trace[index]
-            if record.attempt > 1:
-                retried = True
-            if record.model is not None:
-                stage_cost[stage] = stage_cost.get(stage, 0.0) + record.cost_usd
-                if metrics is not None:
-                    metrics.model_usage(stage, record)
+        if len(trace) > first:
+            for record in trace[first:] if len(trace) > first + 1 else (trace[first],):
+                if record.attempt > 1:
+                    retried = True
+                if record.model is not None:
+                    stage_cost[stage] = stage_cost.get(stage, 0.0) + record.cost_usd
+                    if metrics is not None:
+                        metrics.model_usage(stage, record)
         if metrics is None:
             return
         m = stage_metrics[stage]
