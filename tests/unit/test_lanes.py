@@ -6,13 +6,17 @@ import asyncio
 import gc
 from pathlib import Path
 
+import looptime
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamflow import Event, Pipeline, Stage, map_async
-from streamflow.errors import CapacityExceeded, ConfigError
-from streamflow.ops import Slots, current_stage, filter_events, route, tap
+from streamflow.errors import CapacityExceeded, ConfigError, StepFailed, StreamflowError
+from streamflow.events import ticket_of
+from streamflow.ops import Slots, Ticket, current_stage, filter_events, route, tap
 from streamflow.runtime import run_flow
-from streamflow.transports import IterableSource, JsonlSink
+from streamflow.transports import IterableSource, JsonlSink, Record
 
 
 def _lines(n: int) -> list[bytes]:
@@ -213,3 +217,80 @@ async def test_slots_hand_over_in_order_and_survive_cancelled_waiters() -> None:
 
     assert order == ["first", "last"]
     assert slots.running == 1 and slots.buffered == 0 and slots.peak_buffered == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    window=st.integers(1, 12),
+    concurrencies=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    stage_limit=st.none() | st.integers(1, 3),
+    latencies=st.lists(st.sampled_from([0.0, 0.5, 1.0, 3.0]), min_size=1, max_size=30),
+    fail_every=st.integers(2, 7),
+    split=st.booleans(),
+)
+def test_lanes_keep_every_bound_and_lose_nothing(
+    window: int,
+    concurrencies: list[int],
+    stage_limit: int | None,
+    latencies: list[float],
+    fail_every: int,
+    split: bool,
+) -> None:
+    running = [0] * len(concurrencies)
+    peaks = [0] * len(concurrencies)
+    written: list[Event] = []
+
+    def step(index: int) -> map_async:  # type: ignore[valid-type]
+        async def run(event: Event) -> Event:
+            running[index] += 1
+            peaks[index] = max(peaks[index], running[index])
+            number = int(event.id[1:])
+            await asyncio.sleep(latencies[number])
+            running[index] -= 1
+            if index == len(concurrencies) - 1 and number % fail_every == 0:
+                raise StepFailed("bad luck")
+            return event
+
+        return map_async(run, concurrency=concurrencies[index], name=f"s{index}")
+
+    class Sink:
+        def write(self, event: Event) -> None:
+            written.append(event)
+            ticket_of(event).release()
+
+        def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
+            raise AssertionError(f"every line decodes: {error}")
+
+        def abandon(self, event: Event) -> None:
+            raise AssertionError("nothing is abandoned")
+
+        async def flush(self) -> None:
+            pass
+
+        async def aclose(self) -> None:
+            pass
+
+    # A stage per step (the engine runs each step itself), or one stage chaining them.
+    steps = [step(i) for i in range(len(concurrencies))]
+    stages = (
+        [Stage(f"s{i}", op, concurrency=stage_limit) for i, op in enumerate(steps)]
+        if split
+        else [Stage("all", steps, concurrency=stage_limit)]
+    )
+    pipeline = Pipeline("prop", stages, window=window)
+    lines = _lines(len(latencies))
+    loop = looptime.new_event_loop(start=0)
+    try:
+        report = loop.run_until_complete(
+            run_flow(pipeline, IterableSource(lines), Sink(), engine="lanes")
+        )
+    finally:
+        loop.close()
+
+    assert report.peak_in_flight <= window
+    assert all(peak <= c for peak, c in zip(peaks, concurrencies, strict=True))
+    if stage_limit is not None:
+        assert max(peaks) <= stage_limit
+    assert sorted(e.id for e in written) == sorted(f"t{i}" for i in range(len(latencies)))
+    failed = {e.id for e in written if e.outcome == "failed"}
+    assert failed == {f"t{i}" for i in range(len(latencies)) if i % fail_every == 0}
