@@ -526,6 +526,12 @@ def _finished(report: RunReport, results: _Results, workers: Sequence[_StageWork
     if report.done >= report.read:
         return True
     # Some inputs produced no result (filtered, or repeated ids in the input):
-    # finished once every stage committed all it read and results went quiet.
+    # finished once the first stage has read everything produced, every stage
+    # committed all it read, and results went quiet. Without the first check a
+    # slow start (a group still joining on a loaded machine) looks settled: a
+    # consumer that has not fetched since the input was produced sees no lag.
+    first = workers[0].report if workers else None
+    if first is None or first.read < report.read:
+        return False
     quiet = time.monotonic() - results.last_at > _QUIET_SECONDS
     return quiet and all(w.settled() for w in workers)
