@@ -8,7 +8,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-__all__ = ["ErrorInfo", "Event", "Outcome", "StepRecord", "fresh_event", "ticket_of"]
+__all__ = ["ErrorInfo", "Event", "Outcome", "StepRecord", "ticket_of"]
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -46,10 +46,11 @@ class StepRecord(BaseModel):
         """Build a record from values the runtime measured itself, without validation.
 
         Every event gets one record per step, so this is on the hot path: it
-        costs a third of validating the same five plain fields. Use the normal
-        constructor for anything that comes from outside.
+        costs about two thirds of validating the same fields (0.7 against 1.1 µs
+        measured on an idle machine). Use the normal constructor for anything
+        that comes from outside.
         """
-        record = _new(cls)
+        record = object.__new__(cls)
         _set(
             record,
             "__dict__",
@@ -72,7 +73,6 @@ class StepRecord(BaseModel):
         return record
 
 
-_new = object.__new__
 _set = object.__setattr__
 _TIMED_FIELDS = frozenset({"step", "started_at", "duration_s", "attempt", "outcome", "detail"})
 
@@ -181,38 +181,6 @@ def _init_runtime_state(self: Event, context: Any, /) -> None:
 
 
 Event.model_post_init = _init_runtime_state  # type: ignore[method-assign,assignment]
-
-
-_EVENT_FIELDS_SET = frozenset({"id", "key", "payload"})
-
-
-def fresh_event(event_id: str, key: str | None, payload: Any) -> Event:
-    """A new event from values the runtime has checked itself, without validation.
-
-    Equal to ``Event(id=event_id, key=key, payload=payload)`` at a third of the
-    cost; decoding input calls it once per record.
-    """
-    event = _new(Event)
-    _set(
-        event,
-        "__dict__",
-        {
-            "id": event_id,
-            "key": key,
-            "payload": payload,
-            "trace": [],
-            "attempts": 0,
-            "error": None,
-            "outcome": "ok",
-            "reason": None,
-            "created_at": time.time(),
-        },
-    )
-    _set(event, "__pydantic_fields_set__", set(_EVENT_FIELDS_SET))
-    _set(event, "__pydantic_extra__", None)
-    _set(event, "__pydantic_private__", None)
-    _init_runtime_state(event, None)
-    return event
 
 
 def ticket_of(event: Event) -> Any:

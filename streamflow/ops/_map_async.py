@@ -25,7 +25,7 @@ from streamflow.ops._rate_limit import Permit, RateLimiter
 from streamflow.ops._retry import RetryPolicy
 from streamflow.ops._slots import Slots
 
-__all__ = ["MapStatistics", "PlainStep", "StepFn", "map_async", "run_step"]
+__all__ = ["MapStatistics", "StepFn", "map_async", "run_step"]
 
 StepFn = Callable[[Event], Awaitable[Event]]
 TokenEstimate = Callable[[Event], int]
@@ -129,20 +129,30 @@ def map_async(
         if limiter is not None or adaptive is not None:
             options.update(limiter=limiter, tokens=tokens, adaptive=adaptive)
 
+        # One attempt with no timeout (the common case) runs here without
+        # run_step's coroutine: one fewer per event and step.
+        once = timeout is None and retry is None and limiter is None and adaptive is None
+
         async def call(event: Event) -> Event:
             if event.outcome != "ok":
                 return event
-            if slots.running < slots.limit() and not slots.waiting:
-                slots.take()
-            else:
+            if not slots.try_take():
                 await slots.wait()
             try:
-                return await run_step(fn, event, **options)
+                if not once:
+                    return await run_step(fn, event, **options)
+                started = time.time()
+                t0 = perf()
+                try:
+                    result = await fn(event)
+                    if not isinstance(result, Event):
+                        raise _not_an_event(step, result, event)
+                except Exception as exc:
+                    return _failure(event, exc, step, started, perf() - t0, 1)
+                return _with_record(event, result, step, started, perf() - t0, 1)
             finally:
                 slots.release()
 
-        if timeout is None and retry is None and limiter is None and adaptive is None:
-            return PlainStep(fn, step, slots)
         return call
 
     def operator(source: Observable[Event]) -> Observable[Event]:
@@ -248,52 +258,6 @@ async def run_step(
         if permit is not None:
             _settle(permit, event, result, step)
         return _with_record(event, result, step, started, t1 - t0, attempt)
-
-
-class PlainStep:
-    """map_async's per-event form for one attempt with no timeout and no limiter.
-
-    Calling it does what ``run_step`` does for such a step, a coroutine
-    shallower. The lane engine, which times stages anyway, takes its parts
-    (``slots``, ``fn``, :meth:`finished`, :meth:`failed`) and runs the step
-    without a coroutine of its own.
-    """
-
-    __slots__ = ("fn", "name", "slots")
-
-    def __init__(self, fn: StepFn, name: str, slots: Slots) -> None:
-        self.fn = fn
-        self.name = name
-        self.slots = slots
-
-    async def __call__(self, event: Event) -> Event:
-        if event.outcome != "ok":
-            return event
-        slots = self.slots
-        if slots.running < slots.most and not slots.waiting:
-            slots.take()
-        else:
-            await slots.wait()
-        try:
-            started = time.time()
-            t0 = perf()
-            try:
-                result = await self.fn(event)
-            except Exception as exc:
-                return self.failed(event, exc, started, t0)
-            return self.finished(event, result, started, t0)
-        finally:
-            slots.release()
-
-    def finished(self, event: Event, result: object, started: float, t0: float) -> Event:
-        """The step's result with its record (``t0``: the perf_counter at the call)."""
-        if not isinstance(result, Event):
-            return self.failed(event, _not_an_event(self.name, result, event), started, t0)
-        return _with_record(event, result, self.name, started, perf() - t0, 1)
-
-    def failed(self, event: Event, exc: Exception, started: float, t0: float) -> Event:
-        """``event`` headed for the dead letters with ``exc`` and its record."""
-        return _failure(event, exc, self.name, started, perf() - t0, 1)
 
 
 def _not_an_event(step: str, result: object, event: Event) -> StepFailed:

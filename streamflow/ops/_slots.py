@@ -15,8 +15,10 @@ class Slots:
     """A bound on events in flight for the per-event (lane) forms: a FIFO semaphore
     with the statistics the stream forms report.
 
-    ``running < limit() and not waiting`` then :meth:`take` is the wait-free way
-    in; otherwise ``await`` :meth:`wait`. Every way in ends with :meth:`release`.
+    The way in is ``if not slots.try_take(): await slots.wait()``: a free slot
+    costs no coroutine and no loop turn. Every way in ends with :meth:`release`.
+    asyncio's Semaphore has neither the statistics nor a limit that can change
+    (``adaptive``), and its fast path still creates a coroutine per event.
 
     Args:
         name: the step or stage, for errors.
@@ -46,8 +48,14 @@ class Slots:
         """The bound now."""
         return self.most if self.adaptive is None else self.adaptive.limit
 
-    def take(self) -> None:
-        """Take a free slot (the caller checked there is one)."""
+    def try_take(self) -> bool:
+        """Take a slot if one is free and nobody waits for one; False otherwise."""
+        if self.waiting or self.running >= self.limit():
+            return False
+        self._take()
+        return True
+
+    def _take(self) -> None:
         self.running += 1
         if self.running > self.peak_running:
             self.peak_running = self.running
@@ -85,5 +93,5 @@ class Slots:
         while self.waiting and self.running < limit:
             slot = self.waiting.popleft()
             if not slot.done():
-                self.take()
+                self._take()
                 slot.set_result(None)

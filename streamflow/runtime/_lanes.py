@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from streamflow.events import Event
-from streamflow.ops import ChannelStatistics, Lane, Operator, PlainStep, Slots, current_stage
+from streamflow.ops import ChannelStatistics, Lane, Operator, Slots, current_stage
 from streamflow.runtime._pipeline import Stage, StageHooks
 
 __all__ = ["LaneEngine", "has_lanes"]
@@ -31,10 +31,10 @@ def has_lanes(stages: Sequence[Stage]) -> bool:
 
 
 class _LaneStage:
-    """One stage: its lane and what bounds and counts the events inside it.
+    """One stage: its lane and the slots that bound and count the events inside it.
 
     A stage without a concurrency of its own is bounded by the window, which
-    the source enforces already, so it only counts.
+    the source enforces already, so its slots never make an event wait.
     """
 
     def __init__(self, stage: Stage, window: int) -> None:
@@ -42,23 +42,18 @@ class _LaneStage:
         self.name = stage.name
         self.op = stage.op
         self.lane: Lane = stage.op.lane()
-        self.plain = self.lane if isinstance(self.lane, PlainStep) else None
-        concurrency = stage.concurrency
-        self.slots = Slots(stage.name, concurrency, capacity=window) if concurrency else None
-        self.inside = 0
-        self.peak_inside = 0
-        self.capacity = window
+        self.slots = Slots(stage.name, stage.concurrency or window, capacity=window)
 
     def statistics(self) -> ChannelStatistics:
         # Waiting to enter the stage, plus waiting for a step's slot inside it.
         inner = sum(_buffered(op) for op in self.op.walk())
         slots = self.slots
         return ChannelStatistics(
-            buffered=(slots.buffered if slots else 0) + inner,
-            capacity=self.capacity,
-            inside=self.inside,
-            peak_buffered=slots.peak_buffered if slots else 0,
-            peak_inside=self.peak_inside,
+            buffered=slots.buffered + inner,
+            capacity=slots.capacity,
+            inside=slots.running,
+            peak_buffered=slots.peak_buffered,
+            peak_inside=slots.peak_running,
         )
 
 
@@ -111,54 +106,23 @@ class LaneEngine:
     async def _through(self, event: Event) -> None:
         measured = self.hooks.measured
         perf = time.perf_counter
-        now = time.time
         try:
             for stage in self.stages:
                 slots = stage.slots
-                if slots is not None:
-                    if slots.running < slots.most and not slots.waiting:
-                        slots.take()
-                    else:
-                        await slots.wait()
-                stage.inside += 1
-                if stage.inside > stage.peak_inside:
-                    stage.peak_inside = stage.inside
+                if not slots.try_take():
+                    await slots.wait()
                 # This task's own context: model calls in the step see their stage.
                 current_stage.set(stage.name)
                 try:
-                    if event.outcome != "ok":
+                    if event.outcome == "ok" and measured is not None:
+                        first = len(event.trace)
+                        t0 = perf()
                         event = await stage.lane(event)
-                        continue
-                    first = len(event.trace)
-                    t0 = perf()
-                    plain = stage.plain
-                    if plain is None:
-                        event = await stage.lane(event)
-                    else:
-                        # PlainStep.__call__, without a coroutine of its own.
-                        step_slots = plain.slots
-                        if step_slots.running < step_slots.most and not step_slots.waiting:
-                            step_slots.take()
-                            t1 = t0
-                        else:
-                            await step_slots.wait()
-                            t1 = perf()
-                        try:
-                            started = now()
-                            try:
-                                result = await plain.fn(event)
-                            except Exception as exc:
-                                event = plain.failed(event, exc, started, t1)
-                            else:
-                                event = plain.finished(event, result, started, t1)
-                        finally:
-                            step_slots.release()
-                    if measured is not None:
                         measured(stage.name, event, perf() - t0, first)
+                    else:
+                        event = await stage.lane(event)
                 finally:
-                    stage.inside -= 1
-                    if slots is not None:
-                        slots.release()
+                    slots.release()
             self.deliver(event)
         except Exception as error:
             if not self.failed:

@@ -199,17 +199,3 @@ def test_a_subclass_keeps_its_own_runtime_state() -> None:
 
     assert tagged._tag == "new"
     assert tagged._fanout == ()
-
-
-def test_a_decoded_input_event_equals_a_validated_one() -> None:
-    decoded = decode_input(
-        b'{"id":"t-5","customer":"c1"}', None, origin="f:1", key_field="customer"
-    )
-    validated = Event(
-        id="t-5", key="c1", payload={"id": "t-5", "customer": "c1"}, created_at=decoded.created_at
-    )
-
-    assert decoded == validated
-    assert decoded.model_fields_set == {"id", "key", "payload"}
-    assert decoded.__pydantic_private__ == validated.__pydantic_private__
-    assert encode_event(decoded) == encode_event(validated)

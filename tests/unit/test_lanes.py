@@ -193,7 +193,7 @@ async def test_the_collector_is_left_as_it_was(tmp_path: Path) -> None:
 
 async def test_slots_hand_over_in_order_and_survive_cancelled_waiters() -> None:
     slots = Slots("s", 1, capacity=2)
-    slots.take()
+    assert slots.try_take() and not slots.try_take()
     order: list[str] = []
 
     async def waiter(name: str) -> None:
@@ -294,3 +294,22 @@ def test_lanes_keep_every_bound_and_lose_nothing(
     assert sorted(e.id for e in written) == sorted(f"t{i}" for i in range(len(latencies)))
     failed = {e.id for e in written if e.outcome == "failed"}
     assert failed == {f"t{i}" for i in range(len(latencies)) if i % fail_every == 0}
+
+
+async def test_a_step_that_returns_no_event_fails_only_that_event(tmp_path: Path) -> None:
+    async def sloppy(event: Event) -> Event:
+        return None if event.id == "t1" else event  # type: ignore[return-value]
+
+    sink = _Sink(tmp_path / "o.jsonl")
+
+    await run_flow(
+        Pipeline("sloppy", [Stage("s", map_async(sloppy))]),
+        IterableSource(_lines(3)),
+        sink,
+        engine="lanes",
+    )
+
+    by_id = {e.id: e for e in sink.events}
+    assert [by_id[i].outcome for i in ("t0", "t1", "t2")] == ["ok", "failed", "ok"]
+    assert "returned NoneType, expected an Event" in (by_id["t1"].reason or "")
+    assert [(r.step, r.outcome) for r in by_id["t1"].trace] == [("sloppy", "failed")]
