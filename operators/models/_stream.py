@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from operators.models._attempt import Attempt
 from operators.models._http import (
-    RequestStatus,
-    error_for_exception,
     error_for_response,
-    redact_url,
-    request_status,
 )
-from operators.models._results import RequestInfo, Usage
+from operators.models._results import Usage
 from operators.models._wire import chat_tokens, deltas, sse_chunk
 from streamflow.errors import RetriableError, StreamflowError, Unavailable
 from streamflow.events import dumps
@@ -94,25 +90,16 @@ class ChatStream:
 
     async def _attempt(self) -> AsyncGenerator[str, None]:
         client, model = self._client, self._model
-        client._check_open()
-        http = client._http
-        url = redact_url(http.base_url.join("chat/completions"))
-        started, t0 = time.time(), time.perf_counter()
-        status: RequestStatus = "error"
-        http_status: int | None = None
-        tokens_in = tokens_out = 0
-        cost = 0.0
-        try:
+        with Attempt(client, model, "chat/completions") as attempt:
             try:
-                async with http.stream(
+                async with client._http.stream(
                     "POST",
                     "chat/completions",
                     content=dumps(self._payload),
                     headers={"accept": "text/event-stream"},
                     timeout=client._timeout(self._timeout),
                 ) as response:
-                    http_status = response.status_code
-                    status = request_status(http_status)
+                    attempt.answered(response.status_code)
                     if not response.is_success:
                         body = await response.aread()
                         raise error_for_response(
@@ -128,7 +115,7 @@ class ChatStream:
                             break
                         usage = chunk.get("usage")
                         if isinstance(usage, dict):
-                            tokens_in, tokens_out = chat_tokens(chunk)
+                            attempt.tokens_in, attempt.tokens_out = chat_tokens(chunk)
                         texts, finish = deltas(chunk)
                         if finish is not None:
                             self.finish_reason = finish
@@ -138,32 +125,13 @@ class ChatStream:
                             yield delta
                     if not done and self.finish_reason is None:
                         raise Unavailable(
-                            f"model endpoint ended the stream early for {model!r} at {url}"
+                            f"model endpoint ended the stream early for {model!r} at {attempt.url}"
                         )
             except httpx.HTTPError as exc:
-                status = "timeout" if isinstance(exc, httpx.TimeoutException) else "error"
-                limit = self._timeout if self._timeout is not None else client.endpoint.timeout_s
-                raise error_for_exception(exc, model=model, url=url, timeout=limit) from exc
+                raise attempt.unreachable(exc, self._timeout) from exc
             except StreamflowError:
-                if status == "ok":
-                    status = "error"
+                # A stream that went wrong after a 2xx is not an ok request.
+                if attempt.status == "ok":
+                    attempt.status = "error"
                 raise
-            cost = client.prices.cost(model, tokens_in, tokens_out)
-            latency = time.perf_counter() - t0
-            self.usage = Usage(model, tokens_in, tokens_out, latency, cost, started)
-        except asyncio.CancelledError:
-            status = "timeout"
-            raise
-        finally:
-            client._report(
-                RequestInfo(
-                    model=model,
-                    endpoint=url,
-                    status=status,
-                    latency_s=time.perf_counter() - t0,
-                    tokens_in=tokens_in,
-                    tokens_out=tokens_out,
-                    cost_usd=cost,
-                    http_status=http_status,
-                )
-            )
+            self.usage = attempt.usage(attempt.tokens_in, attempt.tokens_out)

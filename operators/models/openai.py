@@ -32,12 +32,12 @@ from typing import Any, TypeVar, overload
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from operators.models._attempt import Attempt
 from operators.models._http import (
     RequestStatus,
     error_for_exception,
     error_for_response,
     redact_url,
-    request_status,
 )
 from operators.models._results import (
     ChatResult,
@@ -446,24 +446,14 @@ class ModelClient:
         timeout: float | None,
         tokens: Callable[[dict[str, Any]], tuple[int, int]],
     ) -> tuple[dict[str, Any], Usage]:
-        self._check_open()
-        url = redact_url(self._http.base_url.join(path))
-        started, t0 = time.time(), time.perf_counter()
-        status: RequestStatus = "error"
-        http_status: int | None = None
-        tokens_in = tokens_out = 0
-        cost = 0.0
-        try:
+        with Attempt(self, model, path) as attempt:
             try:
                 response = await self._http.post(
                     path, content=dumps(payload), timeout=self._timeout(timeout)
                 )
             except httpx.HTTPError as exc:
-                status = "timeout" if isinstance(exc, httpx.TimeoutException) else "error"
-                limit = timeout if timeout is not None else self.endpoint.timeout_s
-                raise error_for_exception(exc, model=model, url=url, timeout=limit) from exc
-            http_status = response.status_code
-            status = request_status(http_status)
+                raise attempt.unreachable(exc, timeout) from exc
+            attempt.answered(response.status_code)
             if not response.is_success:
                 raise error_for_response(
                     response, response.content, model=model, secrets=self._secrets
@@ -472,24 +462,4 @@ class ModelClient:
                 data = json_object(response.content)
             except DecodeError:
                 raise unexpected("JSON object", model) from None
-            tokens_in, tokens_out = tokens(data)
-            cost = self.prices.cost(model, tokens_in, tokens_out)
-            latency = time.perf_counter() - t0
-            usage = Usage(model, tokens_in, tokens_out, latency, cost, started)
-            return data, usage
-        except asyncio.CancelledError:
-            status = "timeout"
-            raise
-        finally:
-            self._report(
-                RequestInfo(
-                    model=model,
-                    endpoint=url,
-                    status=status,
-                    latency_s=time.perf_counter() - t0,
-                    tokens_in=tokens_in,
-                    tokens_out=tokens_out,
-                    cost_usd=cost,
-                    http_status=http_status,
-                )
-            )
+            return data, attempt.usage(*tokens(data))
