@@ -2,13 +2,16 @@
 
 from prometheus_client import CollectorRegistry
 
+from streamflow.metrics._batched import BatchedDurations, Durations
 from streamflow.metrics._collectors import PipelineMetrics, StageMetrics
 from streamflow.metrics._names import METRIC_NAMES
 from streamflow.metrics._server import Health, MetricsServer, open_metrics_server
 
 __all__ = [
     "METRIC_NAMES",
+    "BatchedDurations",
     "CollectorRegistry",
+    "Durations",
     "Health",
     "MetricsServer",
     "PipelineMetrics",

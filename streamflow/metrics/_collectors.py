@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -15,47 +15,49 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from streamflow.events import StepRecord
+from streamflow.metrics._batched import BatchedDurations, Durations
 
 __all__ = ["PipelineMetrics", "StageMetrics"]
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_BOUNDS = np.array(_BUCKETS, dtype=np.float64)
 
 
-class StageMetrics:
+class StageMetrics(BatchedDurations):
     """Counts of one stage, kept as plain numbers and turned into metrics at scrape time.
 
-    Every event passes here once per stage; plain attribute arithmetic on the
-    loop thread costs a fraction of a prometheus_client child's lock and checks.
+    Every event passes here once per stage; plain attribute arithmetic and a
+    list append on the loop thread cost a fraction of a prometheus_client
+    child's lock and checks. Durations are folded into the histogram in bulk
+    (see :class:`BatchedDurations`).
 
     Attributes:
         ok, retried, failed, dead_lettered: events leaving the stage, by outcome.
-        duration_sum, duration_count: totals of the duration histogram.
     """
 
-    __slots__ = (
-        "buckets",
-        "dead_lettered",
-        "duration_count",
-        "duration_sum",
-        "failed",
-        "ok",
-        "retried",
-    )
-
     def __init__(self) -> None:
+        super().__init__()
         self.ok = 0
         self.retried = 0
         self.failed = 0
         self.dead_lettered = 0
-        self.buckets = [0] * (len(_BUCKETS) + 1)
-        self.duration_sum = 0.0
-        self.duration_count = 0
+        self._buckets = np.zeros(len(_BUCKETS) + 1, dtype=np.int64)
+        self._sum = 0.0
 
-    def observe(self, seconds: float) -> None:
-        """Record one event's time inside the stage."""
-        self.buckets[bisect_left(_BUCKETS, seconds)] += 1
-        self.duration_sum += seconds
-        self.duration_count += 1
+    observe = BatchedDurations.add
+    """Record one event's time inside the stage."""
+
+    def _fold(self, values: Durations) -> None:
+        # An observation equal to a bound counts in that bound's bucket (le).
+        where = np.searchsorted(_BOUNDS, values, side="left")
+        self._buckets += np.bincount(where, minlength=len(self._buckets))
+        self._sum += float(values.sum())
+
+    def histogram(self) -> tuple[list[int], float]:
+        """The duration histogram: counts per bucket (the last is +Inf) and their sum."""
+        with self._lock:
+            self._fold_pending()
+            return [int(count) for count in self._buckets], self._sum
 
 
 @dataclass
@@ -200,14 +202,15 @@ class _SampledCollector(Collector):
         for stage, m in list(self.stages.items()):
             for outcome in ("ok", "retried", "failed", "dead_lettered"):
                 events.add_metric([self.pipeline, stage, outcome], getattr(m, outcome))
+            counts, total = m.histogram()
             cumulative = 0
             buckets = []
-            for bound, count in zip((*_BUCKETS, float("inf")), m.buckets, strict=True):
+            for bound, count in zip((*_BUCKETS, float("inf")), counts, strict=True):
                 cumulative += count
                 buckets.append(
                     ("+Inf" if bound == float("inf") else repr(float(bound)), cumulative)
                 )
-            durations.add_metric([self.pipeline, stage], buckets, m.duration_sum)
+            durations.add_metric([self.pipeline, stage], buckets, total)
         yield from (events, durations)
         in_flight = GaugeMetricFamily(
             "streamflow_in_flight", "Events inside a stage now.", labels=labels

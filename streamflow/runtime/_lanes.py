@@ -1,11 +1,15 @@
-"""The lane engine: each event runs through the stages as one coroutine.
+"""The lane engine: each event runs through the stages in one coroutine.
 
 Every streamflow operator maps one event to one event, so a stage whose
 operator has a per-event form (:attr:`Operator.lane`) needs no stream
-plumbing in one process: a task per event awaits each stage's lane in turn,
-under the same bounds (a stage's concurrency, each step's slots). A hop
-through the stream costs several observer calls and a worker hand-off per
-step; a lane costs one await.
+plumbing in one process: a worker takes an event and awaits each stage's
+lane in turn, under the same bounds (a stage's concurrency, each step's
+slots). A hop through the stream costs several observer calls and a worker
+hand-off per step; a lane costs one await.
+
+Workers are long-lived, one per event in flight at most (the window bounds
+them), so a context variable a step sets is seen by the next event that
+worker takes; the runtime sets :data:`current_stage` before every stage.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from streamflow.events import Event
@@ -88,9 +93,14 @@ class LaneEngine:
         self.fail = fail
         self.completed = completed
         self.loop = asyncio.get_running_loop()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.window = window
+        self.queue: deque[Event] = deque()
+        self.idle: list[asyncio.Future[None]] = []
+        self.workers: set[asyncio.Task[None]] = set()
+        self.inside = 0
         self.finished = False
         self.failed = False
+        self.done = False
 
     def statistics(self, stage: str) -> ChannelStatistics:
         """The bounded-buffer statistics of ``stage``, as a gate reports them."""
@@ -101,47 +111,67 @@ class LaneEngine:
 
     def push(self, event: Event) -> None:
         """Start ``event`` on its way (the caller holds its credit)."""
-        self.tasks.add(self.loop.create_task(self._through(event)))
+        self.queue.append(event)
+        if self.idle:
+            self.idle.pop().set_result(None)
+        elif len(self.workers) < self.window:
+            self.workers.add(self.loop.create_task(self._work()))
 
-    async def _through(self, event: Event) -> None:
+    async def _work(self) -> None:
+        # A long-lived worker per event in flight (up to the window) rather than a
+        # task per event: a task costs more to make and to finish than its wake-up.
+        queue = self.queue
+        idle = self.idle
         measured = self.hooks.measured
         perf = time.perf_counter
-        try:
-            for stage in self.stages:
-                slots = stage.slots
-                if not slots.try_take():
-                    await slots.wait()
-                # This task's own context: model calls in the step see their stage.
-                current_stage.set(stage.name)
-                try:
-                    if event.outcome == "ok" and measured is not None:
-                        first = len(event.trace)
-                        t0 = perf()
-                        event = await stage.lane(event)
-                        measured(stage.name, event, perf() - t0, first)
-                    else:
-                        event = await stage.lane(event)
-                finally:
-                    slots.release()
-            self.deliver(event)
-        except Exception as error:
-            if not self.failed:
-                self.failed = True
-                self.fail(error)
-        finally:
-            self.tasks.discard(asyncio.current_task())
-            if self.finished and not self.tasks and not self.failed:
-                self.completed()
+        while True:
+            while not queue:
+                if self.finished and not self.inside:
+                    self._complete()
+                wake = self.loop.create_future()
+                idle.append(wake)
+                await wake
+            event = queue.popleft()
+            self.inside += 1
+            try:
+                for stage in self.stages:
+                    slots = stage.slots
+                    if not slots.try_take():
+                        await slots.wait()
+                    # Model calls in the step see their stage.
+                    current_stage.set(stage.name)
+                    try:
+                        if event.outcome == "ok" and measured is not None:
+                            first = len(event.trace)
+                            t0 = perf()
+                            event = await stage.lane(event)
+                            measured(stage.name, event, perf() - t0, first)
+                        else:
+                            event = await stage.lane(event)
+                    finally:
+                        slots.release()
+                self.deliver(event)
+            except Exception as error:
+                if not self.failed:
+                    self.failed = True
+                    self.fail(error)
+            finally:
+                self.inside -= 1
+
+    def _complete(self) -> None:
+        if not self.done and not self.failed:
+            self.done = True
+            self.completed()
 
     def finish(self) -> None:
         """No more events will come; call ``completed`` once the last one is out."""
         self.finished = True
-        if not self.tasks:
-            self.completed()
+        if not self.inside and not self.queue:
+            self._complete()
 
     async def dispose(self) -> None:
         """Cancel whatever is still inside and let it unwind (bounded)."""
-        tasks = list(self.tasks)
+        tasks = list(self.workers)
         for task in tasks:
             task.cancel()
         if tasks:

@@ -8,45 +8,61 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from streamflow.events import Event
+from streamflow.metrics import BatchedDurations, Durations
 
 __all__ = ["LatencySketch", "RunReport", "lookup_field"]
 
-_log = math.log
 _PER_LOG = 1 / math.log(1.02)
 _FLOOR = 1e-7
-_FLOOR_BUCKET = int(math.log(_FLOOR) * _PER_LOG)
 
 
-class LatencySketch:
-    """Quantiles of durations in constant memory (log buckets, ~1% relative error)."""
+class LatencySketch(BatchedDurations):
+    """Quantiles of durations in constant memory (log buckets, ~1% relative error).
+
+    A duration lands in bucket ``trunc(log(seconds) / log(1.02))``; anything
+    below 0.1 µs counts as 0.1 µs. Durations are folded into the buckets in
+    bulk (see :class:`~streamflow.metrics.BatchedDurations`).
+    """
 
     _GROWTH = math.log(1.02)
 
     def __init__(self) -> None:
-        self.count = 0
+        super().__init__()
+        self._count = 0
         self._buckets: dict[int, int] = {}
 
-    def add(self, seconds: float) -> None:
-        """Record one duration (every event, every stage: kept to a few operations)."""
-        self.count += 1
-        bucket = int(_log(seconds) * _PER_LOG) if seconds > _FLOOR else _FLOOR_BUCKET
+    def _fold(self, values: Durations) -> None:
+        scaled = np.log(np.maximum(values, _FLOOR)) * _PER_LOG
+        keys, counts = np.unique(np.trunc(scaled).astype(np.int64), return_counts=True)
         buckets = self._buckets
-        buckets[bucket] = buckets.get(bucket, 0) + 1
+        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+            buckets[key] = buckets.get(key, 0) + count
+        self._count += len(values)
+
+    @property
+    def count(self) -> int:
+        """Durations recorded."""
+        with self._lock:
+            self._fold_pending()
+            return self._count
 
     def quantile(self, q: float) -> float:
         """Return the ``q`` quantile in seconds (0 when empty)."""
-        if not self.count:
-            return 0.0
-        rank = q * (self.count - 1)
-        seen = 0
-        for bucket in sorted(self._buckets):
-            seen += self._buckets[bucket]
-            if seen > rank:
-                return math.exp((bucket + 0.5) * self._GROWTH)
-        return math.exp((max(self._buckets) + 0.5) * self._GROWTH)
+        with self._lock:
+            self._fold_pending()
+            if not self._count:
+                return 0.0
+            rank = q * (self._count - 1)
+            seen = 0
+            for bucket in sorted(self._buckets):
+                seen += self._buckets[bucket]
+                if seen > rank:
+                    return math.exp((bucket + 0.5) * self._GROWTH)
+            return math.exp((max(self._buckets) + 0.5) * self._GROWTH)
 
 
 @dataclass
