@@ -10,7 +10,7 @@ from streamflow.ops._batch import BatchStatistics, batch_async
 from streamflow.ops._context import Instrumentation, current_stage, instrumentation
 from streamflow.ops._credit import CreditStatistics, CreditWindow, Ticket
 from streamflow.ops._gate import BoundedChannel, ChannelStatistics, Relay, gate
-from streamflow.ops._map_async import MapStatistics, StepFn, map_async, run_step
+from streamflow.ops._map_async import MapStatistics, StepFn, StepLane, map_async, run_step
 from streamflow.ops._operator import (
     EventOperator,
     Lane,
@@ -70,6 +70,7 @@ __all__ = [
     "RetryPolicy",
     "Slots",
     "StepFn",
+    "StepLane",
     "Ticket",
     "as_operator",
     "batch_async",

@@ -25,7 +25,7 @@ from streamflow.ops._rate_limit import Permit, RateLimiter
 from streamflow.ops._retry import RetryPolicy
 from streamflow.ops._slots import Slots
 
-__all__ = ["MapStatistics", "StepFn", "map_async", "run_step"]
+__all__ = ["MapStatistics", "StepFn", "StepLane", "map_async", "run_step"]
 
 StepFn = Callable[[Event], Awaitable[Event]]
 TokenEstimate = Callable[[Event], int]
@@ -128,32 +128,8 @@ def map_async(
         options: dict[str, Any] = {"step": step, "timeout": timeout, "retry": retry}
         if limiter is not None or adaptive is not None:
             options.update(limiter=limiter, tokens=tokens, adaptive=adaptive)
-
-        # One attempt with no timeout (the common case) runs here without
-        # run_step's coroutine: one fewer per event and step.
-        once = timeout is None and retry is None and limiter is None and adaptive is None
-
-        async def call(event: Event) -> Event:
-            if event.outcome != "ok":
-                return event
-            if not slots.try_take():
-                await slots.wait()
-            try:
-                if not once:
-                    return await run_step(fn, event, **options)
-                started = time.time()
-                t0 = perf()
-                try:
-                    result = await fn(event)
-                    if not isinstance(result, Event):
-                        raise _not_an_event(step, result, event)
-                except Exception as exc:
-                    return _failure(event, exc, step, started, perf() - t0, 1)
-                return _with_record(event, result, step, started, perf() - t0, 1)
-            finally:
-                slots.release()
-
-        return call
+        direct = timeout is None and retry is None and limiter is None and adaptive is None
+        return StepLane(fn, step, slots, options, direct=direct)
 
     def operator(source: Observable[Event]) -> Observable[Event]:
         def subscribe(
@@ -183,6 +159,63 @@ def map_async(
         lane=lane if mode == "unordered" else None,
     )
     return op
+
+
+class StepLane:
+    """map_async's per-event form: ``fn`` on one active event, within the step's slots.
+
+    A step with one attempt and no timeout, limiter or adaptive limit is
+    *direct*: its call is ``fn`` framed by synchronous bookkeeping, so a
+    runner may take :attr:`slots`, await :attr:`fn` in its own frame and pass
+    the result to :meth:`done` (or the exception to :meth:`failed`). That is
+    what calling the lane does, with one coroutine fewer per event and step.
+
+    Attributes:
+        fn: the step function.
+        step: the step name.
+        slots: the bound on calls in flight.
+        direct: True when ``fn`` may be awaited as above.
+    """
+
+    __slots__ = ("direct", "fn", "options", "slots", "step")
+
+    def __init__(
+        self, fn: StepFn, step: str, slots: Slots, options: dict[str, Any], *, direct: bool
+    ) -> None:
+        self.fn = fn
+        self.step = step
+        self.slots = slots
+        self.options = options
+        self.direct = direct
+
+    async def __call__(self, event: Event) -> Event:
+        if event.outcome != "ok":
+            return event
+        slots = self.slots
+        if not slots.try_take():
+            await slots.wait()
+        try:
+            if not self.direct:
+                return await run_step(self.fn, event, **self.options)
+            started = time.time()
+            t0 = perf()
+            try:
+                result = await self.fn(event)
+            except Exception as exc:
+                return self.failed(event, exc, started, perf() - t0)
+            return self.done(event, result, started, perf() - t0)
+        finally:
+            slots.release()
+
+    def done(self, event: Event, result: object, started: float, seconds: float) -> Event:
+        """The event after a direct call of ``fn`` returned ``result``, with its record."""
+        if not isinstance(result, Event):
+            return self.failed(event, _not_an_event(self.step, result, event), started, seconds)
+        return _with_record(event, result, self.step, started, seconds, 1)
+
+    def failed(self, event: Event, exc: Exception, started: float, seconds: float) -> Event:
+        """The event after a direct call of ``fn`` raised ``exc``: failed, with its record."""
+        return _failure(event, exc, self.step, started, seconds, 1)
 
 
 def _merge_stats(states: list[_MapState | Slots], capacity: int) -> MapStatistics:

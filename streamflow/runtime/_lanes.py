@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from streamflow.events import Event
-from streamflow.ops import ChannelStatistics, Lane, Operator, Slots, current_stage
+from streamflow.ops import ChannelStatistics, Lane, Operator, Slots, StepLane, current_stage
 from streamflow.runtime._pipeline import Stage, StageHooks
 
 __all__ = ["LaneEngine", "has_lanes"]
@@ -48,6 +48,9 @@ class _LaneStage:
         self.op = stage.op
         self.lane: Lane = stage.op.lane()
         self.slots = Slots(stage.name, stage.concurrency or window, capacity=window)
+        # A direct step's call is awaited in the worker's own frame.
+        lane = self.lane
+        self.direct = lane if isinstance(lane, StepLane) and lane.direct else None
 
     def statistics(self) -> ChannelStatistics:
         # Waiting to enter the stage, plus waiting for a step's slot inside it.
@@ -141,13 +144,34 @@ class LaneEngine:
                     # Model calls in the step see their stage.
                     current_stage.set(stage.name)
                     try:
-                        if event.outcome == "ok" and measured is not None:
-                            first = len(event.trace)
-                            t0 = perf()
+                        direct = stage.direct
+                        if event.outcome != "ok":
+                            # Inactive events skip steps (a tap still sees them).
+                            if direct is None:
+                                event = await stage.lane(event)
+                            continue
+                        first = len(event.trace)
+                        t0 = perf()
+                        if direct is None:
                             event = await stage.lane(event)
-                            measured(stage.name, event, perf() - t0, first)
                         else:
-                            event = await stage.lane(event)
+                            # What awaiting the lane does, without its coroutine.
+                            step_slots = direct.slots
+                            if not step_slots.try_take():
+                                await step_slots.wait()
+                            try:
+                                started = time.time()
+                                s0 = perf()
+                                try:
+                                    result = await direct.fn(event)
+                                except Exception as exc:
+                                    event = direct.failed(event, exc, started, perf() - s0)
+                                else:
+                                    event = direct.done(event, result, started, perf() - s0)
+                            finally:
+                                step_slots.release()
+                        if measured is not None:
+                            measured(stage.name, event, perf() - t0, first)
                     finally:
                         slots.release()
                 self.deliver(event)
