@@ -22,17 +22,17 @@ def step_record(
     detail: str | None = None,
 ) -> StepRecord:
     """Build the step's own trace record; map_async fills in its timing and attempt."""
-    return StepRecord.model_construct(
-        step=step,
-        started_at=time.time(),
-        duration_s=0.0,
-        attempt=1,
-        outcome=outcome,
+    return StepRecord.timed(
+        step,
+        time.time(),
+        0.0,
+        1,
+        outcome,
+        detail,
         model=model,
         tokens_in=tokens_in,
         tokens_out=tokens_out,
         cost_usd=cost_usd,
-        detail=detail,
     )
 
 

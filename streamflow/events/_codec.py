@@ -9,7 +9,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from streamflow.errors import DecodeError, PayloadInvalid
-from streamflow.events._model import ErrorInfo, Event, StepRecord
+from streamflow.events._model import ErrorInfo, Event
 
 __all__ = ["decode_event", "decode_input", "dumps", "encode_event", "loads", "stable_id"]
 
@@ -52,8 +52,8 @@ def encode_event(event: Event) -> bytes:
 
 
 def _event_default(value: Any) -> Any:
-    kind = type(value)
-    if kind is StepRecord or kind is ErrorInfo:
+    # Trace records are dataclasses, which orjson encodes without help.
+    if type(value) is ErrorInfo:
         return value.__dict__
     if isinstance(value, BaseModel):
         return value.model_dump()

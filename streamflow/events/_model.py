@@ -7,6 +7,7 @@ import uuid
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic.dataclasses import dataclass
 
 __all__ = ["ErrorInfo", "Event", "Outcome", "StepRecord", "ticket_of"]
 
@@ -17,10 +18,14 @@ Outcome = Literal["ok", "review", "failed", "filtered"]
 letters (``failed``), or out of the flow on purpose (``filtered``)."""
 
 
-class StepRecord(BaseModel):
-    """What one step did to one event (one line of its trace)."""
+@dataclass(config=ConfigDict(extra="ignore"))
+class StepRecord:
+    """What one step did to one event (one line of its trace).
 
-    model_config = ConfigDict(extra="ignore")
+    A pydantic dataclass rather than a model: every event gets one per step,
+    and a dataclass costs about half as much to make, encode (orjson reads it
+    natively) and free. Constructing one validates its fields, as a model would.
+    """
 
     step: str
     started_at: float
@@ -42,15 +47,18 @@ class StepRecord(BaseModel):
         attempt: int = 1,
         outcome: str = "ok",
         detail: str | None = None,
+        *,
+        model: str | None = None,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        cost_usd: float = 0.0,
     ) -> StepRecord:
         """Build a record from values the runtime measured itself, without validation.
 
-        Every event gets one record per step, so this is on the hot path: it
-        costs about two thirds of validating the same fields (0.7 against 1.1 µs
-        measured on an idle machine). Use the normal constructor for anything
-        that comes from outside.
+        Every event gets one record per step, so this is on the hot path. Use
+        the normal constructor for anything that comes from outside.
         """
-        record = object.__new__(cls)
+        record = _new(cls)
         _set(
             record,
             "__dict__",
@@ -60,21 +68,18 @@ class StepRecord(BaseModel):
                 "duration_s": duration_s,
                 "attempt": attempt,
                 "outcome": outcome,
-                "model": None,
-                "tokens_in": 0,
-                "tokens_out": 0,
-                "cost_usd": 0.0,
+                "model": model,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+                "cost_usd": cost_usd,
                 "detail": detail,
             },
         )
-        _set(record, "__pydantic_fields_set__", set(_TIMED_FIELDS))
-        _set(record, "__pydantic_extra__", None)
-        _set(record, "__pydantic_private__", None)
         return record
 
 
+_new = object.__new__
 _set = object.__setattr__
-_TIMED_FIELDS = frozenset({"step", "started_at", "duration_s", "attempt", "outcome", "detail"})
 
 
 class ErrorInfo(BaseModel):

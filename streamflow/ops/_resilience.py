@@ -13,10 +13,11 @@ inside ``map_async`` and compose with its timeout, retry and limiter::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from streamflow.errors import CircuitOpen, ConfigError
 from streamflow.events import Event, StepRecord
@@ -115,26 +116,15 @@ def _answered_by(before: Event, after: Event, step: str, label: str, failed: lis
     trace = after.trace
     if len(trace) > len(before.trace) and trace[-1].step == step:
         own = trace[-1]
-        update: dict[str, object] = {}
+        update: dict[str, Any] = {}
         if own.model is None:
             update["model"] = label
         if detail is not None:
             update["detail"] = f"{own.detail}; {detail}" if own.detail else detail
         if not update:
             return after
-        return after.model_copy(update={"trace": [*trace[:-1], own.model_copy(update=update)]})
-    record = StepRecord.model_construct(
-        step=step,
-        started_at=time.time(),
-        duration_s=0.0,
-        attempt=1,
-        outcome="ok" if after.outcome == "ok" else after.outcome,
-        model=label,
-        tokens_in=0,
-        tokens_out=0,
-        cost_usd=0.0,
-        detail=detail,
-    )
+        return after.model_copy(update={"trace": [*trace[:-1], dataclasses.replace(own, **update)]})
+    record = StepRecord.timed(step, time.time(), 0.0, 1, after.outcome, detail, model=label)
     return after.traced(record)
 
 

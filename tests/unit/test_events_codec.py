@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from streamflow.errors import DecodeError, PayloadInvalid, StepFailed
 from streamflow.events import (
@@ -174,14 +174,30 @@ def test_fast_encoding_gives_the_bytes_model_dump_gives() -> None:
 
 
 def test_a_timed_record_equals_a_validated_one() -> None:
-    timed = StepRecord.timed("retrieve", 10.0, 0.5, attempt=3, outcome="review")
+    timed = StepRecord.timed("retrieve", 10.0, 0.5, attempt=3, outcome="review", model="m")
     validated = StepRecord(
-        step="retrieve", started_at=10.0, duration_s=0.5, attempt=3, outcome="review", detail=None
+        step="retrieve", started_at=10.0, duration_s=0.5, attempt=3, outcome="review", model="m"
     )
 
     assert timed == validated
-    assert timed.model_dump() == validated.model_dump()
-    assert timed.model_fields_set == validated.model_fields_set
+    assert vars(timed) == vars(validated)
+    assert dumps(timed) == dumps(validated)
+
+
+def test_a_record_validates_what_it_is_given() -> None:
+    assert StepRecord(step="s", started_at="1.5", duration_s=0).started_at == 1.5  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        StepRecord(step="s", started_at="soon", duration_s=0)  # type: ignore[arg-type]
+
+
+def test_records_from_the_wire_ignore_fields_they_do_not_know() -> None:
+    wire = {
+        "id": "e",
+        "payload": 1,
+        "trace": [{"step": "s", "started_at": 1, "duration_s": 0, "new": 1}],
+    }
+
+    assert decode_event(dumps(wire)).trace == [StepRecord(step="s", started_at=1, duration_s=0)]
 
 
 def test_runtime_state_starts_from_the_declared_defaults() -> None:
