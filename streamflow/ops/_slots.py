@@ -50,9 +50,16 @@ class Slots:
 
     def try_take(self) -> bool:
         """Take a slot if one is free and nobody waits for one; False otherwise."""
-        if self.waiting or self.running >= self.limit():
+        # Twice per event and step: the limit and the count are inlined.
+        running = self.running
+        if self.waiting or running >= (
+            self.most if self.adaptive is None else self.adaptive.limit
+        ):
             return False
-        self._take()
+        running += 1
+        self.running = running
+        if running > self.peak_running:
+            self.peak_running = running
         return True
 
     def _take(self) -> None:
@@ -89,6 +96,8 @@ class Slots:
         """Give a slot back."""
         # A freed slot goes straight to the oldest waiter (FIFO), counted as still taken.
         self.running -= 1
+        if not self.waiting:
+            return
         limit = self.limit()
         while self.waiting and self.running < limit:
             slot = self.waiting.popleft()

@@ -147,7 +147,6 @@ async def run_flow(
 
     def emit(record: Record, ticket: Ticket) -> None:
         report.read += 1
-        report.peak_in_flight = max(report.peak_in_flight, credits.in_use)
         try:
             if first_is_input:
                 key = record.key.decode("utf-8", "replace") if record.key is not None else None
@@ -175,7 +174,7 @@ async def run_flow(
 
     progress_task = None
     if on_progress is not None:
-        progress_task = loop.create_task(_progress(report, on_progress, progress_interval))
+        progress_task = loop.create_task(_progress(report, credits, on_progress, progress_interval))
     with collector_tuned(tune_gc):
         try:
             try:
@@ -205,6 +204,7 @@ async def run_flow(
                 await close()
         finally:
             report.finished = time.perf_counter()
+            report.peak_in_flight = credits.peak_in_use
             report.stopped_early = stop.is_set()
             if progress_task is not None:
                 progress_task.cancel()
@@ -316,8 +316,12 @@ def _stage_hooks(
 
 
 async def _progress(
-    report: RunReport, on_progress: Callable[[RunReport], None], interval: float
+    report: RunReport,
+    credits: CreditWindow,
+    on_progress: Callable[[RunReport], None],
+    interval: float,
 ) -> None:
     while True:
         await asyncio.sleep(interval)
+        report.peak_in_flight = credits.peak_in_use
         on_progress(report)
