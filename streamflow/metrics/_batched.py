@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 
 import numpy as np
 import numpy.typing as npt
@@ -23,31 +24,53 @@ class BatchedDurations:
     :data:`FOLD_AT` values, and before anything is read, the pending values go
     to :meth:`_fold` as one numpy array. Subclasses keep the summary.
 
+    One recording can feed two summaries: with ``feeds``, every fold goes to
+    that one too, and reading it first folds what its feeders hold.
+
     ``add`` takes no lock and may run on one thread while another reads: a
     fold removes exactly the values it took, so a value appended meanwhile
-    waits for the next fold rather than being lost. Folds and reads hold a lock.
+    waits for the next fold rather than being lost. Folds and reads hold a lock
+    (a feeder's before the one it feeds).
+
+    Args:
+        feeds: another summary that receives every value recorded here.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, feeds: BatchedDurations | None = None) -> None:
         self._pending: list[float] = []
         self._lock = threading.Lock()
+        self._feeds = feeds
+        self._feeders: weakref.WeakSet[BatchedDurations] = weakref.WeakSet()
+        if feeds is not None:
+            feeds._feeders.add(self)
 
     def add(self, seconds: float) -> None:
         """Record one duration."""
         pending = self._pending
         pending.append(seconds)
         if len(pending) >= FOLD_AT:
-            with self._lock:
-                self._fold_pending()
+            self.flush()
 
-    def _fold_pending(self) -> None:
-        # Call with the lock held.
-        pending = self._pending
-        taken = len(pending)
-        if taken:
+    def flush(self) -> None:
+        """Fold every value recorded so far."""
+        with self._lock:
+            pending = self._pending
+            taken = len(pending)
+            if not taken:
+                return
             values = np.array(pending[:taken], dtype=np.float64)
             del pending[:taken]
             self._fold(values)
+            if self._feeds is not None:
+                with self._feeds._lock:
+                    self._feeds._fold(values)
+
+    def _folded(self) -> threading.Lock:
+        """Fold everything recorded here and by feeders; returns the lock to read under."""
+        for feeder in list(self._feeders):
+            feeder.flush()
+        self.flush()
+        return self._lock
 
     def _fold(self, values: Durations) -> None:
         raise NotImplementedError

@@ -55,8 +55,7 @@ class StageMetrics(BatchedDurations):
 
     def histogram(self) -> tuple[list[int], float]:
         """The duration histogram: counts per bucket (the last is +Inf) and their sum."""
-        with self._lock:
-            self._fold_pending()
+        with self._folded():
             return [int(count) for count in self._buckets], self._sum
 
 

@@ -30,30 +30,31 @@ class LatencySketch(BatchedDurations):
 
     _GROWTH = math.log(1.02)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, feeds: BatchedDurations | None = None) -> None:
+        super().__init__(feeds)
         self._count = 0
         self._buckets: dict[int, int] = {}
 
     def _fold(self, values: Durations) -> None:
         scaled = np.log(np.maximum(values, _FLOOR)) * _PER_LOG
-        keys, counts = np.unique(np.trunc(scaled).astype(np.int64), return_counts=True)
+        keys = np.trunc(scaled).astype(np.int64)
+        low = int(keys.min())
+        counts = np.bincount(keys - low)
+        used = np.flatnonzero(counts)
         buckets = self._buckets
-        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+        for key, count in zip((used + low).tolist(), counts[used].tolist(), strict=True):
             buckets[key] = buckets.get(key, 0) + count
         self._count += len(values)
 
     @property
     def count(self) -> int:
         """Durations recorded."""
-        with self._lock:
-            self._fold_pending()
+        with self._folded():
             return self._count
 
     def quantile(self, q: float) -> float:
         """Return the ``q`` quantile in seconds (0 when empty)."""
-        with self._lock:
-            self._fold_pending()
+        with self._folded():
             if not self._count:
                 return 0.0
             rank = q * (self._count - 1)

@@ -92,7 +92,10 @@ async def run_flow(
     first_is_input = names[0] == pipeline.stages[0].name
     loop = asyncio.get_running_loop()
     inside: dict[int, Event] = {}
-    sketches = {name: LatencySketch() for name in names}
+    # A stage's durations go to its sketch, which feeds its histogram.
+    sketches = {
+        name: LatencySketch(metrics.stage(name) if metrics is not None else None) for name in names
+    }
     report.stages = sketches
     done: asyncio.Future[None] = loop.create_future()
 
@@ -205,6 +208,8 @@ async def run_flow(
         finally:
             report.finished = time.perf_counter()
             report.peak_in_flight = credits.peak_in_use
+            for sketch in sketches.values():
+                sketch.flush()
             report.stopped_early = stop.is_set()
             if progress_task is not None:
                 progress_task.cancel()
@@ -276,6 +281,7 @@ def _stage_hooks(
 
     def measured(stage: str, event: Event, duration: float, first: int) -> None:
         # Every event, every stage: no allocation unless a step used a model or retried.
+        # The sketch feeds the stage's duration histogram.
         sketches[stage].add(duration)
         failed = event.outcome == "failed"
         if failed:
@@ -293,7 +299,6 @@ def _stage_hooks(
         if metrics is None:
             return
         m = stage_metrics[stage]
-        m.observe(duration)
         if failed:
             m.failed += 1
         elif retried:

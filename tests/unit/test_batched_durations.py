@@ -93,3 +93,17 @@ def test_a_value_added_during_a_fold_waits_for_the_next_one() -> None:
     sketch._pending = []
     sketch.add(0.5)
     assert sketch.count == 3
+
+
+def test_a_sketch_feeds_the_histogram_it_is_given() -> None:
+    metrics = PipelineMetrics(CollectorRegistry(), "p")
+    sketch = LatencySketch(metrics.stage("check"))
+    for value in (0.002, 0.2, 7.0):
+        sketch.add(value)
+
+    counts, total = metrics.stage("check").histogram()  # folds the sketch first
+    assert sum(counts) == 3 and math.isclose(total, 7.202)
+    assert sketch.count == 3  # and the sketch kept its own copy
+    for _ in range(FOLD_AT):
+        sketch.add(0.002)
+    assert sum(metrics.stage("check").histogram()[0]) == FOLD_AT + 3
