@@ -9,7 +9,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from streamflow.errors import DecodeError, PayloadInvalid
-from streamflow.events._model import ErrorInfo, Event
+from streamflow.events._model import ErrorInfo, Event, fresh_event
 
 __all__ = ["decode_event", "decode_input", "dumps", "encode_event", "loads", "stable_id"]
 
@@ -122,7 +122,7 @@ def decode_input(
     payload: Any = raw
     if payload_model is not None:
         payload = _validate_payload(raw, payload_model, event_id)
-    return Event(id=event_id, key=key, payload=payload)
+    return fresh_event(event_id, key, payload)
 
 
 def stable_id(origin: str) -> str:

@@ -52,9 +52,7 @@ class Slots:
         """Take a slot if one is free and nobody waits for one; False otherwise."""
         # Twice per event and step: the limit and the count are inlined.
         running = self.running
-        if self.waiting or running >= (
-            self.most if self.adaptive is None else self.adaptive.limit
-        ):
+        if self.waiting or running >= (self.most if self.adaptive is None else self.adaptive.limit):
             return False
         running += 1
         self.running = running

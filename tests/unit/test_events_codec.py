@@ -18,6 +18,7 @@ from streamflow.events import (
     loads,
     stable_id,
 )
+from streamflow.events._model import fresh_event
 
 
 class Ticket(BaseModel):
@@ -198,6 +199,21 @@ def test_records_from_the_wire_ignore_fields_they_do_not_know() -> None:
     }
 
     assert decode_event(dumps(wire)).trace == [StepRecord(step="s", started_at=1, duration_s=0)]
+
+
+@pytest.mark.parametrize("key", [None, "c-1"])
+def test_an_input_event_equals_a_validated_one(key: str | None) -> None:
+    fresh = fresh_event("t-1", key, {"body": "hi"})
+    validated = Event(id="t-1", key=key, payload={"body": "hi"}, created_at=fresh.created_at)
+
+    assert fresh == validated
+    assert vars(fresh) == vars(validated)
+    assert fresh.model_fields_set == {"id", "key", "payload"}
+    assert fresh.__pydantic_private__ == validated.__pydantic_private__
+    assert fresh.__pydantic_extra__ == validated.__pydantic_extra__
+    assert encode_event(fresh) == encode_event(validated)
+    fresh.trace.append(StepRecord.timed("s", 1.0, 0.0))
+    assert fresh_event("t-2", key, None).trace == []  # no shared defaults
 
 
 def test_runtime_state_starts_from_the_declared_defaults() -> None:
