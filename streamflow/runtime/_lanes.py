@@ -151,27 +151,32 @@ class LaneEngine:
                                 event = await stage.lane(event)
                             continue
                         first = len(event.trace)
-                        t0 = perf()
                         if direct is None:
+                            t0 = perf()
                             event = await stage.lane(event)
+                            end = perf()
                         else:
-                            # What awaiting the lane does, without its coroutine.
+                            # What awaiting the lane does, without its coroutine. The
+                            # step's clock starts with the stage's unless its slot waits.
                             step_slots = direct.slots
+                            t0 = s0 = perf()
                             if not step_slots.try_take():
                                 await step_slots.wait()
+                                s0 = perf()
                             try:
                                 started = time.time()
-                                s0 = perf()
                                 try:
                                     result = await direct.fn(event)
                                 except Exception as exc:
-                                    event = direct.failed(event, exc, started, perf() - s0)
+                                    end = perf()
+                                    event = direct.failed(event, exc, started, end - s0)
                                 else:
-                                    event = direct.done(event, result, started, perf() - s0)
+                                    end = perf()
+                                    event = direct.done(event, result, started, end - s0)
                             finally:
                                 step_slots.release()
                         if measured is not None:
-                            measured(stage.name, event, perf() - t0, first)
+                            measured(stage.name, event, end - t0, first)
                     finally:
                         slots.release()
                 self.deliver(event)

@@ -283,19 +283,25 @@ def _stage_hooks(
         # Every event, every stage: no allocation unless a step used a model or retried.
         # The sketch feeds the stage's duration histogram.
         sketches[stage].add(duration)
+        trace = event.trace
+        if event.outcome != "failed" and len(trace) == first + 1:
+            # The common case: one step, one attempt, no model.
+            record = trace[first]
+            if record.attempt == 1 and record.model is None:
+                if metrics is not None:
+                    stage_metrics[stage].ok += 1
+                return
         failed = event.outcome == "failed"
         if failed:
             event.__pydantic_private__["_failed_in"] = stage  # type: ignore[index]
         retried = False
-        trace = event.trace
-        if len(trace) > first:
-            for record in trace[first:] if len(trace) > first + 1 else (trace[first],):
-                if record.attempt > 1:
-                    retried = True
-                if record.model is not None:
-                    stage_cost[stage] = stage_cost.get(stage, 0.0) + record.cost_usd
-                    if metrics is not None:
-                        metrics.model_usage(stage, record)
+        for record in trace[first:]:
+            if record.attempt > 1:
+                retried = True
+            if record.model is not None:
+                stage_cost[stage] = stage_cost.get(stage, 0.0) + record.cost_usd
+                if metrics is not None:
+                    metrics.model_usage(stage, record)
         if metrics is None:
             return
         m = stage_metrics[stage]
