@@ -7,7 +7,13 @@ credit is returned in one place (the sink) and stages can count what is inside.
 
 from streamflow.ops._adaptive import AdaptiveConcurrency, AdaptiveStatistics
 from streamflow.ops._batch import BatchStatistics, batch_async
-from streamflow.ops._context import Instrumentation, current_stage, instrumentation
+from streamflow.ops._context import (
+    Instrumentation,
+    StagePlace,
+    StageVar,
+    current_stage,
+    instrumentation,
+)
 from streamflow.ops._credit import CreditStatistics, CreditWindow, Ticket
 from streamflow.ops._gate import BoundedChannel, ChannelStatistics, Relay, gate
 from streamflow.ops._map_async import MapStatistics, StepFn, StepLane, map_async, run_step
@@ -69,6 +75,8 @@ __all__ = [
     "Relay",
     "RetryPolicy",
     "Slots",
+    "StagePlace",
+    "StageVar",
     "StepFn",
     "StepLane",
     "Ticket",

@@ -9,7 +9,8 @@ hand-off per step; a lane costs one await.
 
 Workers are long-lived, one per event in flight at most (the window bounds
 them), so a context variable a step sets is seen by the next event that
-worker takes; the runtime sets :data:`current_stage` before every stage.
+worker takes. Each worker points :data:`current_stage` at its own place and
+moves that place from stage to stage.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from streamflow.events import Event
-from streamflow.ops import ChannelStatistics, Lane, Operator, Slots, StepLane, current_stage
+from streamflow.ops import (
+    ChannelStatistics,
+    Lane,
+    Operator,
+    Slots,
+    StagePlace,
+    StepLane,
+    current_stage,
+)
 from streamflow.runtime._pipeline import Stage, StageHooks
 
 __all__ = ["LaneEngine", "has_lanes"]
@@ -127,6 +136,8 @@ class LaneEngine:
         idle = self.idle
         measured = self.hooks.measured
         perf = time.perf_counter
+        place = StagePlace()
+        current_stage.follow(place)
         while True:
             while not queue:
                 if self.finished and not self.inside:
@@ -142,7 +153,7 @@ class LaneEngine:
                     if not slots.try_take():
                         await slots.wait()
                     # Model calls in the step see their stage.
-                    current_stage.set(stage.name)
+                    place.stage = stage.name
                     try:
                         direct = stage.direct
                         if event.outcome != "ok":

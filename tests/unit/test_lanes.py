@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from streamflow import Event, Pipeline, Stage, map_async
 from streamflow.errors import CapacityExceeded, ConfigError, StepFailed, StreamflowError
 from streamflow.events import ticket_of
-from streamflow.ops import Slots, Ticket, current_stage, filter_events, route, tap
+from streamflow.ops import Slots, StagePlace, Ticket, current_stage, filter_events, route, tap
 from streamflow.runtime import run_flow
 from streamflow.transports import IterableSource, JsonlSink, Record
 
@@ -313,3 +313,26 @@ async def test_a_step_that_returns_no_event_fails_only_that_event(tmp_path: Path
     assert [by_id[i].outcome for i in ("t0", "t1", "t2")] == ["ok", "failed", "ok"]
     assert "returned NoneType, expected an Event" in (by_id["t1"].reason or "")
     assert [(r.step, r.outcome) for r in by_id["t1"].trace] == [("sloppy", "failed")]
+
+
+async def test_a_worker_place_moves_with_its_stage_and_set_still_wins() -> None:
+    place = StagePlace()
+
+    async def worker() -> list[str | None]:
+        current_stage.follow(place)
+        seen = [current_stage.get()]
+        place.stage = "classify"
+        seen.append(await asyncio.create_task(_stage_now()))  # a task the step awaits
+        token = current_stage.set("review")
+        seen.append(current_stage.get())
+        current_stage.reset(token)
+        place.stage = "check"
+        seen.append(current_stage.get())
+        return seen
+
+    assert await asyncio.create_task(worker()) == [None, "classify", "review", "check"]
+    assert current_stage.get() is None  # the worker's context was its own
+
+
+async def _stage_now() -> str | None:
+    return current_stage.get()
