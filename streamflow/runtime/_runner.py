@@ -148,6 +148,8 @@ async def run_flow(
                 buffered=functools.partial(_stat, stats, "buffered"),
             )
 
+    input_model, key_field, id_field = pipeline.input_model, pipeline.key_field, pipeline.id_field
+
     def emit(record: Record, ticket: Ticket) -> None:
         report.read += 1
         try:
@@ -155,10 +157,10 @@ async def run_flow(
                 key = record.key.decode("utf-8", "replace") if record.key is not None else None
                 event = decode_input(
                     record.value,
-                    pipeline.input_model,
+                    input_model,
                     origin=record.origin,
-                    key_field=pipeline.key_field,
-                    id_field=pipeline.id_field,
+                    key_field=key_field,
+                    id_field=id_field,
                     key=key,
                 )
             else:
@@ -279,12 +281,15 @@ def _stage_hooks(
     perf = time.perf_counter
     stage_metrics = {name: metrics.stage(name) for name in sketches} if metrics else {}
 
+    add = {name: sketch.add for name, sketch in sketches.items()}
+
     def measured(stage: str, event: Event, duration: float, first: int) -> None:
         # Every event, every stage: no allocation unless a step used a model or retried.
         # The sketch feeds the stage's duration histogram.
-        sketches[stage].add(duration)
-        trace = event.trace
-        if event.outcome != "failed" and len(trace) == first + 1:
+        add[stage](duration)
+        fields = event.__dict__
+        trace = fields["trace"]
+        if fields["outcome"] != "failed" and len(trace) == first + 1:
             # The common case: one step, one attempt, no model.
             record = trace[first]
             if record.attempt == 1 and record.model is None:
