@@ -319,17 +319,17 @@ def _with_record(
     before: Event, after: Event, step: str, started: float, duration: float, attempt: int
 ) -> Event:
     # A step may write its own record (model, tokens, cost); timing is ours to fill.
-    trace = after.trace
     fields = after.__dict__
-    if len(trace) > len(before.trace) and trace[-1].step == step:
+    trace = fields["trace"]
+    if after is not before and len(trace) > len(before.trace) and trace[-1].step == step:
         own = trace[-1].__dict__
         own["started_at"], own["duration_s"], own["attempt"] = started, duration, attempt
     else:
         # The trace list belongs to the event's one path through the flow (fan-out
         # copies it per branch), so the record is appended in place: a copy of
         # the event per step would cost more than the step's own bookkeeping.
-        trace.append(StepRecord.timed(step, started, duration, attempt, after.outcome))
-    fields["attempts"] = before.attempts + attempt
+        trace.append(StepRecord.timed(step, started, duration, attempt, fields["outcome"]))
+    fields["attempts"] = before.__dict__["attempts"] + attempt
     return after
 
 
