@@ -45,18 +45,23 @@ def has_lanes(stages: Sequence[Stage]) -> bool:
 
 
 class _LaneStage:
-    """One stage: its lane and the slots that bound and count the events inside it.
+    """One stage: its lane, and the slots that bound the events inside it.
 
     A stage without a concurrency of its own is bounded by the window, which
-    the source enforces already, so its slots never make an event wait.
+    the source enforces already: it has no slots, only a count of the events
+    inside (two attribute updates per event rather than two calls).
     """
 
-    def __init__(self, stage: Stage, window: int) -> None:
+    def __init__(self, stage: Stage, window: int, hooks: StageHooks) -> None:
         assert stage.op.lane is not None
         self.name = stage.name
         self.op = stage.op
         self.lane: Lane = stage.op.lane()
-        self.slots = Slots(stage.name, stage.concurrency or window, capacity=window)
+        self.window = window
+        self.slots = Slots(stage.name, stage.concurrency, window) if stage.concurrency else None
+        self.inside = 0
+        self.peak_inside = 0
+        self.measured = hooks.meter(stage.name) if hooks.meter is not None else None
         # A direct step's call is awaited in the worker's own frame.
         lane = self.lane
         self.direct = lane if isinstance(lane, StepLane) and lane.direct else None
@@ -65,6 +70,14 @@ class _LaneStage:
         # Waiting to enter the stage, plus waiting for a step's slot inside it.
         inner = sum(_buffered(op) for op in self.op.walk())
         slots = self.slots
+        if slots is None:
+            return ChannelStatistics(
+                buffered=inner,
+                capacity=self.window,
+                inside=self.inside,
+                peak_buffered=0,
+                peak_inside=self.peak_inside,
+            )
         return ChannelStatistics(
             buffered=slots.buffered + inner,
             capacity=slots.capacity,
@@ -99,7 +112,7 @@ class LaneEngine:
         fail: Callable[[Exception], None],
         completed: Callable[[], None],
     ) -> None:
-        self.stages = [_LaneStage(stage, window) for stage in stages]
+        self.stages = [_LaneStage(stage, window, hooks) for stage in stages]
         self.hooks = hooks
         self.deliver = deliver
         self.fail = fail
@@ -134,7 +147,6 @@ class LaneEngine:
         # task per event: a task costs more to make and to finish than its wake-up.
         queue = self.queue
         idle = self.idle
-        measured = self.hooks.measured
         perf = time.perf_counter
         place = StagePlace()
         current_stage.follow(place)
@@ -150,7 +162,12 @@ class LaneEngine:
             try:
                 for stage in self.stages:
                     slots = stage.slots
-                    if not slots.try_take():
+                    if slots is None:
+                        inside = stage.inside + 1
+                        stage.inside = inside
+                        if inside > stage.peak_inside:
+                            stage.peak_inside = inside
+                    elif not slots.try_take():
                         await slots.wait()
                     # Model calls in the step see their stage.
                     place.stage = stage.name
@@ -186,10 +203,13 @@ class LaneEngine:
                                     event = direct.done(event, result, started, end - s0)
                             finally:
                                 step_slots.release()
-                        if measured is not None:
-                            measured(stage.name, event, end - t0, first)
+                        if stage.measured is not None:
+                            stage.measured(event, end - t0, first)
                     finally:
-                        slots.release()
+                        if slots is None:
+                            stage.inside -= 1
+                        else:
+                            slots.release()
                 self.deliver(event)
             except Exception as error:
                 if not self.failed:

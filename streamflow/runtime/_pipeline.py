@@ -54,14 +54,15 @@ class StageHooks:
     Attributes:
         on_enter: (stage, event) as an event enters a stage.
         on_exit: (stage, event) as it leaves.
-        measured: (stage, event, seconds inside, index of its first new trace
-            record) as an active event leaves; engines that time stages
-            themselves call this instead of on_enter/on_exit.
+        meter: makes the measuring function of a stage, called as (event,
+            seconds inside, index of its first new trace record) as an active
+            event leaves; engines that time stages themselves call it instead
+            of on_enter/on_exit.
     """
 
     on_enter: Callable[[str, Event], None] | None = None
     on_exit: Callable[[str, Event], None] | None = None
-    measured: Callable[[str, Event, float, int], None] | None = None
+    meter: Callable[[str], Callable[[Event, float, int], None]] | None = None
 
 
 class Pipeline:

@@ -281,41 +281,45 @@ def _stage_hooks(
     perf = time.perf_counter
     stage_metrics = {name: metrics.stage(name) for name in sketches} if metrics else {}
 
-    add = {name: sketch.add for name, sketch in sketches.items()}
+    def meter(stage: str) -> Callable[[Event, float, int], None]:
+        add = sketches[stage].add  # the sketch feeds the stage's duration histogram
+        m = stage_metrics.get(stage)
 
-    def measured(stage: str, event: Event, duration: float, first: int) -> None:
-        # Every event, every stage: no allocation unless a step used a model or retried.
-        # The sketch feeds the stage's duration histogram.
-        add[stage](duration)
-        fields = event.__dict__
-        trace = fields["trace"]
-        if fields["outcome"] != "failed" and len(trace) == first + 1:
-            # The common case: one step, one attempt, no model.
-            record = trace[first]
-            if record.attempt == 1 and record.model is None:
-                if metrics is not None:
-                    stage_metrics[stage].ok += 1
+        def measured(event: Event, duration: float, first: int) -> None:
+            # Every event, every stage: no allocation unless a step used a model or retried.
+            add(duration)
+            fields = event.__dict__
+            trace = fields["trace"]
+            if fields["outcome"] != "failed" and len(trace) == first + 1:
+                # The common case: one step, one attempt, no model.
+                record = trace[first]
+                if record.attempt == 1 and record.model is None:
+                    if m is not None:
+                        m.ok += 1
+                    return
+            failed = fields["outcome"] == "failed"
+            if failed:
+                event.__pydantic_private__["_failed_in"] = stage  # type: ignore[index]
+            retried = False
+            for record in trace[first:]:
+                if record.attempt > 1:
+                    retried = True
+                if record.model is not None:
+                    stage_cost[stage] = stage_cost.get(stage, 0.0) + record.cost_usd
+                    if metrics is not None:
+                        metrics.model_usage(stage, record)
+            if m is None:
                 return
-        failed = event.outcome == "failed"
-        if failed:
-            event.__pydantic_private__["_failed_in"] = stage  # type: ignore[index]
-        retried = False
-        for record in trace[first:]:
-            if record.attempt > 1:
-                retried = True
-            if record.model is not None:
-                stage_cost[stage] = stage_cost.get(stage, 0.0) + record.cost_usd
-                if metrics is not None:
-                    metrics.model_usage(stage, record)
-        if metrics is None:
-            return
-        m = stage_metrics[stage]
-        if failed:
-            m.failed += 1
-        elif retried:
-            m.retried += 1
-        else:
-            m.ok += 1
+            if failed:
+                m.failed += 1
+            elif retried:
+                m.retried += 1
+            else:
+                m.ok += 1
+
+        return measured
+
+    meters = {name: meter(name) for name in sketches}
 
     # Private attributes are read and written through the private dict: pydantic's
     # __getattr__/__setattr__ for them cost about a microsecond each, per event per stage.
@@ -326,9 +330,9 @@ def _stage_hooks(
     def on_exit(stage: str, event: Event) -> None:
         entered = event.__pydantic_private__["_entered"]  # type: ignore[index]
         if entered is not None:
-            measured(stage, event, perf() - entered[0], entered[1])
+            meters[stage](event, perf() - entered[0], entered[1])
 
-    return StageHooks(on_enter=on_enter, on_exit=on_exit, measured=measured)
+    return StageHooks(on_enter=on_enter, on_exit=on_exit, meter=meters.__getitem__)
 
 
 async def _progress(
