@@ -24,17 +24,18 @@ async def _emit_all(
     lines: Iterable[tuple[bytes, str]], emit: Emit, window: CreditWindow, stop: asyncio.Event
 ) -> int:
     count = 0
+    is_set = stop.is_set
     for value, origin in lines:
-        if stop.is_set():
+        if is_set():
             break
-        if window.available < 1:
+        if window.size - window.in_use < 1:  # inlined: once per record
             await window.wait()
         elif count % _YIELD_EVERY == 0:
             await asyncio.sleep(0)
-        if stop.is_set():
+        if is_set():
             break
         window.take()
-        emit(Record(value=value, origin=origin), Ticket(window))
+        emit(Record(value, origin), Ticket(window))
         count += 1
     return count
 
