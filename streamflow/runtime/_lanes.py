@@ -148,6 +148,8 @@ class LaneEngine:
         queue = self.queue
         idle = self.idle
         perf = time.perf_counter
+        wall = time.time
+        plan = [(s, s.name, s.slots, s.lane, s.direct, s.measured) for s in self.stages]
         place = StagePlace()
         current_stage.follow(place)
         while True:
@@ -160,8 +162,7 @@ class LaneEngine:
             event = queue.popleft()
             self.inside += 1
             try:
-                for stage in self.stages:
-                    slots = stage.slots
+                for stage, name, slots, lane, direct, measured in plan:
                     if slots is None:
                         inside = stage.inside + 1
                         stage.inside = inside
@@ -170,18 +171,18 @@ class LaneEngine:
                     elif not slots.try_take():
                         await slots.wait()
                     # Model calls in the step see their stage.
-                    place.stage = stage.name
+                    place.stage = name
                     try:
-                        direct = stage.direct
-                        if event.outcome != "ok":
+                        fields = event.__dict__
+                        if fields["outcome"] != "ok":
                             # Inactive events skip steps (a tap still sees them).
                             if direct is None:
-                                event = await stage.lane(event)
+                                event = await lane(event)
                             continue
-                        first = len(event.trace)
+                        first = len(fields["trace"])
                         if direct is None:
                             t0 = perf()
-                            event = await stage.lane(event)
+                            event = await lane(event)
                             end = perf()
                         else:
                             # What awaiting the lane does, without its coroutine. The
@@ -192,7 +193,7 @@ class LaneEngine:
                                 await step_slots.wait()
                                 s0 = perf()
                             try:
-                                started = time.time()
+                                started = wall()
                                 try:
                                     result = await direct.fn(event)
                                 except Exception as exc:
@@ -203,8 +204,8 @@ class LaneEngine:
                                     event = direct.done(event, result, started, end - s0)
                             finally:
                                 step_slots.release()
-                        if stage.measured is not None:
-                            stage.measured(event, end - t0, first)
+                        if measured is not None:
+                            measured(event, end - t0, first)
                     finally:
                         if slots is None:
                             stage.inside -= 1
