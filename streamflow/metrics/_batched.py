@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from abc import ABC, abstractmethod
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +17,7 @@ FOLD_AT = 1024
 """Values kept before they are folded (at most ~32 KB per instance)."""
 
 
-class BatchedDurations:
+class BatchedDurations(ABC):
     """A summary of durations that records by appending and folds in bulk.
 
     Every event adds one duration per stage, so :meth:`add` is one list append
@@ -72,5 +73,6 @@ class BatchedDurations:
         self.flush()
         return self._lock
 
+    @abstractmethod
     def _fold(self, values: Durations) -> None:
-        raise NotImplementedError
+        """Add ``values`` to the summary (called with the lock held)."""

@@ -44,9 +44,6 @@ class StageMetrics(BatchedDurations):
         self._buckets = np.zeros(len(_BUCKETS) + 1, dtype=np.int64)
         self._sum = 0.0
 
-    observe = BatchedDurations.add
-    """Record one event's time inside the stage."""
-
     def _fold(self, values: Durations) -> None:
         # An observation equal to a bound counts in that bound's bucket (le).
         where = np.searchsorted(_BOUNDS, values, side="left")

@@ -45,11 +45,10 @@ def has_lanes(stages: Sequence[Stage]) -> bool:
 
 
 class _LaneStage:
-    """One stage: its lane, and the slots that bound the events inside it.
+    """One stage: its lane and the slots that bound and count the events inside it.
 
     A stage without a concurrency of its own is bounded by the window, which
-    the source enforces already: it has no slots, only a count of the events
-    inside (two attribute updates per event rather than two calls).
+    the source enforces already, so its slots never make an event wait.
     """
 
     def __init__(self, stage: Stage, window: int, hooks: StageHooks) -> None:
@@ -57,10 +56,7 @@ class _LaneStage:
         self.name = stage.name
         self.op = stage.op
         self.lane: Lane = stage.op.lane()
-        self.window = window
-        self.slots = Slots(stage.name, stage.concurrency, window) if stage.concurrency else None
-        self.inside = 0
-        self.peak_inside = 0
+        self.slots = Slots(stage.name, stage.concurrency or window, capacity=window)
         self.measured = hooks.meter(stage.name) if hooks.meter is not None else None
         # A direct step's call is awaited in the worker's own frame.
         lane = self.lane
@@ -70,14 +66,6 @@ class _LaneStage:
         # Waiting to enter the stage, plus waiting for a step's slot inside it.
         inner = sum(_buffered(op) for op in self.op.walk())
         slots = self.slots
-        if slots is None:
-            return ChannelStatistics(
-                buffered=inner,
-                capacity=self.window,
-                inside=self.inside,
-                peak_buffered=0,
-                peak_inside=self.peak_inside,
-            )
         return ChannelStatistics(
             buffered=slots.buffered + inner,
             capacity=slots.capacity,
@@ -149,7 +137,7 @@ class LaneEngine:
         idle = self.idle
         perf = time.perf_counter
         wall = time.time
-        plan = [(s, s.name, s.slots, s.lane, s.direct, s.measured) for s in self.stages]
+        plan = [(s.name, s.slots, s.lane, s.direct, s.measured) for s in self.stages]
         place = StagePlace()
         current_stage.follow(place)
         while True:
@@ -162,13 +150,8 @@ class LaneEngine:
             event = queue.popleft()
             self.inside += 1
             try:
-                for stage, name, slots, lane, direct, measured in plan:
-                    if slots is None:
-                        inside = stage.inside + 1
-                        stage.inside = inside
-                        if inside > stage.peak_inside:
-                            stage.peak_inside = inside
-                    elif not slots.try_take():
+                for name, slots, lane, direct, measured in plan:
+                    if not slots.try_take():
                         await slots.wait()
                     # Model calls in the step see their stage.
                     place.stage = name
@@ -207,10 +190,7 @@ class LaneEngine:
                         if measured is not None:
                             measured(event, end - t0, first)
                     finally:
-                        if slots is None:
-                            stage.inside -= 1
-                        else:
-                            slots.release()
+                        slots.release()
                 self.deliver(event)
             except Exception as error:
                 if not self.failed:

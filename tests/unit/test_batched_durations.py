@@ -50,7 +50,7 @@ def test_sketch_folded_in_bulk_matches_value_by_value(values: list[float]) -> No
 def test_histogram_folded_in_bulk_matches_bisect(values: list[float]) -> None:
     stage = StageMetrics()
     for value in values:
-        stage.observe(value)
+        stage.add(value)
     counts, total = stage.histogram()
     expected = [0] * (len(_BUCKETS) + 1)
     for value in values:
@@ -63,7 +63,7 @@ def test_scrape_sees_durations_not_yet_folded() -> None:
     metrics = PipelineMetrics(CollectorRegistry(), "p")
     stage = metrics.stage("classify")
     for _ in range(3):  # far fewer than a fold's worth
-        stage.observe(0.002)
+        stage.add(0.002)
     count = metrics.registry.get_sample_value(
         "streamflow_stage_duration_seconds_count", {"pipeline": "p", "stage": "classify"}
     )
