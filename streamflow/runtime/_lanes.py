@@ -114,6 +114,8 @@ class LaneEngine:
         self.finished = False
         self.failed = False
         self.done = False
+        self.dispatching = False
+        self.disposed = False
 
     def statistics(self, stage: str) -> ChannelStatistics:
         """The bounded-buffer statistics of ``stage``, as a gate reports them."""
@@ -125,10 +127,25 @@ class LaneEngine:
     def push(self, event: Event) -> None:
         """Start ``event`` on its way (the caller holds its credit)."""
         self.queue.append(event)
-        if self.idle:
-            self.idle.pop().set_result(None)
-        elif len(self.workers) < self.window:
+        if not self.dispatching:
+            self.dispatching = True
+            self.loop.call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        # Once per loop turn rather than per event: workers that finish an event
+        # before this runs take the next one from the queue without being woken,
+        # which saves a loop wake-up for most events (~8% of W0's CPU per event).
+        self.dispatching = False
+        if self.disposed:
+            return
+        queue, idle = self.queue, self.idle
+        waiting = len(queue)
+        while waiting and idle:
+            idle.pop().set_result(None)
+            waiting -= 1
+        while waiting and len(self.workers) < self.window:
             self.workers.add(self.loop.create_task(self._work()))
+            waiting -= 1
 
     async def _work(self) -> None:
         # A long-lived worker per event in flight (up to the window) rather than a
@@ -212,6 +229,7 @@ class LaneEngine:
 
     async def dispose(self) -> None:
         """Cancel whatever is still inside and let it unwind (bounded)."""
+        self.disposed = True
         tasks = list(self.workers)
         for task in tasks:
             task.cancel()

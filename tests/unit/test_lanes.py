@@ -336,3 +336,40 @@ async def test_a_worker_place_moves_with_its_stage_and_set_still_wins() -> None:
 
 async def _stage_now() -> str | None:
     return current_stage.get()
+
+
+async def test_workers_are_reused_and_a_disposed_engine_starts_none() -> None:
+    from streamflow.runtime._lanes import LaneEngine
+    from streamflow.runtime._pipeline import StageHooks
+
+    delivered: list[str] = []
+    stages = [Stage("s", map_async(_identity, concurrency=4, name="s"))]
+
+    def engine() -> LaneEngine:
+        return LaneEngine(stages, 8, StageHooks(), lambda e: delivered.append(e.id), _raise, _pass)
+
+    lanes = engine()
+    for i in range(3):
+        lanes.push(Event(id=f"a{i}", payload={}))
+    assert not lanes.workers  # started once per loop turn, not once per push
+    await asyncio.sleep(0.01)
+    assert sorted(delivered) == ["a0", "a1", "a2"] and len(lanes.workers) == 3
+    for i in range(3):
+        lanes.push(Event(id=f"b{i}", payload={}))
+    await asyncio.sleep(0.01)
+    assert len(delivered) == 6 and len(lanes.workers) == 3  # the idle workers took them
+    await lanes.dispose()
+
+    late = engine()
+    late.push(Event(id="late", payload={}))
+    await late.dispose()
+    await asyncio.sleep(0.01)
+    assert not late.workers and len(delivered) == 6
+
+
+def _raise(error: Exception) -> None:
+    raise error
+
+
+def _pass() -> None:
+    pass
