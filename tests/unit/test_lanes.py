@@ -373,3 +373,33 @@ def _raise(error: Exception) -> None:
 
 def _pass() -> None:
     pass
+
+
+async def test_stage_statistics_count_events_inside_and_waiting() -> None:
+    from streamflow.runtime._lanes import LaneEngine
+    from streamflow.runtime._pipeline import StageHooks
+
+    gate = asyncio.Event()
+
+    async def held(event: Event) -> Event:
+        await gate.wait()
+        return event
+
+    stages = [
+        Stage("one", map_async(held, concurrency=2, name="one")),  # the step's slots count it
+        Stage("own", map_async(_identity, concurrency=8, name="own"), concurrency=1),
+    ]
+    delivered: list[Event] = []
+    lanes = LaneEngine(stages, 16, StageHooks(), delivered.append, _raise, _pass)
+    for i in range(5):
+        lanes.push(Event(id=f"e{i}", payload={}))
+    await asyncio.sleep(0.01)
+    one = lanes.statistics("one")
+    assert (one.inside, one.buffered, one.capacity) == (2, 3, 16)
+    gate.set()
+    await asyncio.sleep(0.01)
+    one, own = lanes.statistics("one"), lanes.statistics("own")
+    assert len(delivered) == 5
+    assert (one.inside, one.buffered, one.peak_inside, one.peak_buffered) == (0, 0, 2, 3)
+    assert (own.inside, own.peak_inside) == (0, 1)  # the stage's own bound
+    await lanes.dispose()
