@@ -9,7 +9,9 @@ hand-off per step; a lane costs one await.
 
 Workers are long-lived, one per event in flight at most (the window bounds
 them), so a context variable a step sets is seen by the next event that
-worker takes. Each worker points :data:`current_stage` at its own place and
+worker takes. Pushed events wait in a queue; idle workers are woken for them
+once per loop turn, and a worker that finishes an event first takes the next
+one without a wake-up. Each worker points :data:`current_stage` at its own place and
 moves that place from stage to stage.
 """
 
