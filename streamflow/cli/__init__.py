@@ -10,6 +10,7 @@ import click
 
 from streamflow.cli._load import load_pipeline
 from streamflow.errors import StreamflowError
+from streamflow.runtime import Engine
 
 __all__ = ["cli", "main"]
 
@@ -47,6 +48,14 @@ pipeline_argument = click.argument("pipeline", metavar="PIPELINE")
     metavar="HOST:PORT",
     help="Run the stages as Kafka workers with topics between them.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "lanes", "stream"]),
+    default="auto",
+    show_default=True,
+    help="In one process: lanes run each event as one coroutine, stream runs the composed "
+    "reactivex operators, auto takes lanes when every stage can.",
+)
 def run(
     pipeline: str,
     input_path: str,
@@ -57,6 +66,7 @@ def run(
     window: int | None,
     drain_timeout: float,
     broker: str | None,
+    engine: Engine,
 ) -> None:
     """Run every stage of PIPELINE in this process, from --input to --output.
 
@@ -65,8 +75,10 @@ def run(
     from streamflow.cli._run import run_in_process
 
     loaded = load_pipeline(pipeline)
-    runner = run_in_process
+    runner = functools.partial(run_in_process, engine=engine)
     if broker is not None:
+        if engine != "auto":
+            raise click.UsageError("--engine is for runs in one process; drop it or --broker")
         from streamflow.cli._kafka import run_through_topics
 
         runner = functools.partial(run_through_topics, broker=broker)
