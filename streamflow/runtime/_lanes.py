@@ -114,7 +114,6 @@ class LaneEngine:
         completed: Callable[[], None],
     ) -> None:
         self.stages = [_LaneStage(stage, window, hooks) for stage in stages]
-        self.hooks = hooks
         self.deliver = deliver
         self.fail = fail
         self.completed = completed

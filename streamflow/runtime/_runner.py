@@ -102,7 +102,6 @@ async def run_flow(
     hooks = _stage_hooks(sketches, metrics, report.stage_cost)
     chosen = [pipeline.stage(name) for name in names]
     lanes = _use_lanes(engine, chosen)
-    dead_stage = metrics.stage(names[-1]) if metrics is not None else None
     if metrics is not None:
         instrumentation.model_request = metrics.model_request
         instrumentation.rate_limit_wait = metrics.rate_limit_wait
@@ -167,7 +166,7 @@ async def run_flow(
                 event = decode_event(record.value)
         except EventError as exc:
             report.count("dead_lettered")
-            if dead_stage is not None and metrics is not None:
+            if metrics is not None:
                 metrics.stage("decode").dead_lettered += 1
             sink.reject(record, exc, ticket)
             return
