@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from streamflow.errors import ConfigError, StreamflowError, TransportClosed
 from streamflow.ops import CreditWindow, Ticket
 from streamflow.transports._base import Emit, Record
-from streamflow.transports.kafka._offsets import OffsetTicket, PartitionOffsets
-from streamflow.transports.kafka._routing import Outgoing, RoutingSink
-from streamflow.transports.kafka._source import SourceStatistics
+from streamflow.transports._offsets import OffsetTicket, PartitionOffsets, SourceStatistics
+from streamflow.transports._routing import Outgoing, RoutingSink
 
 __all__ = ["MemoryBroker", "MemoryMessage", "MemorySink", "MemorySource"]
 

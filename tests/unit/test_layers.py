@@ -74,3 +74,19 @@ def test_operators_reach_only_ops_and_events() -> None:
 
 def test_transports_do_not_import_runtime_or_cli() -> None:
     assert _offenders("streamflow/transports", ("streamflow.runtime", "streamflow.cli")) == []
+
+
+def test_importing_streamflow_loads_no_kafka_client() -> None:
+    # The layer rules above read import statements; this checks what actually loads:
+    # only code that asks for the Kafka transport may pay for aiokafka.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, streamflow, streamflow.transports, streamflow.runtime, operators; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiokafka'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "[]"

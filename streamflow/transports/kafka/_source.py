@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -26,8 +25,8 @@ from aiokafka.errors import KafkaError
 from streamflow.errors import TransportBroken, TransportRetriable
 from streamflow.ops import CreditWindow
 from streamflow.transports._base import Emit, Record
+from streamflow.transports._offsets import OffsetTicket, PartitionOffsets, SourceStatistics
 from streamflow.transports.kafka._errors import map_kafka_error
-from streamflow.transports.kafka._offsets import OffsetTicket, PartitionOffsets
 from streamflow.transports.kafka._settings import KafkaSettings
 
 __all__ = ["KafkaSource", "SourceStatistics"]
@@ -56,25 +55,6 @@ _UNHEALTHY_AFTER = 3
 _PROBE_INTERVAL_S = 2.0
 _PROBE_TIMEOUT_S = 5.0
 _STOP_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class SourceStatistics:
-    """A snapshot of a Kafka (or memory) source.
-
-    Attributes:
-        fetched: records emitted.
-        commits: successful offset commits.
-        pauses: partitions paused (count of pause transitions).
-        resumes: partitions resumed.
-        partitions: per ``topic/partition``: (in flight, uncommitted span).
-    """
-
-    fetched: int
-    commits: int
-    pauses: int
-    resumes: int
-    partitions: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -1,15 +1,17 @@
 """Per-partition offset watermark: out-of-order completion, in-order commit.
 
-Pure bookkeeping (no aiokafka), shared by the Kafka and the in-memory transports.
+Pure bookkeeping (no aiokafka), shared by the Kafka and the in-memory transports,
+with the statistics both report.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
 
 from streamflow.ops import CreditWindow, Ticket
 
-__all__ = ["OffsetTicket", "PartitionOffsets"]
+__all__ = ["OffsetTicket", "PartitionOffsets", "SourceStatistics"]
 
 
 class PartitionOffsets:
@@ -81,3 +83,22 @@ class OffsetTicket(Ticket):
         # that partition now and its watermark is no longer ours to move.
         if tracker.live:
             tracker.complete(self._offset)
+
+
+@dataclass(frozen=True)
+class SourceStatistics:
+    """A snapshot of a Kafka (or memory) source.
+
+    Attributes:
+        fetched: records emitted.
+        commits: successful offset commits.
+        pauses: partitions paused (count of pause transitions).
+        resumes: partitions resumed.
+        partitions: per ``topic/partition``: (in flight, uncommitted span).
+    """
+
+    fetched: int
+    commits: int
+    pauses: int
+    resumes: int
+    partitions: dict[str, tuple[int, int]] = field(default_factory=dict)
