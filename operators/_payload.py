@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-__all__ = ["MISSING", "payload_text", "read_field", "to_plain", "write_fields"]
+__all__ = ["MISSING", "payload_text", "read_field", "read_model", "to_plain", "write_fields"]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Missing:
@@ -41,6 +43,21 @@ def read_field(payload: Any, path: str, default: Any = None) -> Any:
         if value is MISSING:
             return default
     return default if value is None else value
+
+
+def read_model(payload: Any, path: str, model: type[M]) -> M | None:
+    """Return the value at ``path`` as a ``model`` (None when it is missing).
+
+    A payload that came through Kafka holds plain dicts where one in a single
+    process may hold the model itself, or another model with the same fields.
+
+    Raises:
+        pydantic.ValidationError: the value does not fit ``model``.
+    """
+    raw = read_field(payload, path)
+    if raw is None or isinstance(raw, model):
+        return raw
+    return model.model_validate(raw.model_dump() if isinstance(raw, BaseModel) else raw)
 
 
 def payload_text(payload: Any, fields: Sequence[str]) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from operators._payload import payload_text, read_field, write_fields
+from operators._payload import payload_text, read_field, read_model, write_fields
 from operators._pii import redact_pii
 from operators._step import fail, park_for_review, step_record
 from operators.generate import DraftAnswer, read_passages
@@ -19,7 +19,7 @@ from streamflow.errors import ConfigError
 from streamflow.events import Event
 from streamflow.ops import Operator, RetryPolicy, map_async
 
-__all__ = ["CheckResult", "check", "redact"]
+__all__ = ["CheckResult", "check", "event_outcome", "redact", "settle_check"]
 
 CheckOutcome = Literal["pass", "review", "fail"]
 
@@ -130,7 +130,7 @@ def check(
                 if counts:
                     updates[name_] = cleaned
                     redactions.update(counts)
-        draft = _read_draft(payload, answer_field)
+        draft = read_model(payload, answer_field, DraftAnswer)
         if draft is None:
             result = CheckResult(outcome="fail", reasons=["no answer to check"])
             return _decide(event, payload, {**updates, field: result}, result)
@@ -176,7 +176,7 @@ def check(
         )
         record = step_record(
             name,
-            outcome=_event_outcome(outcome, on_fail),
+            outcome=event_outcome(outcome, on_fail),
             model=verdict.model,
             tokens_in=verdict.tokens_in,
             tokens_out=verdict.tokens_out,
@@ -195,14 +195,9 @@ def check(
         new_payload = write_fields(payload, updates, into)
         if record is None:
             record = step_record(
-                name, outcome=_event_outcome(result.outcome, on_fail), detail=result.outcome
+                name, outcome=event_outcome(result.outcome, on_fail), detail=result.outcome
             )
-        if result.outcome == "pass":
-            return event.traced(record, payload=new_payload)
-        reason = "; ".join(result.reasons)
-        if result.outcome == "fail" and on_fail == "dead_letter":
-            return fail(event, new_payload, record, name, reason)
-        return park_for_review(event, new_payload, record, reason)
+        return settle_check(event, new_payload, result, record, step=name, on_fail=on_fail)
 
     return map_async(check_answer, concurrency=concurrency, timeout=timeout, retry=retry, name=name)
 
@@ -256,7 +251,8 @@ def redact(
     return map_async(redact_personal_data, concurrency=concurrency, name=name)
 
 
-def _event_outcome(outcome: CheckOutcome, on_fail: str) -> str:
+def event_outcome(outcome: CheckOutcome, on_fail: str) -> str:
+    """The event outcome a check outcome leads to (the trace record's outcome)."""
     if outcome == "pass":
         return "ok"
     if outcome == "fail" and on_fail == "dead_letter":
@@ -264,12 +260,18 @@ def _event_outcome(outcome: CheckOutcome, on_fail: str) -> str:
     return "review"
 
 
-def _read_draft(payload: Any, path: str) -> DraftAnswer | None:
-    raw = read_field(payload, path)
-    if raw is None:
-        return None
-    if isinstance(raw, DraftAnswer):
-        return raw
-    if isinstance(raw, BaseModel):
-        raw = raw.model_dump()
-    return DraftAnswer.model_validate(raw)
+def settle_check(
+    event: Event, payload: Any, result: CheckResult, record: Any, *, step: str, on_fail: str
+) -> Event:
+    """The event after a check step wrote ``result`` into ``payload``.
+
+    A passing answer goes on; a failing one goes to the dead letters when
+    ``on_fail`` says so; anything else waits for a person (review), with the
+    result's reasons.
+    """
+    if result.outcome == "pass":
+        return event.traced(record, payload=payload)
+    reason = "; ".join(result.reasons)
+    if result.outcome == "fail" and on_fail == "dead_letter":
+        return fail(event, payload, record, step, reason)
+    return park_for_review(event, payload, record, reason)

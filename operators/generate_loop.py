@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel
-from reactivex.subject import Subject
 
-from operators._payload import payload_text, read_field, write_fields
-from operators._step import fail, park_for_review, step_record
-from operators.check import CheckOutcome, CheckResult, check
+from operators._payload import payload_text, read_field, read_model, write_fields
+from operators._step import step_record
+from operators.check import CheckOutcome, CheckResult, check, event_outcome, settle_check
 from operators.generate import DraftAnswer, generate, read_passages
 from operators.models._types import AnswerComposer, Judge
 from streamflow.errors import ConfigError
 from streamflow.events import Event
-from streamflow.ops import Operator, map_async
+from streamflow.ops import Lane, Operator, map_async
 
 __all__ = [
     "escalate_by_category",
@@ -105,20 +103,19 @@ def judge_answer(
 
     async def judge_draft(event: Event) -> Event:
         payload = event.payload
-        raw = read_field(payload, answer_field)
-        before = _check_result(read_field(payload, field))
-        if raw is None:
+        draft = read_model(payload, answer_field, DraftAnswer)
+        before = read_model(payload, field, CheckResult)
+        if draft is None:
             result = CheckResult(outcome="fail", reasons=["no answer to judge"])
-            record = step_record(name, outcome=_event_outcome("fail", on_fail), detail="fail")
-            return _decide(event, write_fields(payload, {field: result}, into), result, record)
-        draft = raw if isinstance(raw, DraftAnswer) else DraftAnswer.model_validate(_plain(raw))
+            record = step_record(name, outcome=event_outcome("fail", on_fail), detail="fail")
+            return settle(event, write_fields(payload, {field: result}, into), result, record)
         verdict = await judge.judge(
             draft.text,
             read_passages(payload, passages_field),
             question=payload_text(payload, question_fields),
         )
         said: str = getattr(verdict, "outcome", "pass")
-        outcome = said if said in _STRICTNESS else "review"
+        outcome = cast(CheckOutcome, said) if said in _STRICTNESS else "review"
         reasons = list(verdict.reasons)
         if verdict.groundedness < min_groundedness:
             outcome = "fail"
@@ -127,7 +124,8 @@ def judge_answer(
                 f"judge found the answer not grounded: groundedness "
                 f"{verdict.groundedness:.2f} < {min_groundedness:.2f}",
             )
-        merged: CheckOutcome = _stricter(before.outcome if before else "pass", outcome)
+        # The stricter outcome wins: a judge never passes what the rules doubted.
+        merged = max(before.outcome if before else "pass", outcome, key=_STRICTNESS.__getitem__)
         result = CheckResult(
             outcome=merged,
             reasons=[*(before.reasons if before else []), *(reasons if outcome != "pass" else [])],
@@ -137,22 +135,17 @@ def judge_answer(
         )
         record = step_record(
             name,
-            outcome=_event_outcome(merged, on_fail),
+            outcome=event_outcome(merged, on_fail),
             model=verdict.model,
             tokens_in=verdict.tokens_in,
             tokens_out=verdict.tokens_out,
             cost_usd=verdict.cost_usd,
             detail=f"{said} groundedness={verdict.groundedness:.2f}",
         )
-        return _decide(event, write_fields(payload, {field: result}, into), result, record)
+        return settle(event, write_fields(payload, {field: result}, into), result, record)
 
-    def _decide(event: Event, payload: Any, result: CheckResult, record: Any) -> Event:
-        if result.outcome == "pass":
-            return event.traced(record, payload=payload)
-        reason = "; ".join(result.reasons)
-        if result.outcome == "fail" and on_fail == "dead_letter":
-            return fail(event, payload, record, name, reason)
-        return park_for_review(event, payload, record, reason)
+    def settle(event: Event, payload: object, result: CheckResult, record: object) -> Event:
+        return settle_check(event, payload, result, record, step=name, on_fail=on_fail)
 
     return map_async(judge_draft, concurrency=concurrency, name=name)
 
@@ -209,7 +202,7 @@ def generate_until_checked(
         An Operator for ``reactivex.pipe`` or a Stage.
 
     Raises:
-        ConfigError: no composer or max_rounds < 1.
+        ConfigError: no composer, max_rounds < 1, or a step with no per-event form.
     """
     if not escalate:
         raise ConfigError("generate_until_checked: give at least one composer in escalate=")
@@ -218,13 +211,15 @@ def generate_until_checked(
     ladder = list(escalate)
     make_generate: GenerateStep = generate_step or (lambda c, step: generate(c, name=step))
     make_check: CheckStep = check_step or (lambda step: check(name=step))
-    rounds: list[tuple[list[_OneAtATime], _OneAtATime, _OneAtATime | None]] = []
+    # Each round's steps run per event, awaited inside the loop's own call, so a
+    # timeout of the loop cancels the model call that is under way.
+    rounds: list[tuple[list[Lane], Lane, Lane | None]] = []
     for n in range(1, max_rounds + 1):
         rounds.append(
             (
-                [_OneAtATime(make_generate(c, f"generate#{n}")) for c in ladder],
-                _OneAtATime(make_check(f"check#{n}")),
-                _OneAtATime(judge_step(f"judge#{n}")) if judge_step is not None else None,
+                [_per_event(make_generate(c, f"generate#{n}")) for c in ladder],
+                _per_event(make_check(f"check#{n}")),
+                _per_event(judge_step(f"judge#{n}")) if judge_step is not None else None,
             )
         )
 
@@ -233,12 +228,12 @@ def generate_until_checked(
         current = event
         for n, (generators, checker, judger) in enumerate(rounds, start=1):
             rung = min(max(first + n - 1, 0), len(ladder) - 1)
-            current = await generators[rung].run(current)
+            current = await generators[rung](current)
             if not current.active:
                 return current
-            current = await checker.run(current)
+            current = await checker(current)
             if current.active and judger is not None:
-                current = await judger.run(current)
+                current = await judger(current)
             if current.active:
                 return current
             verdict = read_field(current.payload, f"{check_field}.outcome")
@@ -256,71 +251,10 @@ def generate_until_checked(
     return map_async(draft_until_checked, concurrency=concurrency, timeout=timeout, name=name)
 
 
-class _OneAtATime:
-    """Runs an operator on single events through one long-lived subscription.
-
-    One subscription per event loop (not per event), so the operator keeps its
-    bounded state; results come back by event id, and a second event with an
-    id already inside waits its turn, so results never cross.
-    """
-
-    def __init__(self, op: Operator) -> None:
-        self.op = op
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._subject: Subject[Event] | None = None
-        self._waiting: dict[str, asyncio.Future[Event]] = {}
-
-    def _subscribe(self) -> Subject[Event]:
-        loop = asyncio.get_running_loop()
-        if self._subject is not None and self._loop is loop:
-            return self._subject
-        subject: Subject[Event] = Subject()
-        self._loop, self._subject, self._waiting = loop, subject, {}
-        self.op(subject).subscribe(self._on_next, self._on_error)
-        return subject
-
-    def _on_next(self, event: Event) -> None:
-        future = self._waiting.pop(event.id, None)
-        if future is not None and not future.done():
-            future.set_result(event)
-
-    def _on_error(self, error: Exception) -> None:
-        waiting, self._waiting, self._subject = self._waiting, {}, None
-        for future in waiting.values():
-            if not future.done():
-                future.set_exception(error)
-
-    async def run(self, event: Event) -> Event:
-        subject = self._subscribe()
-        while (busy := self._waiting.get(event.id)) is not None:
-            await asyncio.wait([busy])
-            subject = self._subscribe()
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._waiting[event.id] = future
-        try:
-            subject.on_next(event)
-            return await future
-        finally:
-            if self._waiting.get(event.id) is future:
-                del self._waiting[event.id]
-
-
-def _stricter(a: str, b: str) -> CheckOutcome:
-    worst = a if _STRICTNESS.get(a, 1) >= _STRICTNESS.get(b, 1) else b
-    return "fail" if worst == "fail" else "review" if worst == "review" else "pass"
-
-
-def _event_outcome(outcome: str, on_fail: str) -> str:
-    if outcome == "pass":
-        return "ok"
-    return "failed" if outcome == "fail" and on_fail == "dead_letter" else "review"
-
-
-def _plain(raw: Any) -> Any:
-    return raw.model_dump() if isinstance(raw, BaseModel) else raw
-
-
-def _check_result(raw: Any) -> CheckResult | None:
-    if raw is None or isinstance(raw, CheckResult):
-        return raw
-    return CheckResult.model_validate(_plain(raw))
+def _per_event(op: Operator) -> Lane:
+    if op.lane is None:
+        raise ConfigError(
+            f"generate_until_checked: step '{op.name}' has no per-event form; give an "
+            "unordered step (such as operators.generate, check or judge_answer)"
+        )
+    return op.lane()

@@ -273,3 +273,34 @@ async def test_the_judge_runs_after_the_rules_and_can_only_make_the_outcome_stri
     assert reviewed[0].outcome == "review" and reviewed[0].payload["check"]["outcome"] == "review"
     assert passed[0].outcome == "ok" and passed[0].payload["check"]["judge"] == "stub-judge"
     assert [r.step for r in passed[0].trace] == ["check", "judge"]
+
+
+async def test_a_judge_that_passes_never_lifts_what_an_earlier_check_doubted() -> None:
+    answer = DraftAnswer(text=GROUNDED, citations=["kb-1"], model="cheap")
+    doubted = {"outcome": "review", "reasons": ["a person should read this"]}
+    case = {**_case("billing"), "answer": answer.model_dump(), "check": doubted}
+    (event,) = await _run(judge_answer(StubJudge("pass")), [case])
+    assert event.outcome == "review"
+    assert event.payload["check"]["outcome"] == "review"
+    assert event.payload["check"]["reasons"] == ["a person should read this"]
+
+
+async def test_the_loop_timeout_cancels_the_model_call_under_way() -> None:
+    import asyncio
+
+    cancelled: list[bool] = []
+
+    class SlowComposer(ScriptedComposer):
+        async def compose(self, question: str, **kwargs: Any) -> ComposedAnswer:
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+            return await super().compose(question, **kwargs)
+
+    loop = generate_until_checked(escalate=[SlowComposer("slow", [GROUNDED])], timeout=0.05)
+    (event,) = await _run(loop, [_case("shipping")])
+    assert event.outcome == "failed" and event.error is not None
+    assert event.error.type == "StepTimeout"
+    assert cancelled == [True]  # the call stopped with the loop, not after it
