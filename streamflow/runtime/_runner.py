@@ -90,6 +90,9 @@ async def run_flow(
     stop = stop or asyncio.Event()
     report = RunReport(pipeline.name, size, pipeline.summary_field)
     first_is_input = names[0] == pipeline.stages[0].name
+    # A worker of an inner stage hands ok events on to the next stage's topic;
+    # only an event that leaves the pipeline here is finished (and exported).
+    last_is_output = names[-1] == pipeline.stages[-1].name
     loop = asyncio.get_running_loop()
     inside: dict[int, Event] = {}
     # A stage's durations go to its sketch, which feeds its histogram.
@@ -116,7 +119,7 @@ async def run_flow(
             metrics.stage(private["_failed_in"] or names[-1]).dead_lettered += 1  # type: ignore[index]
         if ticket is not None:
             report.end_to_end.add(time.perf_counter() - ticket.read_at)
-        if spans is not None:
+        if spans is not None and (last_is_output or event.outcome != "ok"):
             spans.export(event)
         sink.write(event)
 

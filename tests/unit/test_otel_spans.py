@@ -60,3 +60,29 @@ def test_spans_are_off_unless_the_environment_asks(monkeypatch: pytest.MonkeyPat
     assert spans_from_env("p") is None
     monkeypatch.setenv("STREAMFLOW_OTEL", "1")
     assert isinstance(spans_from_env("p"), EventSpans)
+
+
+async def test_workers_of_single_stages_export_each_event_once(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans = EventSpans("otel", tracer_provider=provider)
+    pipeline = Pipeline(
+        "otel", [Stage("a", map_async(_answer, name="answer")), Stage("b", map_async(_answer))]
+    )
+    lines = [f'{{"id":"e{i}"}}'.encode() for i in range(5)]
+    between = tmp_path / "a.jsonl"
+    # As the Kafka workers do: one run per stage, the first one's output feeding the second.
+    await run_flow(pipeline, IterableSource(lines), JsonlSink(between), stages=["a"], spans=spans)
+    passed_on = between.read_bytes().splitlines()
+    await run_flow(
+        pipeline,
+        IterableSource(passed_on),
+        JsonlSink(tmp_path / "b.jsonl"),
+        stages=["b"],
+        spans=spans,
+    )
+    roots = [s for s in exporter.get_finished_spans() if s.name == "otel event"]
+    assert sorted(s.attributes["streamflow.event_id"] for s in roots) == [f"e{i}" for i in range(5)]
+    steps = [s.name for s in exporter.get_finished_spans() if s.name != "otel event"]
+    assert sorted(steps) == ["_answer"] * 4 + ["answer"] * 5
