@@ -294,13 +294,20 @@ class _Results:
         return identity, letter.event, letter.dead_at
 
     def _trace(self, event: Event) -> None:
+        # A stage's own steps name it; the records a step writes while it runs (the
+        # rounds of a regenerate loop, say) come just before the step's own record.
         per_stage: dict[str, float] = {}
-        for record in event.trace:
-            stage = self._step_stage.get(record.step)
-            if stage is not None:
+        cost = self.report.stage_cost
+        stage: str | None = None
+        for record in reversed(event.trace):
+            own = self._step_stage.get(record.step)
+            if own is not None:
+                stage = own
                 per_stage[stage] = per_stage.get(stage, 0.0) + record.duration_s
-        for stage, seconds in per_stage.items():
-            self.report.stages[stage].add(seconds)
+            if stage is not None and record.cost_usd:
+                cost[stage] = cost.get(stage, 0.0) + record.cost_usd
+        for name, seconds in per_stage.items():
+            self.report.stages[name].add(seconds)
         self.report.end_to_end.add(max(time.time() - event.created_at, 0.0))
 
 

@@ -223,3 +223,38 @@ def test_topic_and_group_names_follow_the_design() -> None:
         "tickets.dlq",
         "tickets.review",
     ]
+
+
+async def test_results_read_back_from_topics_cost_the_stages_as_the_run_did(
+    tmp_path: Path,
+) -> None:
+    # `run --broker` rebuilds the summary from what reaches the output topics; its
+    # cost per stage must match what the stage hooks counted in one process.
+    from streamflow.events import StepRecord
+    from streamflow.runtime import RunReport
+    from streamflow.runtime._worker import _ResultFiles, _Results
+
+    def priced(step: str, cost: float) -> StepRecord:
+        return StepRecord(step=step, started_at=0.0, duration_s=0.0, model="m", cost_usd=cost)
+
+    async def draft(event: Event) -> Event:
+        # Rounds of its own first (their names are no stage's), then its own record.
+        rounds = [priced("draft#1", 0.25), priced("draft#2", 0.5)]
+        return event.evolve(trace=[*event.trace, *rounds, priced("draft", 0.125)])
+
+    async def review(event: Event) -> Event:
+        return event.traced(priced("review", 1.0))
+
+    pipeline = Pipeline(
+        "costs", [Stage("write", map_async(draft)), Stage("read", map_async(review))]
+    )
+    out = tmp_path / "o.jsonl"
+    report = await run_flow(pipeline, IterableSource(_lines(4)), JsonlSink(out))
+    assert report.stage_cost == {"write": 3.5, "read": 4.0}
+
+    files = _ResultFiles(str(tmp_path / "again.jsonl"), None, None)
+    results = _Results(pipeline, RunReport("costs", window=8), files)
+    for line in out.read_bytes().splitlines():
+        results.add(pipeline.output_topic, line, not_before=0.0)
+    files.close()
+    assert results.report.stage_cost == report.stage_cost
