@@ -1,5 +1,7 @@
 """Runtime: pipelines, stages and the runner that wires source -> stages -> sink."""
 
+from typing import TYPE_CHECKING
+
 from streamflow.runtime._otel import EventSpans
 from streamflow.runtime._pipeline import Pipeline, Stage, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
@@ -38,6 +40,9 @@ __all__ = [
     "run_flow",
     "run_worker",
 ]
+
+if TYPE_CHECKING:  # the same names, typed, without loading aiokafka at run time
+    from streamflow.runtime._worker import produce_input, run_distributed, run_worker
 
 _KAFKA_RUNTIME = frozenset({"produce_input", "run_distributed", "run_worker"})
 
