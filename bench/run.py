@@ -77,51 +77,40 @@ def measure(kind: str, workload: str = "", events: int | None = None) -> dict[st
     raise RuntimeError(f"{kind} {workload} failed:\n{done.stdout}\n{done.stderr}")
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def bench_workload(name: str, repeats: int) -> str:
     """Alternate streamflow and the baseline ``repeats`` times; return the BENCH line."""
-    flows: list[dict[str, Any]] = []
-    hands: list[dict[str, Any]] = []
-    ratios: list[float] = []
-    for i in range(repeats):
-        order = ("streamflow", "handwritten") if i % 2 == 0 else ("handwritten", "streamflow")
-        pair = {kind: measure(kind, name) for kind in order}
-        flow, hand = pair["streamflow"], pair["handwritten"]
-        flows.append(flow)
-        hands.append(hand)
-        ratios.append(flow["eps"] / hand["eps"])
-        for kind in order:
-            r = pair[kind]
-            print(
-                f"  {name} run {i + 1} {kind:<11} eps={r['eps']:>9.0f} p50_ms={r['p50_ms']:7.1f} "
-                f"p99_ms={r['p99_ms']:7.1f} rss_mb={r['rss_mb']:6.1f} events={r['events']}",
-                flush=True,
-            )
-    med = statistics.median
-    ratio = med(ratios)
+    from bench.workloads import paired_runs, summarise, verdict
+
+    def show(i: int, kind: str, r: dict[str, Any]) -> None:
+        print(
+            f"  {name} run {i} {kind:<11} eps={r['eps']:>9.0f} p50_ms={r['p50_ms']:7.1f} "
+            f"p99_ms={r['p99_ms']:7.1f} rss_mb={r['rss_mb']:6.1f} events={r['events']}",
+            flush=True,
+        )
+
+    flows, hands, ratios = paired_runs(repeats, lambda kind: measure(kind, name), show)
+    ratio = statistics.median(ratios)
     target = TARGETS[name]
     print(
-        f"  {name} median: streamflow {med(f['eps'] for f in flows):.0f} ev/s, hand-written "
-        f"{med(h['eps'] for h in hands):.0f} ev/s (hand-written p99 "
-        f"{med(h['p99_ms'] for h in hands):.0f} ms, rss {med(h['rss_mb'] for h in hands):.0f} MB)"
+        f"  {name} median: streamflow {summarise(flows, 'eps'):.0f} ev/s, hand-written "
+        f"{summarise(hands, 'eps'):.0f} ev/s (hand-written p99 "
+        f"{summarise(hands, 'p99_ms'):.0f} ms, rss {summarise(hands, 'rss_mb'):.0f} MB)"
     )
     return (
-        f"BENCH {name} ratio={ratio:.2f} eps={med(f['eps'] for f in flows):.0f} "
-        f"p99_ms={med(f['p99_ms'] for f in flows):.0f} "
-        f"rss_mb={med(f['rss_mb'] for f in flows):.0f} "
-        f"base_eps={med(h['eps'] for h in hands):.0f} "
-        f"base_p99_ms={med(h['p99_ms'] for h in hands):.0f} "
-        f"base_rss_mb={med(h['rss_mb'] for h in hands):.0f} "
-        f"target>={target} {_verdict(ratio >= target)}"
+        f"BENCH {name} ratio={ratio:.2f} eps={summarise(flows, 'eps'):.0f} "
+        f"p99_ms={summarise(flows, 'p99_ms'):.0f} "
+        f"rss_mb={summarise(flows, 'rss_mb'):.0f} "
+        f"base_eps={summarise(hands, 'eps'):.0f} "
+        f"base_p99_ms={summarise(hands, 'p99_ms'):.0f} "
+        f"base_rss_mb={summarise(hands, 'rss_mb'):.0f} "
+        f"target>={target} {verdict(ratio >= target)}"
     )
 
 
 def bench_overload() -> str:
     """Offer 20k then 500k events to a ~20k/s pipeline; return the BENCH line."""
     from bench.overload import OVERLOAD_SIZES
+    from bench.workloads import verdict
 
     small_n, large_n = OVERLOAD_SIZES
     small = measure("overload", events=small_n)
@@ -132,7 +121,7 @@ def bench_overload() -> str:
     return (
         f"BENCH overload rss_ratio={ratio:.2f} rss20k_mb={small['rss_mb']:.0f} "
         f"rss500k_mb={large['rss_mb']:.0f} target<={OVERLOAD_TARGET} "
-        f"{_verdict(ratio <= OVERLOAD_TARGET)}"
+        f"{verdict(ratio <= OVERLOAD_TARGET)}"
     )
 
 

@@ -13,7 +13,16 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["WORKLOADS", "Workload", "input_lines", "make_step", "percentile", "summarise"]
+__all__ = [
+    "WORKLOADS",
+    "Workload",
+    "input_lines",
+    "make_step",
+    "paired_runs",
+    "percentile",
+    "summarise",
+    "verdict",
+]
 
 T = TypeVar("T")
 
@@ -84,3 +93,37 @@ def percentile(values: list[float], q: float) -> float:
 def summarise(results: list[dict[str, Any]], key: str) -> float:
     """Median of ``key`` over repeated runs (the machine is shared and noisy)."""
     return float(statistics.median(r[key] for r in results))
+
+
+def paired_runs(
+    repeats: int,
+    run: Callable[[str], dict[str, Any]],
+    show: Callable[[int, str, dict[str, Any]], None],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[float]]:
+    """Run ``streamflow`` and ``handwritten`` ``repeats`` times, alternating which goes first.
+
+    Args:
+        repeats: pairs to run.
+        run: runs one variant by kind and returns its result (with ``eps``).
+        show: prints one result as (pair number from 1, kind, result).
+
+    Returns:
+        The streamflow results, the baseline results, and each pair's ratio of events/s.
+    """
+    flows: list[dict[str, Any]] = []
+    hands: list[dict[str, Any]] = []
+    ratios: list[float] = []
+    for i in range(repeats):
+        order = ("streamflow", "handwritten") if i % 2 == 0 else ("handwritten", "streamflow")
+        pair = {kind: run(kind) for kind in order}
+        for kind in order:
+            show(i + 1, kind, pair[kind])
+        flows.append(pair["streamflow"])
+        hands.append(pair["handwritten"])
+        ratios.append(pair["streamflow"]["eps"] / pair["handwritten"]["eps"])
+    return flows, hands, ratios
+
+
+def verdict(ok: bool) -> str:
+    """PASS or FAIL, for a BENCH line."""
+    return "PASS" if ok else "FAIL"
