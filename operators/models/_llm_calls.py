@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from operators.models._results import ChatResult, RequestInfo, Usage
-from streamflow.events import dumps
+from operators.models._wire import schema_hint
 from streamflow.ops import RateLimiter, RetryPolicy, instrumentation
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ async def ask_json(
         RateLimited, Unavailable, StepTimeout: retries were spent.
     """
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    schema = dumps(answer_model.model_json_schema()).decode()
+    hint = schema_hint(answer_model)  # the client sends it too: count it in the estimate
 
     async def ask() -> ChatResult[M]:
         return await client.chat(
@@ -161,7 +161,7 @@ async def ask_json(
         ask,
         lambda r: r.usage,
         policy=policy,
-        estimate=policy.estimate(messages, max_tokens) + policy.count_tokens(schema),
+        estimate=policy.estimate(messages, max_tokens) + policy.count_tokens(hint),
     )
     assert result.parsed is not None  # response_model guarantees it or raises
     return result.parsed, result.usage

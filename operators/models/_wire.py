@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -58,13 +59,22 @@ def chat_payload(
     if response_model is not None:
         # json_object mode requires the word JSON in the prompt, and the model
         # needs the schema to answer in the right shape.
-        schema = dumps(response_model.model_json_schema()).decode()
-        hint = f"Answer with one JSON object only, matching this JSON schema: {schema}"
-        payload["messages"] = [{"role": "system", "content": hint}, *chat]
+        payload["messages"] = [{"role": "system", "content": schema_hint(response_model)}, *chat]
         payload["response_format"] = {"type": "json_object"}
     if extra:
         payload.update(extra)
     return payload
+
+
+@functools.cache
+def schema_hint(model: type[BaseModel]) -> str:
+    """The system message that asks for one JSON object shaped as ``model``.
+
+    Built once per model: pydantic does not cache the JSON schema, and making
+    it costs about as much as the rest of a request's preparation.
+    """
+    schema = dumps(model.model_json_schema()).decode()
+    return f"Answer with one JSON object only, matching this JSON schema: {schema}"
 
 
 def json_object(body: bytes) -> dict[str, Any]:
