@@ -38,8 +38,9 @@ class Attempt:
             ...
             return data, attempt.usage(tokens_in, tokens_out)
 
-    An attempt that ends any other way counts as ``error``; a cancelled one
-    (the step's own timeout) as ``timeout``.
+    An attempt that ends any other way, a 2xx whose answer then proves unusable
+    included, counts as ``error``; a cancelled one (the step's own timeout) as
+    ``timeout``.
     """
 
     def __init__(self, client: ModelClient, model: str, path: str) -> None:
@@ -84,6 +85,8 @@ class Attempt:
     ) -> None:
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
             self.status = "timeout"
+        elif exc_type is not None and self.status == "ok":
+            self.status = "error"  # a 2xx whose answer could not be used
         self.client._report(
             RequestInfo(
                 model=self.model,

@@ -15,7 +15,7 @@ from operators.models._http import (
 )
 from operators.models._results import Usage
 from operators.models._wire import chat_tokens, deltas, sse_chunk
-from streamflow.errors import RetriableError, StreamflowError, Unavailable
+from streamflow.errors import RetriableError, Unavailable
 from streamflow.events import dumps
 
 if TYPE_CHECKING:
@@ -129,9 +129,4 @@ class ChatStream:
                         )
             except httpx.HTTPError as exc:
                 raise attempt.unreachable(exc, self._timeout) from exc
-            except StreamflowError:
-                # A stream that went wrong after a 2xx is not an ok request.
-                if attempt.status == "ok":
-                    attempt.status = "error"
-                raise
             self.usage = attempt.usage(attempt.tokens_in, attempt.tokens_out)

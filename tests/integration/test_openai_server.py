@@ -24,7 +24,7 @@ from operators.models.openai import (
     RequestInfo,
 )
 from operators.models.pricing import PriceTable
-from streamflow.errors import RateLimited, StepFailed, StepTimeout, Unavailable
+from streamflow.errors import RateLimited, StepFailed, StepTimeout, StreamflowError, Unavailable
 from streamflow.events import Event, encode_event, loads
 from streamflow.ops import RetryPolicy, run_step
 from streamflow.testing import (
@@ -456,3 +456,17 @@ def test_server_runs_from_the_command_line() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+async def test_a_2xx_whose_body_is_unusable_counts_as_an_error_attempt() -> None:
+    import httpx
+
+    seen: list[RequestInfo] = []
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=b"<html>ok</html>"))
+    client = ModelClient(
+        ModelEndpoint(base_url="http://127.0.0.1:9"), on_request=seen.append, transport=transport
+    )
+    async with client:
+        with pytest.raises(StreamflowError, match="JSON object"):
+            await client.chat("hi", model=MODEL)
+    assert [(i.status, i.http_status) for i in seen] == [("error", 200)]
