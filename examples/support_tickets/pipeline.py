@@ -77,46 +77,55 @@ REPLY_TEMPLATES = {
     ),
 }
 
-pipeline = Pipeline(
-    "support_tickets",
-    input_model=Ticket,
-    key_field="customer_id",
-    summary_field="classification.label",
-    stages=[
-        Stage(
-            "classify",
-            [
-                # Redact first, so neither the review queue nor a model sees personal data.
-                redact(fields=["subject", "body"], into=SupportCase),
-                classify(
-                    examples=DATA / "training.jsonl",
-                    review_below=0.45,
-                    rules={"privacy": ["GDPR", "CCPA", "data processing agreement"]},
-                ),
-            ],
-            concurrency=64,
-        ),
-        Stage("retrieve", retrieve(articles=DATA / "knowledge_base.jsonl", k=3), concurrency=64),
-        Stage(
-            "generate",
-            generate(ExtractiveComposer(templates=REPLY_TEMPLATES, max_sentences=3)),
-            concurrency=64,
-        ),
-        Stage(
-            "check",
-            check(
-                min_groundedness=0.5,
-                banned=["guaranteed", "legal advice"],
-                on_fail="review",
-            ),
-            concurrency=64,
-        ),
-    ],
-)
 
-# With an OpenAI-compatible endpoint configured, the same stages run on models:
+def offline_pipeline() -> Pipeline:
+    """The four steps on their offline defaults: nothing leaves this machine."""
+    return Pipeline(
+        "support_tickets",
+        input_model=Ticket,
+        key_field="customer_id",
+        summary_field="classification.label",
+        stages=[
+            Stage(
+                "classify",
+                [
+                    # Redact first, so neither the review queue nor a model sees personal data.
+                    redact(fields=["subject", "body"], into=SupportCase),
+                    classify(
+                        examples=DATA / "training.jsonl",
+                        review_below=0.45,
+                        rules={"privacy": ["GDPR", "CCPA", "data processing agreement"]},
+                    ),
+                ],
+                concurrency=64,
+            ),
+            Stage(
+                "retrieve", retrieve(articles=DATA / "knowledge_base.jsonl", k=3), concurrency=64
+            ),
+            Stage(
+                "generate",
+                generate(ExtractiveComposer(templates=REPLY_TEMPLATES, max_sentences=3)),
+                concurrency=64,
+            ),
+            Stage(
+                "check",
+                check(
+                    min_groundedness=0.5,
+                    banned=["guaranteed", "legal advice"],
+                    on_fail="review",
+                ),
+                concurrency=64,
+            ),
+        ],
+    )
+
+
+# With an OpenAI-compatible endpoint configured, the same tickets run on models:
 # cheap or strong chat model by category, redrafts on a failed check, shared rate limits.
+# Only the chosen pipeline is built (the offline one trains its classifier when built).
 if os.environ.get("OPENAI_BASE_URL"):
     from llm_pipeline import build_pipeline_from_env
 
     pipeline = build_pipeline_from_env()
+else:
+    pipeline = offline_pipeline()
