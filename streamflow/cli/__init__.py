@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
+from typing import get_args
 
 import click
 
@@ -50,7 +51,7 @@ pipeline_argument = click.argument("pipeline", metavar="PIPELINE")
 )
 @click.option(
     "--engine",
-    type=click.Choice(["auto", "lanes", "stream"]),
+    type=click.Choice(get_args(Engine)),
     default="auto",
     show_default=True,
     help="In one process: lanes run each event as one coroutine, stream runs the composed "

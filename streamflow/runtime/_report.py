@@ -16,7 +16,8 @@ from streamflow.metrics import BatchedDurations, Durations
 
 __all__ = ["LatencySketch", "RunReport", "lookup_field"]
 
-_PER_LOG = 1 / math.log(1.02)
+_GROWTH = math.log(1.02)
+_PER_LOG = 1 / _GROWTH
 _FLOOR = 1e-7
 
 
@@ -27,8 +28,6 @@ class LatencySketch(BatchedDurations):
     below 0.1 µs counts as 0.1 µs. Durations are folded into the buckets in
     bulk (see :class:`~streamflow.metrics.BatchedDurations`).
     """
-
-    _GROWTH = math.log(1.02)
 
     def __init__(self, feeds: BatchedDurations | None = None) -> None:
         super().__init__(feeds)
@@ -62,8 +61,8 @@ class LatencySketch(BatchedDurations):
             for bucket in sorted(self._buckets):
                 seen += self._buckets[bucket]
                 if seen > rank:
-                    return math.exp((bucket + 0.5) * self._GROWTH)
-            return math.exp((max(self._buckets) + 0.5) * self._GROWTH)
+                    return math.exp((bucket + 0.5) * _GROWTH)
+            return math.exp((max(self._buckets) + 0.5) * _GROWTH)
 
 
 @dataclass
