@@ -105,12 +105,7 @@ async def describe_topics(
         await consumer.start()
         all_tps: list[TopicPartition] = []
         for topic in topics:
-            parts = consumer.partitions_for_topic(topic)
-            if parts is None:
-                with contextlib.suppress(KafkaError):
-                    await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic)
-            numbers = sorted(parts or ())
+            numbers = sorted(await _partitions(consumer, topic, wait=0.0))
             result[topic] = {"partitions": len(numbers), "end_offsets": {}, "committed": {}}
             all_tps.extend(TopicPartition(topic, p) for p in numbers)
         ends = await _end_offsets(consumer, all_tps) if all_tps else {}
@@ -274,7 +269,11 @@ async def consume_events(
         if group is None:
             tps: list[TopicPartition] = []
             for topic in topics:
-                parts = await _partitions(consumer, topic)
+                parts = await _partitions(consumer, topic, wait=_TOPIC_WAIT_S)
+                if not parts:
+                    raise ConfigError(
+                        f"topic {topic!r} does not exist; create it with `streamflow topics create`"
+                    )
                 tps.extend(TopicPartition(topic, p) for p in sorted(parts))
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
@@ -301,21 +300,18 @@ async def consume_events(
             await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    """The partitions of ``topic``, waiting briefly for a topic that is being created.
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, *, wait: float) -> set[int]:
+    """The partitions of ``topic``; none when it still has none after ``wait`` seconds.
 
-    Reading without a group assigns partitions once, so a topic that does not
-    exist yet would be read as empty forever; better to wait, then say so.
+    The metadata is refreshed at least once. Reading without a group assigns
+    partitions once, so a topic that is being created is worth waiting for.
     """
-    deadline = time.monotonic() + _TOPIC_WAIT_S
+    deadline = time.monotonic() + wait
     while True:
         parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return set(parts)
-        if time.monotonic() >= deadline:
-            raise ConfigError(
-                f"topic {topic!r} does not exist; create it with `streamflow topics create`"
-            )
-        await consumer._client.force_metadata_update()
-        if not consumer.partitions_for_topic(topic):
-            await asyncio.sleep(0.25)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic)
+        if parts or time.monotonic() >= deadline:
+            return set(parts or ())
+        await asyncio.sleep(0.25)

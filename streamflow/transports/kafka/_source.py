@@ -20,7 +20,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streamflow.errors import TransportBroken, TransportRetriable
 from streamflow.ops import CreditWindow
@@ -136,8 +136,14 @@ class KafkaSource:
         loop = asyncio.get_running_loop()
         while self._consumer is not None and not self._closed:
             consumer = self._consumer
+            # Metadata of the subscribed topic only (consumer.topics() would fetch every
+            # topic of the cluster); aiokafka answers False when no broker replied.
             try:
-                await asyncio.wait_for(consumer.topics(), _PROBE_TIMEOUT_S)
+                refreshed = await asyncio.wait_for(
+                    consumer._client.force_metadata_update(), _PROBE_TIMEOUT_S
+                )
+                if not refreshed:
+                    raise KafkaConnectionError("no broker answered a metadata request")
             except (KafkaError, OSError, TimeoutError) as exc:
                 self._unreachable = map_kafka_error(exc, topic=self.topic).message
             else:
