@@ -13,6 +13,7 @@ from streamflow.testing.openai_server import (
     count_tokens,
     hashed_embedding,
     open_openai_server,
+    peak_in_window,
     serve_openai_in_thread,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "hashed_embedding",
     "open_openai_server",
     "parse_marbles",
+    "peak_in_window",
     "run_marbles",
     "serve_openai_in_thread",
 ]

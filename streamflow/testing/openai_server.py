@@ -65,8 +65,31 @@ __all__ = [
     "hashed_embedding",
     "main",
     "open_openai_server",
+    "peak_in_window",
     "serve_openai_in_thread",
 ]
+
+
+def peak_in_window(
+    requests: Sequence[ServedRequest],
+    window_s: float,
+    weight: Callable[[ServedRequest], float] | None = None,
+) -> float:
+    """The most requests (or, with ``weight``, the most weight) started within any ``window_s``.
+
+    What a rate limit of so many requests or tokens per window must never let through.
+    """
+    rows = sorted(requests, key=lambda r: r.started_at)
+    best = total = 0.0
+    lo = 0
+    for row in rows:
+        total += weight(row) if weight is not None else 1
+        while row.started_at - rows[lo].started_at >= window_s:
+            total -= weight(rows[lo]) if weight is not None else 1
+            lo += 1
+        best = max(best, total)
+    return best
+
 
 Latency = float | Callable[[dict[str, Any]], float]
 ReplyFn = Callable[[dict[str, Any]], str]
@@ -262,13 +285,8 @@ class OpenAIServer:
         Returns:
             Requests per second in the busiest window (0.0 when none were made).
         """
-        starts = sorted(r.started_at for r in self.requests if path is None or r.path == path)
-        best, lo = 0, 0
-        for hi, at in enumerate(starts):
-            while at - starts[lo] >= window_s:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best / window_s
+        chosen = [r for r in self.requests if path is None or r.path == path]
+        return peak_in_window(chosen, window_s) / window_s
 
     async def wait_for(
         self, predicate: Callable[[list[ServedRequest]], bool], *, timeout: float = 5.0
