@@ -169,7 +169,7 @@ async def test_chat_composer_streams_cites_and_passes_feedback(
     assert "[kb-1] Refunds" in prompt[1]["content"] and "failed review" in prompt[1]["content"]
 
 
-async def test_llm_judge_fail_reports_no_groundedness_so_check_fails_the_answer(
+async def test_an_llm_judge_fail_verdict_reports_zero_groundedness_and_its_reasons(
     server: OpenAIServer, client: ModelClient
 ) -> None:
     server.reply = _answer(
