@@ -5,7 +5,14 @@ lets inactive events (failed, filtered, parked for review) pass untouched, so
 credit is returned in one place (the sink) and stages can count what is inside.
 """
 
-from streamflow.ops._adaptive import AdaptiveConcurrency, AdaptiveStatistics
+from streamflow.flow import (
+    AdaptiveConcurrency,
+    AdaptiveStatistics,
+    CreditStatistics,
+    CreditWindow,
+    Slots,
+    Ticket,
+)
 from streamflow.ops._batch import BatchStatistics, batch_async
 from streamflow.ops._context import (
     Instrumentation,
@@ -14,7 +21,6 @@ from streamflow.ops._context import (
     current_stage,
     instrumentation,
 )
-from streamflow.ops._credit import CreditStatistics, CreditWindow, Ticket
 from streamflow.ops._gate import BoundedChannel, ChannelStatistics, Relay, gate
 from streamflow.ops._map_async import MapStatistics, StepFn, StepLane, map_async, run_step
 from streamflow.ops._operator import (
@@ -46,7 +52,6 @@ from streamflow.ops._resilience import (
 from streamflow.ops._retry import RetryPolicy
 from streamflow.ops._route import route
 from streamflow.ops._simple import filter_events, tap
-from streamflow.ops._slots import Slots
 
 branch = route
 filter = filter_events

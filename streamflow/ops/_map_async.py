@@ -19,11 +19,11 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from streamflow.errors import CapacityExceeded, ConfigError, StepFailed, StepTimeout
 from streamflow.events import Event, StepRecord
-from streamflow.ops._adaptive import AdaptiveConcurrency
+from streamflow.flow._adaptive import AdaptiveConcurrency
+from streamflow.flow._slots import Slots
 from streamflow.ops._operator import Lane, Operator, Ordering
 from streamflow.ops._rate_limit import Permit, RateLimiter
 from streamflow.ops._retry import RetryPolicy
-from streamflow.ops._slots import Slots
 
 __all__ = ["MapStatistics", "StepFn", "StepLane", "map_async", "run_step"]
 

@@ -40,7 +40,7 @@ from streamflow.events import (
     encode_event,
     loads,
 )
-from streamflow.ops import Ticket
+from streamflow.flow import Ticket
 from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime._runner import run_flow
 from streamflow.transports import IterableSource, Record, side_paths

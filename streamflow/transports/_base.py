@@ -9,7 +9,7 @@ from typing import Protocol
 
 from streamflow.errors import StreamflowError
 from streamflow.events import Event
-from streamflow.ops import CreditWindow, Ticket
+from streamflow.flow import CreditWindow, Ticket
 
 __all__ = ["Emit", "Record", "Sink", "Source"]
 

@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from streamflow.errors import ConfigError, StreamflowError
 from streamflow.events import DeadLetter, ErrorInfo, Event, dumps, encode_event, ticket_of
-from streamflow.ops import CreditWindow, Ticket
+from streamflow.flow import CreditWindow, Ticket
 from streamflow.transports._base import Emit, Record
 
 __all__ = ["IterableSource", "JsonlFileSource", "JsonlSink", "StdinSource", "side_paths"]

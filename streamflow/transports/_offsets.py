@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from streamflow.ops import CreditWindow, Ticket
+from streamflow.flow import CreditWindow, Ticket
 
 __all__ = ["OffsetTicket", "PartitionOffsets", "SourceStatistics"]
 

@@ -9,7 +9,7 @@ from typing import Self
 
 from streamflow.errors import StreamflowError
 from streamflow.events import DeadLetter, ErrorInfo, Event, dumps, encode_event, ticket_of
-from streamflow.ops import Ticket
+from streamflow.flow import Ticket
 from streamflow.transports._base import Record
 
 __all__ = [

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streamflow.errors import ConfigError, StreamflowError, TransportClosed
-from streamflow.ops import CreditWindow, Ticket
+from streamflow.flow import CreditWindow, Ticket
 from streamflow.transports._base import Emit, Record
 from streamflow.transports._offsets import OffsetTicket, PartitionOffsets, SourceStatistics
 from streamflow.transports._routing import Outgoing, RoutingSink

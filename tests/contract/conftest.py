@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from streamflow.ops import CreditWindow, Ticket
+from streamflow.flow import CreditWindow, Ticket
 from streamflow.transports import Record
 
 

@@ -11,7 +11,7 @@ from conftest import Harness, collect, read_topic
 from streamflow import Pipeline, Stage, map_async
 from streamflow.errors import StepFailed
 from streamflow.events import DeadLetter, Event, decode_event, decode_input, dumps, loads, stable_id
-from streamflow.ops import CreditWindow
+from streamflow.flow import CreditWindow
 from streamflow.runtime import run_flow
 
 

@@ -91,3 +91,19 @@ def test_importing_streamflow_loads_no_kafka_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_flow_control_sits_below_ops_and_transports() -> None:
+    forbidden = (
+        "streamflow.ops",
+        "streamflow.transports",
+        "streamflow.runtime",
+        "streamflow.metrics",
+        "streamflow.events",
+        "reactivex",
+    )
+    assert _offenders("streamflow/flow", forbidden) == []
+
+
+def test_transports_take_flow_control_from_the_flow_layer() -> None:
+    assert _offenders("streamflow/transports", ("streamflow.ops",)) == []

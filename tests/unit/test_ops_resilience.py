@@ -10,8 +10,8 @@ from reactivex.subject import Subject
 
 from streamflow.errors import CircuitOpen, ConfigError, RateLimited, RetriableError, Unavailable
 from streamflow.events import Event, StepRecord
+from streamflow.flow._adaptive import AdaptiveConcurrency
 from streamflow.ops import RetryPolicy, map_async
-from streamflow.ops._adaptive import AdaptiveConcurrency
 from streamflow.ops._resilience import CircuitBreaker, circuit_breaker, fallback
 from streamflow.testing.marbles import run_marbles
 

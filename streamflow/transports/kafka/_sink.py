@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streamflow.errors import TransportClosed, TransportRetriable
-from streamflow.ops import Ticket
+from streamflow.flow import Ticket
 from streamflow.transports._routing import Outgoing, RoutingSink
 from streamflow.transports.kafka._errors import map_kafka_error
 from streamflow.transports.kafka._settings import KafkaSettings

@@ -23,7 +23,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streamflow.errors import TransportBroken, TransportRetriable
-from streamflow.ops import CreditWindow
+from streamflow.flow import CreditWindow
 from streamflow.transports._base import Emit, Record
 from streamflow.transports._offsets import OffsetTicket, PartitionOffsets, SourceStatistics
 from streamflow.transports.kafka._errors import map_kafka_error

@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 
 from streamflow.errors import CapacityExceeded
-from streamflow.ops._adaptive import AdaptiveConcurrency
+from streamflow.flow._adaptive import AdaptiveConcurrency
 
 __all__ = ["Slots"]
 
