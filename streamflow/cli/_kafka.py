@@ -18,7 +18,7 @@ from streamflow.cli._console import print_summary, progress_bar, stderr
 from streamflow.cli._load import load_pipeline
 from streamflow.cli._run import stop_on_signals
 from streamflow.errors import ConfigError, EventError, StreamflowError
-from streamflow.events import DeadLetter, Event, encode_event, loads
+from streamflow.events import DeadLetter, Event, loads
 from streamflow.runtime import Pipeline, RunReport
 from streamflow.transports import side_paths
 
@@ -382,6 +382,36 @@ def replay_plan(
     return plan, counts
 
 
+async def _send_events(
+    settings: KafkaSettings, pipeline: Pipeline, topic: str, events: list[Event]
+) -> None:
+    """Produce ``events`` to ``topic`` as streamflow events (with the event header).
+
+    Raises:
+        StreamflowError: the broker did not acknowledge every event.
+    """
+    from streamflow.transports.kafka import KafkaSink
+
+    sink = KafkaSink(
+        settings,
+        output_topic=topic,
+        dlq_topic=pipeline.dlq_topic,
+        review_topic=pipeline.review_topic,
+        stage="replay",
+        limits=pipeline.limits,
+    )
+    await sink.start()
+    try:
+        for event in events:
+            sink.write(event)
+        await sink.flush()
+        ok, reason = sink.healthy()
+        if not ok:
+            raise StreamflowError(f"replaying to {topic} failed: {reason}")
+    finally:
+        await sink.aclose()
+
+
 @dlq.command("replay")
 @pipeline_argument
 @broker_option
@@ -396,7 +426,7 @@ def replay_plan(
 def dlq_replay(pipeline: str, broker: str | None, stage: str | None, idle_timeout: float) -> None:
     """Send PIPELINE's dead letters back to the input topic of the stage that failed them."""
     settings = settings_for(broker)
-    from streamflow.transports.kafka import consume_events, produce_lines
+    from streamflow.transports.kafka import consume_events
 
     loaded = load_pipeline(pipeline)
     if stage is not None:
@@ -414,11 +444,11 @@ def dlq_replay(pipeline: str, broker: str | None, stage: str | None, idle_timeou
             )
         ]
         plan, counts = replay_plan(loaded, letters, stage=stage)
-        by_topic: dict[str, list[bytes]] = {}
+        by_topic: dict[str, list[Event]] = {}
         for topic, event in plan:
-            by_topic.setdefault(topic, []).append(encode_event(event))
-        for topic, values in by_topic.items():
-            await produce_lines(settings, topic, values, key_field="key")
+            by_topic.setdefault(topic, []).append(event)
+        for topic, events in by_topic.items():
+            await _send_events(settings, loaded, topic, events)
         counts["read"] = len(letters)
         return counts
 

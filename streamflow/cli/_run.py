@@ -60,7 +60,7 @@ async def run_in_process(
         file_source = JsonlFileSource(Path(input_path))
         total = file_source.count_lines()
         source = file_source
-    sink = JsonlSink(output_path, dlq=dlq_path)
+    sink = JsonlSink(output_path, dlq=dlq_path, limits=pipeline.limits)
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry, pipeline.name)
     stop = asyncio.Event()

@@ -12,7 +12,7 @@ from typing import Literal
 
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
-from streamflow.errors import ConfigError, EventError, StreamflowError
+from streamflow.errors import ConfigError, DecodeError, EventError, StreamflowError
 from streamflow.events import Event, decode_event, decode_input
 from streamflow.metrics import PipelineMetrics
 from streamflow.ops import ChannelStatistics, CreditWindow, Relay, Ticket, instrumentation
@@ -21,7 +21,7 @@ from streamflow.runtime._lanes import LaneEngine, has_lanes
 from streamflow.runtime._otel import EventSpans, spans_from_env
 from streamflow.runtime._pipeline import Pipeline, Stage, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
-from streamflow.transports import Record, Sink, Source
+from streamflow.transports import Record, Sink, Source, has_event_header
 
 __all__ = ["run_flow"]
 
@@ -113,15 +113,17 @@ async def run_flow(
         private = event.__pydantic_private__
         ticket = private["_ticket"]  # type: ignore[index]
         inside.pop(id(ticket), None)
-        outcome = "dead_lettered" if event.outcome == "failed" else event.outcome
-        report.count(outcome, event)
-        if event.outcome == "failed" and metrics is not None:
-            metrics.stage(private["_failed_in"] or names[-1]).dead_lettered += 1  # type: ignore[index]
         if ticket is not None:
             report.end_to_end.add(time.perf_counter() - ticket.read_at)
         if spans is not None and (last_is_output or event.outcome != "ok"):
             spans.export(event)
-        sink.write(event)
+        # Counted where the sink put it: an event that cannot be written is a
+        # dead letter, whatever its outcome said.
+        written = sink.write(event)
+        outcome = written or ("dead_lettered" if event.outcome == "failed" else event.outcome)
+        report.count(outcome, event)
+        if outcome == "dead_lettered" and metrics is not None:
+            metrics.stage(private["_failed_in"] or names[-1]).dead_lettered += 1  # type: ignore[index]
 
     def fail(error: Exception) -> None:
         log.error("pipeline %s stopped on a fatal error: %r", pipeline.name, error)
@@ -151,11 +153,20 @@ async def run_flow(
             )
 
     input_model, key_field, id_field = pipeline.input_model, pipeline.key_field, pipeline.id_field
+    limits = pipeline.limits
 
     def emit(record: Record, ticket: Ticket) -> None:
         report.read += 1
         try:
-            if first_is_input:
+            if record.headers and has_event_header(record.headers):
+                # An event streamflow wrote (a review decision, a replay, the
+                # previous stage). Entering at the first stage it runs every stage
+                # like a new input, whatever its envelope claims.
+                event = decode_event(record.value, limits=limits, origin=record.origin)
+                if first_is_input:
+                    event.outcome, event.error, event.reason = "ok", None, None
+            elif first_is_input:
+                # Input is always input: a record shaped like an event is a payload.
                 key = record.key.decode("utf-8", "replace") if record.key is not None else None
                 event = decode_input(
                     record.value,
@@ -164,9 +175,13 @@ async def run_flow(
                     key_field=key_field,
                     id_field=id_field,
                     key=key,
+                    limits=limits,
                 )
             else:
-                event = decode_event(record.value)
+                raise DecodeError(
+                    f"record {record.origin} is not a streamflow event (no event header): "
+                    "only the pipeline's stages write this topic"
+                )
         except EventError as exc:
             report.count("dead_lettered")
             if metrics is not None:

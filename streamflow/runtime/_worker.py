@@ -19,7 +19,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from streamflow.errors import ConfigError, EventError
+from streamflow.errors import ConfigError, EventError, TransportBroken
 from streamflow.events import DeadLetter, Event, decode_event, loads
 from streamflow.metrics import CollectorRegistry, PipelineMetrics, open_metrics_server
 from streamflow.runtime._pipeline import Pipeline
@@ -40,6 +40,9 @@ __all__ = ["produce_input", "run_distributed", "run_worker"]
 log = logging.getLogger("streamflow.runtime")
 
 _HEALTH_INTERVAL = 0.5
+# With events inside and none acknowledged for this long, the worker says on
+# /healthz that it makes no progress (steps time out well before this).
+_STALL_SECONDS = 120.0
 # Once the input is all produced and every stage has committed everything it
 # read, this long without a new result means the rest was filtered or merged.
 _QUIET_SECONDS = 2.0
@@ -61,8 +64,11 @@ class _StageWorker:
             dlq_topic=pipeline.dlq_topic,
             review_topic=pipeline.review_topic,
             stage=stage,
+            limits=pipeline.limits,
         )
         self.report: RunReport | None = None
+        self.stall_seconds = _STALL_SECONDS
+        self._progress = (-1, time.monotonic())
 
     def healthy(self) -> tuple[bool, str]:
         for part, (ok, reason) in (
@@ -71,7 +77,49 @@ class _StageWorker:
         ):
             if not ok:
                 return False, f"stage {self.stage} {part}: {reason}"
+        stalled = self._stalled()
+        if stalled is not None:
+            return False, f"stage {self.stage}: {stalled}"
         return True, f"stage {self.stage} ok"
+
+    def _stalled(self) -> str | None:
+        """Say so when events are inside and none was acknowledged for ``stall_seconds``."""
+        done = sum(self.sink.acknowledged.values()) + self.sink.written["filtered"]
+        now = time.monotonic()
+        last, since = self._progress
+        if done != last:
+            self._progress = (done, now)
+            return None
+        inside = self.source.statistics().partitions.values()
+        in_flight = sum(count for count, _ in inside)
+        if in_flight and now - since > self.stall_seconds:
+            return f"no progress for {now - since:.0f}s with {in_flight} event(s) inside"
+        return None
+
+    def settle_report(self, report: RunReport) -> None:
+        """Make ``report`` say what the broker acknowledged, and fail it if writes were lost.
+
+        The runner counts an event when it hands it to the sink; only the broker's
+        acknowledgement makes it written. A sink that broke (or left writes
+        unacknowledged) means the worker made no progress on those events: they
+        stay uncommitted and are counted as ``unwritten``, and the report carries
+        the error so the worker exits non-zero.
+        """
+        acknowledged = self.sink.acknowledged
+        handed = sum(report.outcomes.get(k, 0) for k in acknowledged)
+        for outcome, count in acknowledged.items():
+            if count or outcome in report.outcomes:
+                report.outcomes[outcome] = count
+        unwritten = handed - sum(acknowledged.values())
+        if unwritten > 0:
+            report.outcomes["unwritten"] = unwritten
+        broken = self.sink.broken
+        if report.error is None and (broken is not None or unwritten > 0):
+            report.error = TransportBroken(
+                f"stage {self.stage} could not write {max(unwritten, 0)} event(s): "
+                f"{broken or 'not acknowledged before shutdown'}",
+                stage=self.stage,
+            )
 
     def settled(self) -> bool:
         """True when the group committed everything there is to read on every partition."""
@@ -103,6 +151,7 @@ class _StageWorker:
                 on_progress=keep,
                 progress_interval=0.5,
             )
+            self.settle_report(report)
         finally:
             # run_flow commits through source.aclose() after its final flush; these
             # cover the paths where it never got that far (both are idempotent).

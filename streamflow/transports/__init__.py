@@ -8,9 +8,11 @@ from streamflow.transports._files import (
     StdinSource,
     side_paths,
 )
+from streamflow.transports._routing import EVENT_HEADER, has_event_header
 from streamflow.transports.memory import MemoryBroker, MemoryMessage, MemorySink, MemorySource
 
 __all__ = [
+    "EVENT_HEADER",
     "Emit",
     "IterableSource",
     "JsonlFileSource",
@@ -23,5 +25,6 @@ __all__ = [
     "Sink",
     "Source",
     "StdinSource",
+    "has_event_header",
     "side_paths",
 ]

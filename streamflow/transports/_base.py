@@ -56,8 +56,14 @@ class Source(Protocol):
 class Sink(Protocol):
     """Writes finished events; releases each event's ticket once the write is durable."""
 
-    def write(self, event: Event) -> None:
-        """Write ``event`` where its outcome says (output, review, dead letters)."""
+    def write(self, event: Event) -> str | None:
+        """Write ``event`` where its outcome says (output, review, dead letters).
+
+        Returns:
+            Where it went (``ok``, ``review``, ``dead_lettered``, ``filtered``) when
+            that differs from the event's outcome (an event that cannot be written
+            is dead-lettered); None means as its outcome says.
+        """
         ...
 
     def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
