@@ -19,7 +19,7 @@ from streamflow.cli._load import load_pipeline
 from streamflow.cli._run import stop_on_signals
 from streamflow.errors import ConfigError, EventError, StreamflowError
 from streamflow.events import DeadLetter, Event, encode_event, loads
-from streamflow.runtime import Pipeline, RunReport
+from streamflow.runtime import Pipeline, RunReport, Runtime
 from streamflow.transports import side_paths
 
 if TYPE_CHECKING:
@@ -183,7 +183,8 @@ def topics_describe(pipeline: str, broker: str | None) -> None:
     type=float,
     default=30.0,
     show_default=True,
-    help="Seconds to finish in-flight work on stop.",
+    help="After SIGTERM/SIGINT, seconds in-flight events get to finish; what is left is "
+    "redelivered from the last committed offset.",
 )
 def worker(
     pipeline: str,
@@ -219,6 +220,8 @@ def worker(
                 stop=stop,
                 drain_timeout=drain_timeout,
                 on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics"),
+                # A worker process is the CLI's own: it may tune the collector.
+                runtime=Runtime(tune_gc=True),
             )
 
     report = asyncio.run(main())

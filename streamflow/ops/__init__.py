@@ -16,10 +16,13 @@ from streamflow.flow import (
 from streamflow.ops._batch import BatchStatistics, batch_async
 from streamflow.ops._context import (
     Instrumentation,
+    RunScope,
     StagePlace,
     StageVar,
+    current_scope,
     current_stage,
     instrumentation,
+    run_scope,
 )
 from streamflow.ops._gate import BoundedChannel, ChannelStatistics, Relay, gate
 from streamflow.ops._map_async import MapStatistics, StepFn, StepLane, map_async, run_step
@@ -79,6 +82,7 @@ __all__ = [
     "RateLimiter",
     "Relay",
     "RetryPolicy",
+    "RunScope",
     "Slots",
     "StagePlace",
     "StageVar",
@@ -90,6 +94,7 @@ __all__ = [
     "branch",
     "check_ordering",
     "circuit_breaker",
+    "current_scope",
     "current_stage",
     "fallback",
     "filter",
@@ -103,6 +108,7 @@ __all__ = [
     "rate_limit",
     "reset_shared_limiters",
     "route",
+    "run_scope",
     "run_step",
     "shared_limiter",
     "tap",

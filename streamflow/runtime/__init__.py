@@ -17,6 +17,7 @@ from streamflow.runtime._review import (
     rejected,
 )
 from streamflow.runtime._runner import Engine, run_flow
+from streamflow.runtime._runtime import Runtime
 
 __all__ = [
     "Decision",
@@ -28,6 +29,7 @@ __all__ = [
     "Pipeline",
     "ReviewResult",
     "RunReport",
+    "Runtime",
     "Stage",
     "StageHooks",
     "approved",

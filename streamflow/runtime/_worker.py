@@ -25,6 +25,7 @@ from streamflow.metrics import CollectorRegistry, PipelineMetrics, open_metrics_
 from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.runtime._runner import run_flow
+from streamflow.runtime._runtime import Runtime
 from streamflow.transports import side_paths
 from streamflow.transports.kafka import (
     KafkaSettings,
@@ -85,6 +86,7 @@ class _StageWorker:
         window: int | None,
         drain_timeout: float,
         stop: asyncio.Event,
+        runtime: Runtime | None = None,
     ) -> RunReport:
         def keep(report: RunReport) -> None:
             self.report = report
@@ -102,6 +104,7 @@ class _StageWorker:
                 stop=stop,
                 on_progress=keep,
                 progress_interval=0.5,
+                runtime=runtime,
             )
         finally:
             # run_flow commits through source.aclose() after its final flush; these
@@ -177,6 +180,7 @@ async def run_worker(
     drain_timeout: float = 30.0,
     registry: CollectorRegistry | None = None,
     on_metrics: Callable[[str], None] | None = None,
+    runtime: Runtime | None = None,
 ) -> RunReport:
     """Run one stage of ``pipeline`` as a member of its consumer group until ``stop``.
 
@@ -196,6 +200,7 @@ async def run_worker(
         drain_timeout: seconds to finish in-flight work after ``stop``.
         registry: Prometheus registry to register in (default: a new one).
         on_metrics: called with the metrics server's base URL once it listens.
+        runtime: the runtime (limiters, collector tuning); default: one of its own.
 
     Returns:
         The worker's run report; ``report.error`` holds a fatal error, if one stopped it.
@@ -209,7 +214,11 @@ async def run_worker(
     metrics = PipelineMetrics(registry or CollectorRegistry(), pipeline.name)
     async with _observed(metrics, [worker], metrics_port, on_metrics):
         return await worker.run(
-            metrics, window=window, drain_timeout=drain_timeout, stop=stop or asyncio.Event()
+            metrics,
+            window=window,
+            drain_timeout=drain_timeout,
+            stop=stop or asyncio.Event(),
+            runtime=runtime,
         )
 
 
