@@ -258,7 +258,7 @@ async def _lines(path: str) -> AsyncIterator[bytes]:
 def produce(pipeline: str, broker: str | None, input_path: str) -> None:
     """Send each line of --input to PIPELINE's input topic."""
     settings = settings_for(broker)
-    from streamflow.runtime._worker import produce_input
+    from streamflow.runtime._produce import produce_input
 
     name, loaded = _pipeline_or_name(pipeline)
     if input_path != "-" and not Path(input_path).is_file():
@@ -450,7 +450,7 @@ async def run_through_topics(
 ) -> RunReport:
     """Run ``pipeline`` with Kafka between its stages, from a JSONL file to a JSONL file."""
     settings = settings_for(broker)
-    from streamflow.runtime._worker import run_distributed
+    from streamflow.runtime._distributed import run_distributed
     from streamflow.transports import JsonlFileSource
 
     total = JsonlFileSource(input_path).count_lines() if input_path != "-" else None

@@ -25,6 +25,13 @@ from streamflow.ops._context import (
     run_scope,
 )
 from streamflow.ops._gate import BoundedChannel, ChannelStatistics, Relay, gate
+from streamflow.ops._limiter import (
+    Permit,
+    RateLimiter,
+    RateLimitStatistics,
+    reset_shared_limiters,
+    shared_limiter,
+)
 from streamflow.ops._map_async import MapStatistics, StepFn, StepLane, map_async, run_step
 from streamflow.ops._operator import (
     EventOperator,
@@ -37,14 +44,7 @@ from streamflow.ops._operator import (
     pipe,
 )
 from streamflow.ops._parallel import merge_into_dict, parallel
-from streamflow.ops._rate_limit import (
-    Permit,
-    RateLimiter,
-    RateLimitStatistics,
-    rate_limit,
-    reset_shared_limiters,
-    shared_limiter,
-)
+from streamflow.ops._rate_limit import rate_limit
 from streamflow.ops._resilience import (
     BreakerState,
     BreakerStatistics,
