@@ -17,11 +17,16 @@ import sys
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from streamflow.errors import ConfigError, EventError
 from streamflow.events import DeadLetter, Event, decode_event, loads
-from streamflow.metrics import CollectorRegistry, PipelineMetrics, open_metrics_server
+from streamflow.metrics import (
+    DEFAULT_HOST,
+    CollectorRegistry,
+    PipelineMetrics,
+    open_metrics_server,
+)
 from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.runtime._runner import run_flow
@@ -145,6 +150,7 @@ async def _observed(
     workers: Sequence[_StageWorker],
     metrics_port: int | None,
     on_metrics: Callable[[str], None] | None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> AsyncIterator[None]:
     """Serve /metrics and /healthz (if a port is given) and keep streamflow_up current."""
     _wire_kafka_metrics(metrics, workers)
@@ -153,7 +159,9 @@ async def _observed(
         async with contextlib.AsyncExitStack() as stack:
             if metrics_port is not None:
                 server = await stack.enter_async_context(
-                    open_metrics_server(metrics.registry, metrics_port, health=_health(workers))
+                    open_metrics_server(
+                        metrics.registry, metrics_port, host=metrics_host, health=_health(workers)
+                    )
                 )
                 if on_metrics is not None:
                     on_metrics(server.url)
@@ -177,6 +185,7 @@ async def run_worker(
     drain_timeout: float = 30.0,
     registry: CollectorRegistry | None = None,
     on_metrics: Callable[[str], None] | None = None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
     """Run one stage of ``pipeline`` as a member of its consumer group until ``stop``.
 
@@ -196,6 +205,7 @@ async def run_worker(
         drain_timeout: seconds to finish in-flight work after ``stop``.
         registry: Prometheus registry to register in (default: a new one).
         on_metrics: called with the metrics server's base URL once it listens.
+        metrics_host: interface the metrics server binds (default 127.0.0.1).
 
     Returns:
         The worker's run report; ``report.error`` holds a fatal error, if one stopped it.
@@ -207,7 +217,7 @@ async def run_worker(
     worker = _StageWorker(pipeline, stage, settings)
     await create_topics(settings, pipeline.topics())
     metrics = PipelineMetrics(registry or CollectorRegistry(), pipeline.name)
-    async with _observed(metrics, [worker], metrics_port, on_metrics):
+    async with _observed(metrics, [worker], metrics_port, on_metrics, metrics_host):
         return await worker.run(
             metrics, window=window, drain_timeout=drain_timeout, stop=stop or asyncio.Event()
         )
@@ -216,7 +226,9 @@ async def run_worker(
 class _ResultFiles:
     """The output, review and dead-letter files a distributed run writes."""
 
-    def __init__(self, output: str, dlq: str | None, review: str | None) -> None:
+    def __init__(
+        self, output: str, dlq: str | None, review: str | None, *, append: bool = False
+    ) -> None:
         default_dlq, default_review = side_paths(output)
         self.output_path = None if output == "-" else Path(output)
         self.dlq_path = Path(dlq) if dlq else default_dlq
@@ -224,10 +236,11 @@ class _ResultFiles:
         for path in (self.output_path, self.dlq_path, self.review_path):
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
+        mode: Literal["ab", "wb"] = "ab" if append else "wb"
         self._handles: dict[str, BinaryIO] = {
-            "ok": self.output_path.open("wb") if self.output_path else sys.stdout.buffer,
-            "review": self.review_path.open("wb"),
-            "dead_lettered": self.dlq_path.open("wb"),
+            "ok": self.output_path.open(mode) if self.output_path else sys.stdout.buffer,
+            "review": self.review_path.open(mode),
+            "dead_lettered": self.dlq_path.open(mode),
         }
 
     def write(self, outcome: str, value: bytes) -> None:
@@ -394,6 +407,7 @@ async def run_distributed(
     output_path: str,
     dlq_path: str | None = None,
     review_path: str | None = None,
+    append: bool = False,
     metrics_port: int | None = None,
     window: int | None = None,
     drain_timeout: float = 30.0,
@@ -402,6 +416,7 @@ async def run_distributed(
     on_metrics: Callable[[str], None] | None = None,
     progress_interval: float = 0.2,
     registry: CollectorRegistry | None = None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
     """Run every stage of ``pipeline`` as a worker in this process, with Kafka between them.
 
@@ -420,6 +435,7 @@ async def run_distributed(
         output_path: JSONL file for answers, or ``-`` for stdout.
         dlq_path: dead-letter file (default: beside the output).
         review_path: review file (default: beside the output).
+        append: add to the result files instead of replacing them.
         metrics_port: serve ``/metrics`` and ``/healthz`` here.
         window: credit window of each stage's worker (default: the pipeline's).
         drain_timeout: seconds each worker gets to finish in-flight work when stopping.
@@ -428,6 +444,7 @@ async def run_distributed(
         on_metrics: called with the metrics server's base URL once it listens.
         progress_interval: seconds between progress calls.
         registry: Prometheus registry to register in (default: a new one).
+        metrics_host: interface the metrics server binds (default 127.0.0.1).
 
     Returns:
         The run's report: outcomes of distinct events, stage latencies from their traces.
@@ -445,7 +462,7 @@ async def run_distributed(
     await create_topics(settings, pipeline.topics())
     workers = [_StageWorker(pipeline, s.name, settings) for s in pipeline.stages]
     metrics = PipelineMetrics(registry or CollectorRegistry(), pipeline.name)
-    files = _ResultFiles(output_path, dlq_path, review_path)
+    files = _ResultFiles(output_path, dlq_path, review_path, append=append)
     results = _Results(pipeline, report, files)
     workers_stop = asyncio.Event()
     # Results older than this belong to an earlier run over the same topics.
@@ -475,7 +492,7 @@ async def run_distributed(
         return sum(w.report.outcomes.get("filtered", 0) for w in workers if w.report)
 
     try:
-        async with _observed(metrics, workers, metrics_port, on_metrics):
+        async with _observed(metrics, workers, metrics_port, on_metrics, metrics_host):
             worker_tasks = [
                 asyncio.create_task(
                     w.run(metrics, window=window, drain_timeout=drain_timeout, stop=workers_stop)

@@ -5,7 +5,10 @@ from streamflow.transports._files import (
     IterableSource,
     JsonlFileSource,
     JsonlSink,
+    OutputPaths,
     StdinSource,
+    WriteMode,
+    plan_outputs,
     side_paths,
 )
 from streamflow.transports.memory import MemoryBroker, MemoryMessage, MemorySink, MemorySource
@@ -19,9 +22,12 @@ __all__ = [
     "MemoryMessage",
     "MemorySink",
     "MemorySource",
+    "OutputPaths",
     "Record",
     "Sink",
     "Source",
     "StdinSource",
+    "WriteMode",
+    "plan_outputs",
     "side_paths",
 ]
