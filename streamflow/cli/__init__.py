@@ -76,7 +76,9 @@ pipeline_argument = click.argument("pipeline", metavar="PIPELINE")
     type=float,
     default=30.0,
     show_default=True,
-    help="Seconds to finish in-flight work on stop.",
+    help="After SIGTERM/SIGINT, seconds in-flight events get to finish before they are "
+    "dead-lettered as Interrupted. The end of the input is not a stop: every event read "
+    "then finishes, however long it takes.",
 )
 @click.option(
     "--broker",

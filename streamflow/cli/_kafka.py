@@ -20,7 +20,7 @@ from streamflow.cli._run import stop_on_signals
 from streamflow.errors import ConfigError, EventError, StreamflowError
 from streamflow.events import DeadLetter, Event, encode_event, loads
 from streamflow.metrics import DEFAULT_HOST
-from streamflow.runtime import Pipeline, RunReport
+from streamflow.runtime import Pipeline, RunReport, Runtime
 from streamflow.transports import side_paths
 
 if TYPE_CHECKING:
@@ -185,7 +185,8 @@ def topics_describe(pipeline: str, broker: str | None) -> None:
     type=float,
     default=30.0,
     show_default=True,
-    help="Seconds to finish in-flight work on stop.",
+    help="After SIGTERM/SIGINT, seconds in-flight events get to finish; what is left is "
+    "redelivered from the last committed offset.",
 )
 def worker(
     pipeline: str,
@@ -223,6 +224,8 @@ def worker(
                 stop=stop,
                 drain_timeout=drain_timeout,
                 on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics", markup=False),
+                # A worker process is the CLI's own: it may tune the collector.
+                runtime=Runtime(tune_gc=True),
             )
 
     report = asyncio.run(main())
@@ -259,7 +262,7 @@ async def _lines(path: str) -> AsyncIterator[bytes]:
 def produce(pipeline: str, broker: str | None, input_path: str) -> None:
     """Send each line of --input to PIPELINE's input topic."""
     settings = settings_for(broker)
-    from streamflow.runtime._worker import produce_input
+    from streamflow.runtime._produce import produce_input
 
     name, loaded = _pipeline_or_name(pipeline)
     if input_path != "-" and not Path(input_path).is_file():
@@ -454,7 +457,7 @@ async def run_through_topics(
 ) -> RunReport:
     """Run ``pipeline`` with Kafka between its stages, from a JSONL file to a JSONL file."""
     settings = settings_for(broker)
-    from streamflow.runtime._worker import run_distributed
+    from streamflow.runtime._distributed import run_distributed
     from streamflow.transports import JsonlFileSource
 
     total = JsonlFileSource(input_path).count_lines() if input_path != "-" else None

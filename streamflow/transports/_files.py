@@ -20,6 +20,7 @@ __all__ = [
     "JsonlFileSource",
     "JsonlSink",
     "OutputPaths",
+    "ResultFile",
     "StdinSource",
     "WriteMode",
     "plan_outputs",
@@ -236,11 +237,20 @@ def _check_writable(option: str, path: Path, mode: WriteMode) -> None:
         raise ConfigError(f"{option} {str(path)!r}: cannot write in {str(folder)!r}")
 
 
-class _ResultFile:
+class ResultFile:
     """One result file: appended to, written in place, or written aside and renamed.
 
     Renaming at the end means a reader never sees half a run, and a run that
     dies leaves the previous results untouched (the partial file stays aside).
+
+    Args:
+        path: the file.
+        append: add to the file if it exists.
+        atomic: write under a temporary name in the same folder and rename on
+            :meth:`close` (ignored with ``append``).
+
+    Raises:
+        ConfigError: the folder or the file cannot be created.
     """
 
     def __init__(self, path: Path, *, append: bool, atomic: bool) -> None:
@@ -300,11 +310,11 @@ class JsonlSink:
         self.output_path = None if str(output) == "-" else Path(output)
         self.dlq_path = Path(dlq) if dlq else default_dlq
         self.review_path = Path(review) if review else default_review
-        opened: list[_ResultFile] = []
+        opened: list[ResultFile] = []
         try:
             for path in (self.output_path, self.dlq_path, self.review_path):
                 if path is not None:
-                    opened.append(_ResultFile(path, append=append, atomic=atomic))
+                    opened.append(ResultFile(path, append=append, atomic=atomic))
         except ConfigError:
             for done in opened:
                 done.handle.close()
