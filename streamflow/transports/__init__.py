@@ -5,7 +5,11 @@ from streamflow.transports._files import (
     IterableSource,
     JsonlFileSource,
     JsonlSink,
+    OutputPaths,
+    ResultFile,
     StdinSource,
+    WriteMode,
+    plan_outputs,
     side_paths,
 )
 from streamflow.transports._objects import (
@@ -29,10 +33,14 @@ __all__ = [
     "MemoryMessage",
     "MemorySink",
     "MemorySource",
+    "OutputPaths",
     "QueueSource",
     "Record",
+    "ResultFile",
     "Sink",
     "Source",
     "StdinSource",
+    "WriteMode",
+    "plan_outputs",
     "side_paths",
 ]
