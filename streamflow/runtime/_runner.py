@@ -15,12 +15,14 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 from streamflow.errors import ConfigError, DecodeError, EventError, StreamflowError
 from streamflow.events import Event, decode_event, decode_input
 from streamflow.metrics import PipelineMetrics
-from streamflow.ops import ChannelStatistics, CreditWindow, Relay, Ticket, instrumentation
-from streamflow.runtime._gc import collector_tuned
+from streamflow.ops import ChannelStatistics, CreditWindow, Relay, Ticket
+from streamflow.runtime._items import event_from_item
 from streamflow.runtime._lanes import LaneEngine, has_lanes
 from streamflow.runtime._otel import EventSpans, spans_from_env
 from streamflow.runtime._pipeline import Pipeline, Stage, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
+from streamflow.runtime._runtime import Runtime
+from streamflow.runtime._sinks import SinkDriver
 from streamflow.transports import Record, Sink, Source, has_event_header
 
 __all__ = ["run_flow"]
@@ -44,15 +46,17 @@ async def run_flow(
     progress_interval: float = 0.2,
     spans: EventSpans | None = None,
     engine: Engine = "auto",
-    tune_gc: bool = True,
+    runtime: Runtime | None = None,
 ) -> RunReport:
     """Run ``stages`` of ``pipeline`` (default: all) from ``source`` to ``sink``.
 
     The source emits only against credit from a window of W events; credit
     returns when the sink has written an event (output, review, dead letter)
-    or dropped a filtered one. When ``stop`` is set the source stops reading,
-    in-flight events get ``drain_timeout`` seconds to finish, and whatever is
-    still inside is handed to ``sink.abandon``.
+    or dropped a filtered one. The end of the input is not a stop: every event
+    in flight then finishes, however long it takes. When ``stop`` is set (a
+    signal), the source stops reading, in-flight events get ``drain_timeout``
+    seconds from then to finish, and whatever is still inside is handed to
+    ``sink.abandon``.
 
     Args:
         pipeline: the pipeline.
@@ -62,7 +66,8 @@ async def run_flow(
             decoded with the pipeline's input model when it is the pipeline's first.
         metrics: Prometheus collectors to update, if any.
         window: the credit window W (default: the pipeline's).
-        drain_timeout: seconds to finish in-flight work after stop or end of input.
+        drain_timeout: seconds in-flight work gets to finish once ``stop`` is set
+            (not at the end of the input, which waits for every event).
         stop: set it to stop reading (signal handlers do).
         on_progress: called every ``progress_interval`` seconds with the report.
         progress_interval: seconds between progress calls.
@@ -72,10 +77,9 @@ async def run_flow(
             (every stage's operator needs a per-event form); ``stream`` pushes
             events through the composed reactivex operators; ``auto`` (the
             default) takes lanes when every stage has them.
-
-        tune_gc: freeze what exists before the run out of the garbage collector
-            and collect young objects less often while it lasts (see
-            :mod:`streamflow.runtime._gc`); False leaves the collector alone.
+        runtime: what the run shares with others (limiter registry) and whether
+            it may tune the garbage collector; default: a runtime of its own
+            that leaves the collector alone. Metrics hooks are the run's own.
 
     Raises:
         ConfigError: ``engine="lanes"`` for a stage without a per-event form.
@@ -102,28 +106,25 @@ async def run_flow(
     report.stages = sketches
     done: asyncio.Future[None] = loop.create_future()
 
+    # The runtime, not the sink, returns credit (unless the sink acknowledges writes itself).
+    sinks = SinkDriver(sink, lambda error: fail(error))
     hooks = _stage_hooks(sketches, metrics, report.stage_cost)
     chosen = [pipeline.stage(name) for name in names]
     lanes = _use_lanes(engine, chosen)
-    if metrics is not None:
-        instrumentation.model_request = metrics.model_request
-        instrumentation.rate_limit_wait = metrics.rate_limit_wait
 
     def deliver(event: Event) -> None:
         private = event.__pydantic_private__
         ticket = private["_ticket"]  # type: ignore[index]
         inside.pop(id(ticket), None)
+        outcome = "dead_lettered" if event.outcome == "failed" else event.outcome
+        report.count(outcome, event)
+        if event.outcome == "failed" and metrics is not None:
+            metrics.stage(private["_failed_in"] or names[-1]).dead_lettered += 1  # type: ignore[index]
         if ticket is not None:
             report.end_to_end.add(time.perf_counter() - ticket.read_at)
         if spans is not None and (last_is_output or event.outcome != "ok"):
             spans.export(event)
-        # Counted where the sink put it: an event that cannot be written is a
-        # dead letter, whatever its outcome said.
-        written = sink.write(event)
-        outcome = written or ("dead_lettered" if event.outcome == "failed" else event.outcome)
-        report.count(outcome, event)
-        if outcome == "dead_lettered" and metrics is not None:
-            metrics.stage(private["_failed_in"] or names[-1]).dead_lettered += 1  # type: ignore[index]
+        sinks.write(event)
 
     def fail(error: Exception) -> None:
         log.error("pipeline %s stopped on a fatal error: %r", pipeline.name, error)
@@ -158,7 +159,15 @@ async def run_flow(
     def emit(record: Record, ticket: Ticket) -> None:
         report.read += 1
         try:
-            if record.headers and has_event_header(record.headers):
+            if record.item is not None:
+                event = event_from_item(
+                    record.item,
+                    input_model,
+                    origin=record.origin,
+                    key_field=key_field,
+                    id_field=id_field,
+                )
+            elif record.headers and has_event_header(record.headers):
                 # An event streamflow wrote (a review decision, a replay, the
                 # previous stage). Entering at the first stage it runs every stage
                 # like a new input, whatever its envelope claims.
@@ -186,7 +195,7 @@ async def run_flow(
             report.count("dead_lettered")
             if metrics is not None:
                 metrics.stage("decode").dead_lettered += 1
-            sink.reject(record, exc, ticket)
+            sinks.reject(record, exc, ticket)
             return
         private = event.__pydantic_private__
         private["_ticket"] = ticket  # type: ignore[index]
@@ -197,7 +206,12 @@ async def run_flow(
     progress_task = None
     if on_progress is not None:
         progress_task = loop.create_task(_progress(report, credits, on_progress, progress_interval))
-    with collector_tuned(tune_gc):
+    runtime = runtime if runtime is not None else Runtime()
+    # A source waiting on a full window behind slow steps hears a stop at once.
+    stop_watch = loop.create_task(stop.wait())
+    stop_watch.add_done_callback(lambda _: credits.wake())
+    # Steps started from here (and tasks they start) report to this run's hooks.
+    with runtime.running(metrics):
         try:
             try:
                 await source.run(emit, credits, stop)
@@ -205,20 +219,19 @@ async def run_flow(
                 fail(exc)
             if report.error is None:
                 runner.finish()
-                try:
-                    await asyncio.wait_for(asyncio.shield(done), drain_timeout)
-                except TimeoutError:
+                if not await _drained(done, stop, drain_timeout):
                     log.warning(
-                        "%d events still in flight after %.1fs; abandoning them",
+                        "%d events still in flight %.1fs after the stop; abandoning them",
                         len(inside),
                         drain_timeout,
                     )
             await runner.dispose()
             for event in list(inside.values()):
                 report.count("interrupted", event)
-                sink.abandon(event)
+                sinks.abandon(event)
             inside.clear()
-            await sink.flush()
+            await sinks.flush()
+            _count_unwritable(report, sink)
             # Only now is everything read either written or abandoned, so a source
             # that tracks positions (Kafka) can commit its final watermark.
             close = getattr(source, "aclose", None)
@@ -230,12 +243,41 @@ async def run_flow(
             for sketch in sketches.values():
                 sketch.flush()
             report.stopped_early = stop.is_set()
+            stop_watch.cancel()
             if progress_task is not None:
                 progress_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await progress_task
                 on_progress(report) if on_progress is not None else None
     return report
+
+
+def _count_unwritable(report: RunReport, sink: Sink) -> None:
+    """Move events the sink could not write (and dead-lettered instead) to ``dead_lettered``."""
+    moved = getattr(sink, "unwritable", None)
+    if not moved:
+        return
+    for outcome, count in moved.items():
+        report.outcomes[outcome] -= count
+        report.outcomes["dead_lettered"] += count
+
+
+async def _drained(done: asyncio.Future[None], stop: asyncio.Event, timeout: float) -> bool:
+    """Wait for every event in flight; only a stop starts the ``timeout``. True if all finished."""
+    if not stop.is_set():
+        # The end of the input: no clock runs, however slow the steps are.
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((done, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if done.done():
+            return True
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _use_lanes(engine: Engine, stages: Sequence[Stage]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -188,7 +189,9 @@ def oversized_reject(
 class RoutingSink(ABC):
     """What every topic sink shares: route each event by its outcome, count it, hand it on.
 
-    Subclasses deliver a message and release its ticket once the write is durable.
+    Subclasses deliver a message and release its ticket once the write is durable
+    (``acknowledges``: the runtime leaves credit to them, so a source commits only
+    what the broker acknowledged).
 
     Args:
         output_topic: where ``ok`` events go.
@@ -197,6 +200,8 @@ class RoutingSink(ABC):
         stage: the stage writing (dead-letter context).
         limits: the size bounds of what is written.
     """
+
+    acknowledges = True
 
     def __init__(
         self,
@@ -213,13 +218,13 @@ class RoutingSink(ABC):
         self.review_topic = review_topic
         self.stage = stage
         self.written = {"ok": 0, "review": 0, "dead_lettered": 0, "filtered": 0}
+        self.unwritable: Counter[str] = Counter()
 
-    def write(self, event: Event) -> str:
+    def write(self, event: Event) -> None:
         """Send ``event`` where its outcome says; a filtered event only returns its credit.
 
-        Returns:
-            Where it went: ``ok``, ``review``, ``dead_lettered`` (its own outcome, or
-            an event that could not be written) or ``filtered``.
+        An ``ok`` or ``review`` event that cannot be written goes to the dead letters
+        instead, counted in :attr:`unwritable` under the outcome it had.
         """
         message = outgoing_event(
             event,
@@ -234,11 +239,12 @@ class RoutingSink(ABC):
             self.written["filtered"] += 1
             if ticket is not None:
                 ticket.release()
-            return "filtered"
+            return
         written = "dead_lettered" if message.topic == self.dlq_topic else event.outcome
+        if written != event.outcome and event.outcome != "failed":
+            self.unwritable[event.outcome] += 1
         self.written[written] += 1
         self._deliver(message, ticket)
-        return written
 
     def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
         """Dead-letter a record that never decoded, with its original bytes."""

@@ -247,11 +247,11 @@ async def test_forged_events_on_the_input_run_every_stage(tmp_path: Path) -> Non
 
 def test_a_worker_whose_writes_were_not_acknowledged_reports_true_counts_and_fails() -> None:
     from streamflow.runtime._report import RunReport
-    from streamflow.runtime._worker import _StageWorker
+    from streamflow.runtime._worker import StageWorker
     from streamflow.transports.kafka import KafkaSettings
 
     pipeline = Pipeline("wedge", [Stage("classify", map_async(_passthrough, name="classify"))])
-    worker = _StageWorker(pipeline, "classify", KafkaSettings(bootstrap="127.0.0.1:1"))
+    worker = StageWorker(pipeline, "classify", KafkaSettings(bootstrap="127.0.0.1:1"))
     report = RunReport("wedge", 64)
     report.outcomes.update({"ok": 1227, "dead_lettered": 3})
     worker.sink.acknowledged.update({"ok": 465, "dead_lettered": 3})
@@ -269,12 +269,12 @@ def test_a_worker_whose_writes_were_not_acknowledged_reports_true_counts_and_fai
 def test_a_worker_with_events_inside_and_no_progress_says_so() -> None:
     from aiokafka import TopicPartition
 
-    from streamflow.runtime._worker import _StageWorker
+    from streamflow.runtime._worker import StageWorker
     from streamflow.transports._offsets import PartitionOffsets
     from streamflow.transports.kafka import KafkaSettings
 
     pipeline = Pipeline("stall", [Stage("classify", map_async(_passthrough, name="classify"))])
-    worker = _StageWorker(pipeline, "classify", KafkaSettings(bootstrap="127.0.0.1:1"))
+    worker = StageWorker(pipeline, "classify", KafkaSettings(bootstrap="127.0.0.1:1"))
     worker.stall_seconds = 0.0
     tracker = PartitionOffsets(0)
     tracker.add(0)
