@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from typing import get_args
 
 import click
 
 from streamflow.cli._load import load_pipeline
 from streamflow.errors import StreamflowError
-from streamflow.runtime import Engine
 
 __all__ = ["cli", "main"]
 
@@ -49,14 +47,6 @@ pipeline_argument = click.argument("pipeline", metavar="PIPELINE")
     metavar="HOST:PORT",
     help="Run the stages as Kafka workers with topics between them.",
 )
-@click.option(
-    "--engine",
-    type=click.Choice(get_args(Engine)),
-    default="auto",
-    show_default=True,
-    help="In one process: lanes run each event as one coroutine, stream runs the composed "
-    "reactivex operators, auto takes lanes when every stage can.",
-)
 def run(
     pipeline: str,
     input_path: str,
@@ -67,7 +57,6 @@ def run(
     window: int | None,
     drain_timeout: float,
     broker: str | None,
-    engine: Engine,
 ) -> None:
     """Run every stage of PIPELINE in this process, from --input to --output.
 
@@ -76,10 +65,8 @@ def run(
     from streamflow.cli._run import run_in_process
 
     loaded = load_pipeline(pipeline)
-    runner = functools.partial(run_in_process, engine=engine)
+    runner = run_in_process
     if broker is not None:
-        if engine != "auto":
-            raise click.UsageError("--engine is for runs in one process; drop it or --broker")
         from streamflow.cli._kafka import run_through_topics
 
         runner = functools.partial(run_through_topics, broker=broker)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from streamflow.cli._console import print_summary, progress_bar, stderr
 from streamflow.metrics import CollectorRegistry, PipelineMetrics, open_metrics_server
-from streamflow.runtime import Engine, Pipeline, RunReport, run_flow
+from streamflow.runtime import Pipeline, RunReport, run_flow
 from streamflow.transports import JsonlFileSource, JsonlSink, Source, StdinSource
 
 __all__ = ["run_in_process", "stop_on_signals"]
@@ -49,7 +49,6 @@ async def run_in_process(
     progress: bool,
     window: int | None,
     drain_timeout: float,
-    engine: Engine = "auto",
 ) -> RunReport:
     """Run ``pipeline`` from a JSONL file (or stdin) to a JSONL file (or stdout)."""
     source: Source
@@ -80,7 +79,6 @@ async def run_in_process(
                 drain_timeout=drain_timeout,
                 stop=stop,
                 on_progress=on_progress,
-                engine=engine,
             )
         await sink.aclose()
     print_summary(report)

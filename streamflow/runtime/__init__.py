@@ -16,11 +16,10 @@ from streamflow.runtime._review import (
     parked_stage,
     rejected,
 )
-from streamflow.runtime._runner import Engine, run_flow
+from streamflow.runtime._runner import run_flow
 
 __all__ = [
     "Decision",
-    "Engine",
     "EventSpans",
     "FileReviewQueue",
     "KafkaReviewQueue",
