@@ -17,9 +17,9 @@ from streamflow.events import Event, StepRecord
 from streamflow.flow._adaptive import AdaptiveConcurrency
 from streamflow.flow._slots import Slots
 from streamflow.ops._adapter import DEFAULT_CAPACITY, per_event
+from streamflow.ops._limiter import Permit, RateLimiter
 from streamflow.ops._operator import Lane, Operator, Ordering
 from streamflow.ops._order import InputOrder, KeyOrder
-from streamflow.ops._rate_limit import Permit, RateLimiter
 from streamflow.ops._retry import RetryPolicy
 
 __all__ = ["MapStatistics", "StepFn", "StepLane", "map_async", "run_step"]

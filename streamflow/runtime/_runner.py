@@ -13,13 +13,12 @@ from streamflow.errors import EventError, StreamflowError
 from streamflow.events import Event, decode_event, decode_input
 from streamflow.flow import CreditWindow, Ticket
 from streamflow.metrics import PipelineMetrics
-from streamflow.ops import instrumentation
 from streamflow.ops._gate import ChannelStatistics
-from streamflow.runtime._gc import collector_tuned
 from streamflow.runtime._lanes import LaneEngine
 from streamflow.runtime._otel import EventSpans, spans_from_env
 from streamflow.runtime._pipeline import Pipeline, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
+from streamflow.runtime._runtime import Runtime
 from streamflow.transports import Record, Sink, Source
 
 __all__ = ["run_flow"]
@@ -40,15 +39,17 @@ async def run_flow(
     on_progress: Callable[[RunReport], None] | None = None,
     progress_interval: float = 0.2,
     spans: EventSpans | None = None,
-    tune_gc: bool = True,
+    runtime: Runtime | None = None,
 ) -> RunReport:
     """Run ``stages`` of ``pipeline`` (default: all) from ``source`` to ``sink``.
 
     The source emits only against credit from a window of W events; credit
     returns when the sink has written an event (output, review, dead letter)
-    or dropped a filtered one. When ``stop`` is set the source stops reading,
-    in-flight events get ``drain_timeout`` seconds to finish, and whatever is
-    still inside is handed to ``sink.abandon``.
+    or dropped a filtered one. The end of the input is not a stop: every event
+    in flight then finishes, however long it takes. When ``stop`` is set (a
+    signal), the source stops reading, in-flight events get ``drain_timeout``
+    seconds from then to finish, and whatever is still inside is handed to
+    ``sink.abandon``.
 
     Args:
         pipeline: the pipeline.
@@ -58,15 +59,16 @@ async def run_flow(
             decoded with the pipeline's input model when it is the pipeline's first.
         metrics: Prometheus collectors to update, if any.
         window: the credit window W (default: the pipeline's).
-        drain_timeout: seconds to finish in-flight work after stop or end of input.
+        drain_timeout: seconds in-flight work gets to finish once ``stop`` is set
+            (not at the end of the input, which waits for every event).
         stop: set it to stop reading (signal handlers do).
         on_progress: called every ``progress_interval`` seconds with the report.
         progress_interval: seconds between progress calls.
         spans: OpenTelemetry span export of finished events (default: on when
             ``STREAMFLOW_OTEL=1`` and opentelemetry-api is installed).
-        tune_gc: freeze what exists before the run out of the garbage collector
-            and collect young objects less often while it lasts (see
-            :mod:`streamflow.runtime._gc`); False leaves the collector alone.
+        runtime: what the run shares with others (limiter registry) and whether
+            it may tune the garbage collector; default: a runtime of its own
+            that leaves the collector alone. Metrics hooks are the run's own.
 
     Returns:
         The run's report; ``report.error`` holds a fatal error, if one stopped it.
@@ -92,9 +94,6 @@ async def run_flow(
 
     hooks = _stage_hooks(sketches, metrics, report.stage_cost)
     chosen = [pipeline.stage(name) for name in names]
-    if metrics is not None:
-        instrumentation.model_request = metrics.model_request
-        instrumentation.rate_limit_wait = metrics.rate_limit_wait
 
     def deliver(event: Event) -> None:
         private = event.__pydantic_private__
@@ -167,7 +166,12 @@ async def run_flow(
     progress_task = None
     if on_progress is not None:
         progress_task = loop.create_task(_progress(report, credits, on_progress, progress_interval))
-    with collector_tuned(tune_gc):
+    runtime = runtime if runtime is not None else Runtime()
+    # A source waiting on a full window behind slow steps hears a stop at once.
+    stop_watch = loop.create_task(stop.wait())
+    stop_watch.add_done_callback(lambda _: credits.wake())
+    # Steps started from here (and tasks they start) report to this run's hooks.
+    with runtime.running(metrics):
         try:
             try:
                 await source.run(emit, credits, stop)
@@ -175,11 +179,9 @@ async def run_flow(
                 fail(exc)
             if report.error is None:
                 runner.finish()
-                try:
-                    await asyncio.wait_for(asyncio.shield(done), drain_timeout)
-                except TimeoutError:
+                if not await _drained(done, stop, drain_timeout):
                     log.warning(
-                        "%d events still in flight after %.1fs; abandoning them",
+                        "%d events still in flight %.1fs after the stop; abandoning them",
                         len(inside),
                         drain_timeout,
                     )
@@ -200,12 +202,31 @@ async def run_flow(
             for sketch in sketches.values():
                 sketch.flush()
             report.stopped_early = stop.is_set()
+            stop_watch.cancel()
             if progress_task is not None:
                 progress_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await progress_task
                 on_progress(report) if on_progress is not None else None
     return report
+
+
+async def _drained(done: asyncio.Future[None], stop: asyncio.Event, timeout: float) -> bool:
+    """Wait for every event in flight; only a stop starts the ``timeout``. True if all finished."""
+    if not stop.is_set():
+        # The end of the input: no clock runs, however slow the steps are.
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((done, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if done.done():
+            return True
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _stat(stats: Callable[[], ChannelStatistics | None], field: str) -> float:

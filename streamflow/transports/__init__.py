@@ -5,7 +5,11 @@ from streamflow.transports._files import (
     IterableSource,
     JsonlFileSource,
     JsonlSink,
+    OutputPaths,
+    ResultFile,
     StdinSource,
+    WriteMode,
+    plan_outputs,
     side_paths,
 )
 from streamflow.transports.memory import MemoryBroker, MemoryMessage, MemorySink, MemorySource
@@ -19,9 +23,13 @@ __all__ = [
     "MemoryMessage",
     "MemorySink",
     "MemorySource",
+    "OutputPaths",
     "Record",
+    "ResultFile",
     "Sink",
     "Source",
     "StdinSource",
+    "WriteMode",
+    "plan_outputs",
     "side_paths",
 ]

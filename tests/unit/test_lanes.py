@@ -15,7 +15,7 @@ from streamflow import Event, Pipeline, Stage, map_async
 from streamflow.errors import CapacityExceeded, StepFailed, StreamflowError
 from streamflow.events import ticket_of
 from streamflow.ops import Slots, StagePlace, Ticket, current_stage, filter_events, route, tap
-from streamflow.runtime import run_flow
+from streamflow.runtime import Runtime, run_flow
 from streamflow.transports import IterableSource, JsonlSink, Record
 
 
@@ -161,7 +161,12 @@ async def test_the_collector_is_left_as_it_was(tmp_path: Path) -> None:
         return event
 
     pipeline.stages[0].op = map_async(look)
-    await run_flow(pipeline, IterableSource(_lines(3)), JsonlSink(tmp_path / "o.jsonl"))
+    await run_flow(
+        pipeline,
+        IterableSource(_lines(3)),
+        JsonlSink(tmp_path / "o.jsonl"),
+        runtime=Runtime(tune_gc=True),
+    )
 
     assert seen[0][0] > before[0]  # raised while the run lasted
     assert gc.get_threshold() == before

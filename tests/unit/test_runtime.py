@@ -218,7 +218,7 @@ async def test_results_read_back_from_topics_cost_the_stages_as_the_run_did(
     # cost per stage must match what the stage hooks counted in one process.
     from streamflow.events import StepRecord
     from streamflow.runtime import RunReport
-    from streamflow.runtime._worker import _ResultFiles, _Results
+    from streamflow.runtime._distributed import _ResultFiles, _Results
 
     def priced(step: str, cost: float) -> StepRecord:
         return StepRecord(step=step, started_at=0.0, duration_s=0.0, model="m", cost_usd=cost)
