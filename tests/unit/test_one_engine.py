@@ -19,6 +19,7 @@ from streamflow.ops import (
     filter,
     map_async,
     parallel,
+    rate_limit,
     route,
     tap,
 )
@@ -67,6 +68,7 @@ def _builtins() -> dict[str, Operator]:
         "route": route(lambda e: "a", {"a": map_async(_same)}),
         "filter": filter(lambda e: True),
         "tap": tap(lambda e: None),
+        "rate_limit": rate_limit(requests_per_s=1000),
     }
 
 
