@@ -14,11 +14,13 @@ from streamflow.events import Event, decode_event, decode_input
 from streamflow.flow import CreditWindow, Ticket
 from streamflow.metrics import PipelineMetrics
 from streamflow.ops._gate import ChannelStatistics
+from streamflow.runtime._items import event_from_item
 from streamflow.runtime._lanes import LaneEngine
 from streamflow.runtime._otel import EventSpans, spans_from_env
 from streamflow.runtime._pipeline import Pipeline, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.runtime._runtime import Runtime
+from streamflow.runtime._sinks import SinkDriver
 from streamflow.transports import Record, Sink, Source
 
 __all__ = ["run_flow"]
@@ -92,6 +94,8 @@ async def run_flow(
     report.stages = sketches
     done: asyncio.Future[None] = loop.create_future()
 
+    # The runtime, not the sink, returns credit (unless the sink acknowledges writes itself).
+    sinks = SinkDriver(sink, lambda error: fail(error))
     hooks = _stage_hooks(sketches, metrics, report.stage_cost)
     chosen = [pipeline.stage(name) for name in names]
 
@@ -107,7 +111,7 @@ async def run_flow(
             report.end_to_end.add(time.perf_counter() - ticket.read_at)
         if spans is not None and (last_is_output or event.outcome != "ok"):
             spans.export(event)
-        sink.write(event)
+        sinks.write(event)
 
     def fail(error: Exception) -> None:
         log.error("pipeline %s stopped on a fatal error: %r", pipeline.name, error)
@@ -139,7 +143,15 @@ async def run_flow(
     def emit(record: Record, ticket: Ticket) -> None:
         report.read += 1
         try:
-            if first_is_input:
+            if record.item is not None:
+                event = event_from_item(
+                    record.item,
+                    input_model,
+                    origin=record.origin,
+                    key_field=key_field,
+                    id_field=id_field,
+                )
+            elif first_is_input:
                 key = record.key.decode("utf-8", "replace") if record.key is not None else None
                 event = decode_input(
                     record.value,
@@ -155,7 +167,7 @@ async def run_flow(
             report.count("dead_lettered")
             if metrics is not None:
                 metrics.stage("decode").dead_lettered += 1
-            sink.reject(record, exc, ticket)
+            sinks.reject(record, exc, ticket)
             return
         private = event.__pydantic_private__
         private["_ticket"] = ticket  # type: ignore[index]
@@ -188,9 +200,9 @@ async def run_flow(
             await runner.dispose()
             for event in list(inside.values()):
                 report.count("interrupted", event)
-                sink.abandon(event)
+                sinks.abandon(event)
             inside.clear()
-            await sink.flush()
+            await sinks.flush()
             # Only now is everything read either written or abandoned, so a source
             # that tracks positions (Kafka) can commit its final watermark.
             close = getattr(source, "aclose", None)
