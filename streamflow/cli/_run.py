@@ -105,8 +105,7 @@ async def run_in_process(
     answers = "stdout" if output_path == "-" else output_path
     filtered = f"  filtered: {sink.filtered_path}" if sink.filtered_path is not None else ""
     stderr.print(
-        f"answers: {answers}  review: {sink.review_path}  dead letters: {sink.dlq_path}"
-        + filtered,
+        f"answers: {answers}  review: {sink.review_path}  dead letters: {sink.dlq_path}" + filtered,
         markup=False,
     )
     return report
