@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from typing import get_args
 
 import click
 
 from streamflow.cli._load import load_pipeline
 from streamflow.errors import ConfigError, StreamflowError
 from streamflow.metrics import DEFAULT_HOST
-from streamflow.runtime import Engine
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main", "metrics_host_option"]
 
@@ -86,14 +84,6 @@ pipeline_argument = click.argument("pipeline", metavar="PIPELINE")
     metavar="HOST:PORT",
     help="Run the stages as Kafka workers with topics between them.",
 )
-@click.option(
-    "--engine",
-    type=click.Choice(get_args(Engine)),
-    default="auto",
-    show_default=True,
-    help="In one process: lanes run each event as one coroutine, stream runs the composed "
-    "reactivex operators, auto takes lanes when every stage can.",
-)
 def run(
     pipeline: str,
     input_path: str,
@@ -107,7 +97,6 @@ def run(
     window: int | None,
     drain_timeout: float,
     broker: str | None,
-    engine: Engine,
 ) -> None:
     """Run every stage of PIPELINE in this process, from --input to --output.
 
@@ -123,11 +112,9 @@ def run(
     if overwrite and append:
         raise click.UsageError("give --overwrite or --append, not both")
     loaded = load_pipeline(pipeline)
-    if broker is not None and engine != "auto":
-        raise click.UsageError("--engine is for runs in one process; drop it or --broker")
     mode: WriteMode = "append" if append else "overwrite" if overwrite else "create"
     paths = plan_outputs(output_path, dlq=dlq, inputs=[input_path], mode=mode)
-    runner = functools.partial(run_in_process, engine=engine, append=append)
+    runner = functools.partial(run_in_process, append=append)
     if broker is not None:
         from streamflow.cli._kafka import run_through_topics
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from streamflow.cli._console import print_summary, progress_bar, stderr
 from streamflow.metrics import DEFAULT_HOST, CollectorRegistry, PipelineMetrics, open_metrics_server
-from streamflow.runtime import Engine, Pipeline, RunReport, Runtime, run_flow
+from streamflow.runtime import Pipeline, RunReport, Runtime, run_flow
 from streamflow.transports import JsonlFileSource, JsonlSink, Source, StdinSource
 
 __all__ = ["run_in_process", "stop_on_signals"]
@@ -49,7 +49,6 @@ async def run_in_process(
     progress: bool,
     window: int | None,
     drain_timeout: float,
-    engine: Engine = "auto",
     review_path: str | None = None,
     append: bool = False,
     metrics_host: str = DEFAULT_HOST,
@@ -93,7 +92,6 @@ async def run_in_process(
                 drain_timeout=drain_timeout,
                 stop=stop,
                 on_progress=on_progress,
-                engine=engine,
                 # The CLI owns its process, so it may tune the garbage collector.
                 runtime=Runtime(tune_gc=True),
             )

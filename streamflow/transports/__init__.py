@@ -1,6 +1,6 @@
 """Transports: where records come from and where events go."""
 
-from streamflow.transports._base import Emit, Record, Sink, Source
+from streamflow.transports._base import Emit, FullSink, Record, Sink, Source
 from streamflow.transports._files import (
     IterableSource,
     JsonlFileSource,
@@ -12,10 +12,20 @@ from streamflow.transports._files import (
     plan_outputs,
     side_paths,
 )
+from streamflow.transports._objects import (
+    END_OF_INPUT,
+    AsyncIterableSource,
+    CollectingSink,
+    QueueSource,
+)
 from streamflow.transports.memory import MemoryBroker, MemoryMessage, MemorySink, MemorySource
 
 __all__ = [
+    "END_OF_INPUT",
+    "AsyncIterableSource",
+    "CollectingSink",
     "Emit",
+    "FullSink",
     "IterableSource",
     "JsonlFileSource",
     "JsonlSink",
@@ -24,6 +34,7 @@ __all__ = [
     "MemorySink",
     "MemorySource",
     "OutputPaths",
+    "QueueSource",
     "Record",
     "ResultFile",
     "Sink",
