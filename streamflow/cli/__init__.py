@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-from typing import get_args
 
 import click
 
 from streamflow.cli._load import load_pipeline
 from streamflow.errors import ConfigError, StreamflowError
 from streamflow.metrics import DEFAULT_HOST
-from streamflow.runtime import Engine
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main", "metrics_host_option"]
 
@@ -64,6 +62,13 @@ pipeline_argument = click.argument("pipeline", metavar="PIPELINE")
     help="Dead-letter file (default: beside the output; required with --output -).",
 )
 @click.option(
+    "--filtered",
+    "filtered_path",
+    default=None,
+    metavar="FILE",
+    help="Write events a filter took out here (default: they are only counted).",
+)
+@click.option(
     "--overwrite", is_flag=True, help="Replace result files that exist (default: refuse)."
 )
 @click.option("--append", is_flag=True, help="Add to result files that exist (default: refuse).")
@@ -86,19 +91,12 @@ pipeline_argument = click.argument("pipeline", metavar="PIPELINE")
     metavar="HOST:PORT",
     help="Run the stages as Kafka workers with topics between them.",
 )
-@click.option(
-    "--engine",
-    type=click.Choice(get_args(Engine)),
-    default="auto",
-    show_default=True,
-    help="In one process: lanes run each event as one coroutine, stream runs the composed "
-    "reactivex operators, auto takes lanes when every stage can.",
-)
 def run(
     pipeline: str,
     input_path: str,
     output_path: str,
     dlq: str | None,
+    filtered_path: str | None,
     overwrite: bool,
     append: bool,
     metrics_port: int | None,
@@ -107,7 +105,6 @@ def run(
     window: int | None,
     drain_timeout: float,
     broker: str | None,
-    engine: Engine,
 ) -> None:
     """Run every stage of PIPELINE in this process, from --input to --output.
 
@@ -123,11 +120,15 @@ def run(
     if overwrite and append:
         raise click.UsageError("give --overwrite or --append, not both")
     loaded = load_pipeline(pipeline)
-    if broker is not None and engine != "auto":
-        raise click.UsageError("--engine is for runs in one process; drop it or --broker")
     mode: WriteMode = "append" if append else "overwrite" if overwrite else "create"
-    paths = plan_outputs(output_path, dlq=dlq, inputs=[input_path], mode=mode)
-    runner = functools.partial(run_in_process, engine=engine, append=append)
+    if broker is not None and filtered_path is not None:
+        raise click.UsageError("--filtered is for runs in one process; drop it or --broker")
+    paths = plan_outputs(
+        output_path, dlq=dlq, inputs=[input_path], mode=mode, filtered=filtered_path
+    )
+    runner = functools.partial(run_in_process, append=append)
+    if filtered_path is not None:
+        runner = functools.partial(runner, filtered_path=filtered_path)
     if broker is not None:
         from streamflow.cli._kafka import run_through_topics
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from streamflow.cli._console import print_summary, progress_bar, stderr
 from streamflow.metrics import DEFAULT_HOST, CollectorRegistry, PipelineMetrics, open_metrics_server
-from streamflow.runtime import Engine, Pipeline, RunReport, Runtime, run_flow
+from streamflow.runtime import Pipeline, RunReport, Runtime, run_flow
 from streamflow.transports import JsonlFileSource, JsonlSink, Source, StdinSource
 
 __all__ = ["run_in_process", "stop_on_signals"]
@@ -49,10 +49,10 @@ async def run_in_process(
     progress: bool,
     window: int | None,
     drain_timeout: float,
-    engine: Engine = "auto",
     review_path: str | None = None,
     append: bool = False,
     metrics_host: str = DEFAULT_HOST,
+    filtered_path: str | None = None,
 ) -> RunReport:
     """Run ``pipeline`` from a JSONL file (or stdin) to a JSONL file (or stdout).
 
@@ -82,6 +82,7 @@ async def run_in_process(
             review=review_path,
             append=append,
             atomic=not append,
+            filtered=filtered_path,
             limits=pipeline.limits,
         )
         # Whatever happens, what was written is kept: dead letters are results too.
@@ -98,14 +99,14 @@ async def run_in_process(
                 drain_timeout=drain_timeout,
                 stop=stop,
                 on_progress=on_progress,
-                engine=engine,
                 # The CLI owns its process, so it may tune the garbage collector.
                 runtime=Runtime(tune_gc=True),
             )
     print_summary(report)
     answers = "stdout" if output_path == "-" else output_path
+    filtered = f"  filtered: {sink.filtered_path}" if sink.filtered_path is not None else ""
     stderr.print(
-        f"answers: {answers}  review: {sink.review_path}  dead letters: {sink.dlq_path}",
+        f"answers: {answers}  review: {sink.review_path}  dead letters: {sink.dlq_path}" + filtered,
         markup=False,
     )
     return report

@@ -17,12 +17,11 @@ from streamflow.runtime._review import (
     parked_stage,
     rejected,
 )
-from streamflow.runtime._runner import Engine, run_flow
+from streamflow.runtime._runner import run_flow
 from streamflow.runtime._runtime import Runtime
 
 __all__ = [
     "Decision",
-    "Engine",
     "EventSpans",
     "FileReviewQueue",
     "Flow",
