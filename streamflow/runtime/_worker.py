@@ -19,7 +19,12 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from streamflow.errors import ConfigError
-from streamflow.metrics import CollectorRegistry, PipelineMetrics, open_metrics_server
+from streamflow.metrics import (
+    DEFAULT_HOST,
+    CollectorRegistry,
+    PipelineMetrics,
+    open_metrics_server,
+)
 from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime._report import RunReport
 from streamflow.runtime._runner import run_flow
@@ -165,6 +170,7 @@ async def observed(
     workers: Sequence[StageWorker],
     metrics_port: int | None,
     on_metrics: Callable[[str], None] | None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> AsyncIterator[None]:
     """Serve /metrics and /healthz (if a port is given) and keep streamflow_up current."""
     _wire_kafka_metrics(metrics, workers)
@@ -173,7 +179,9 @@ async def observed(
         async with contextlib.AsyncExitStack() as stack:
             if metrics_port is not None:
                 server = await stack.enter_async_context(
-                    open_metrics_server(metrics.registry, metrics_port, health=_health(workers))
+                    open_metrics_server(
+                        metrics.registry, metrics_port, host=metrics_host, health=_health(workers)
+                    )
                 )
                 if on_metrics is not None:
                     on_metrics(server.url)
@@ -241,6 +249,8 @@ async def run_worker(
     registry: CollectorRegistry | None = None,
     on_metrics: Callable[[str], None] | None = None,
     create_topics: bool = False,
+    runtime: Runtime | None = None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
     """Run one stage (or consecutive fused stages) of ``pipeline`` in its consumer group.
 
@@ -262,6 +272,8 @@ async def run_worker(
         registry: Prometheus registry to register in (default: a new one).
         on_metrics: called with the metrics server's base URL once it listens.
         create_topics: create missing topics at start instead of refusing to run.
+        runtime: the runtime (limiters, collector tuning); default: one of its own.
+        metrics_host: interface the metrics server binds (default 127.0.0.1).
 
     Returns:
         The worker's run report; ``report.error`` holds a fatal error, if one stopped it.
@@ -274,7 +286,7 @@ async def run_worker(
     worker = StageWorker(pipeline, stage, settings)
     await ensure_topics(pipeline, settings, worker.topics(), create=create_topics)
     metrics = PipelineMetrics(registry or CollectorRegistry(), pipeline.name)
-    async with observed(metrics, [worker], metrics_port, on_metrics):
+    async with observed(metrics, [worker], metrics_port, on_metrics, metrics_host):
         return await worker.run(
             metrics, window=window, drain_timeout=drain_timeout, stop=stop or asyncio.Event()
         )
