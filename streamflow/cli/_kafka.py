@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from streamflow.cli import cli, pipeline_argument
+from streamflow.cli import cli, metrics_host_option, pipeline_argument
 from streamflow.cli._console import print_summary, progress_bar, stderr
 from streamflow.cli._load import load_pipeline
 from streamflow.cli._run import stop_on_signals
 from streamflow.errors import ConfigError, EventError, StreamflowError
 from streamflow.events import DeadLetter, Event, encode_event, loads
-from streamflow.runtime import Pipeline, RunReport
+from streamflow.metrics import DEFAULT_HOST
+from streamflow.runtime import Pipeline, RunReport, Runtime
 from streamflow.transports import side_paths
 
 if TYPE_CHECKING:
@@ -177,19 +178,22 @@ def topics_describe(pipeline: str, broker: str | None) -> None:
 @click.option("--stage", required=True, help="The stage this worker runs.")
 @broker_option
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics and /healthz here.")
+@metrics_host_option
 @click.option("--window", type=click.IntRange(min=1), default=None, help="Most events in flight.")
 @click.option(
     "--drain-timeout",
     type=float,
     default=30.0,
     show_default=True,
-    help="Seconds to finish in-flight work on stop.",
+    help="After SIGTERM/SIGINT, seconds in-flight events get to finish; what is left is "
+    "redelivered from the last committed offset.",
 )
 def worker(
     pipeline: str,
     stage: str,
     broker: str | None,
     metrics_port: int | None,
+    metrics_host: str,
     window: int | None,
     drain_timeout: float,
 ) -> None:
@@ -215,10 +219,13 @@ def worker(
                 stage,
                 settings,
                 metrics_port=metrics_port,
+                metrics_host=metrics_host,
                 window=window,
                 stop=stop,
                 drain_timeout=drain_timeout,
-                on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics"),
+                on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics", markup=False),
+                # A worker process is the CLI's own: it may tune the collector.
+                runtime=Runtime(tune_gc=True),
             )
 
     report = asyncio.run(main())
@@ -255,7 +262,7 @@ async def _lines(path: str) -> AsyncIterator[bytes]:
 def produce(pipeline: str, broker: str | None, input_path: str) -> None:
     """Send each line of --input to PIPELINE's input topic."""
     settings = settings_for(broker)
-    from streamflow.runtime._worker import produce_input
+    from streamflow.runtime._produce import produce_input
 
     name, loaded = _pipeline_or_name(pipeline)
     if input_path != "-" and not Path(input_path).is_file():
@@ -444,10 +451,13 @@ async def run_through_topics(
     progress: bool,
     window: int | None,
     drain_timeout: float,
+    review_path: str | None = None,
+    append: bool = False,
+    metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
     """Run ``pipeline`` with Kafka between its stages, from a JSONL file to a JSONL file."""
     settings = settings_for(broker)
-    from streamflow.runtime._worker import run_distributed
+    from streamflow.runtime._distributed import run_distributed
     from streamflow.transports import JsonlFileSource
 
     total = JsonlFileSource(input_path).count_lines() if input_path != "-" else None
@@ -460,7 +470,10 @@ async def run_through_topics(
                 input_path=input_path,
                 output_path=output_path,
                 dlq_path=dlq_path,
+                review_path=review_path,
+                append=append,
                 metrics_port=metrics_port,
+                metrics_host=metrics_host,
                 window=window,
                 drain_timeout=drain_timeout,
                 stop=stop,
@@ -468,9 +481,11 @@ async def run_through_topics(
                 on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics"),
             )
     print_summary(report)
-    if output_path != "-":
-        default_dlq, review = side_paths(output_path)
-        stderr.print(
-            f"answers: {output_path}  review: {review}  dead letters: {dlq_path or default_dlq}"
-        )
+    default_dlq, default_review = side_paths(output_path)
+    answers = "stdout" if output_path == "-" else output_path
+    stderr.print(
+        f"answers: {answers}  review: {review_path or default_review}  "
+        f"dead letters: {dlq_path or default_dlq}",
+        markup=False,
+    )
     return report

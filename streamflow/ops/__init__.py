@@ -16,12 +16,22 @@ from streamflow.flow import (
 from streamflow.ops._batch import BatchStatistics, batch_async
 from streamflow.ops._context import (
     Instrumentation,
+    RunScope,
     StagePlace,
     StageVar,
+    current_scope,
     current_stage,
     instrumentation,
+    run_scope,
 )
 from streamflow.ops._gate import BoundedChannel, ChannelStatistics, Relay, gate
+from streamflow.ops._limiter import (
+    Permit,
+    RateLimiter,
+    RateLimitStatistics,
+    reset_shared_limiters,
+    shared_limiter,
+)
 from streamflow.ops._map_async import MapStatistics, StepFn, StepLane, map_async, run_step
 from streamflow.ops._operator import (
     EventOperator,
@@ -34,14 +44,7 @@ from streamflow.ops._operator import (
     pipe,
 )
 from streamflow.ops._parallel import merge_into_dict, parallel
-from streamflow.ops._rate_limit import (
-    Permit,
-    RateLimiter,
-    RateLimitStatistics,
-    rate_limit,
-    reset_shared_limiters,
-    shared_limiter,
-)
+from streamflow.ops._rate_limit import rate_limit
 from streamflow.ops._resilience import (
     BreakerState,
     BreakerStatistics,
@@ -79,6 +82,7 @@ __all__ = [
     "RateLimiter",
     "Relay",
     "RetryPolicy",
+    "RunScope",
     "Slots",
     "StagePlace",
     "StageVar",
@@ -90,6 +94,7 @@ __all__ = [
     "branch",
     "check_ordering",
     "circuit_breaker",
+    "current_scope",
     "current_stage",
     "fallback",
     "filter",
@@ -103,6 +108,7 @@ __all__ = [
     "rate_limit",
     "reset_shared_limiters",
     "route",
+    "run_scope",
     "run_step",
     "shared_limiter",
     "tap",

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from streamflow.errors import ConfigError, StreamflowError
 from streamflow.events import DeadLetter, ErrorInfo, Event, dumps, encode_event, ticket_of
 from streamflow.flow import CreditWindow, Ticket
 from streamflow.transports._base import Emit, Record
 
-__all__ = ["IterableSource", "JsonlFileSource", "JsonlSink", "StdinSource", "side_paths"]
+__all__ = [
+    "IterableSource",
+    "JsonlFileSource",
+    "JsonlSink",
+    "OutputPaths",
+    "ResultFile",
+    "StdinSource",
+    "WriteMode",
+    "plan_outputs",
+    "side_paths",
+]
 
 # Yield to the loop every so many records even when credit is plentiful, so
 # signals, progress and completions get their turn.
@@ -118,11 +130,171 @@ def side_paths(output: str | Path) -> tuple[Path, Path]:
     return out.with_name(f"{stem}.dlq.jsonl"), out.with_name(f"{stem}.review.jsonl")
 
 
+WriteMode = Literal["create", "overwrite", "append"]
+"""What a run may do to result files that exist: nothing, replace them, or add to them."""
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where a run writes: answers (None: stdout), dead letters and parked events.
+
+    Attributes:
+        output: the answers file, or None for standard output.
+        dlq: the dead-letter file.
+        review: the file of events parked for review.
+    """
+
+    output: Path | None
+    dlq: Path
+    review: Path
+
+    def files(self) -> list[tuple[str, Path]]:
+        """Return ``(option, path)`` for every file, the option that names it first."""
+        found = [("--output", self.output)] if self.output is not None else []
+        return [*found, ("--dlq", self.dlq), ("review file", self.review)]
+
+
+def plan_outputs(
+    output: str,
+    *,
+    dlq: str | None = None,
+    inputs: Iterable[str] = (),
+    mode: WriteMode = "create",
+) -> OutputPaths:
+    """Check where a run will write before anything is read or created.
+
+    With ``output`` ``-`` answers go to standard output and ``dlq`` is
+    required (a file in the working folder would be a surprise); the review
+    file sits beside the dead letters then, else beside the output.
+
+    Args:
+        output: the answers file, or ``-``.
+        dlq: the dead-letter file (default: beside the output).
+        inputs: files the run reads; no result file may be one of them (same inode).
+        mode: ``create`` refuses result files that exist, ``overwrite`` replaces them,
+            ``append`` adds to them.
+
+    Returns:
+        The checked paths. Nothing is created.
+
+    Raises:
+        ConfigError: a result file is an input, is used twice, exists (mode ``create``),
+            is a folder, or cannot be created; or ``-`` without ``dlq``.
+    """
+    if output == "-":
+        if not dlq or dlq == "-":
+            raise ConfigError(
+                "--output - writes answers to stdout; name a file for dead letters with --dlq FILE"
+            )
+        dlq_path = Path(dlq)
+        stem = dlq_path.name.removesuffix(".jsonl").removesuffix(".dlq")
+        paths = OutputPaths(None, dlq_path, dlq_path.with_name(f"{stem}.review.jsonl"))
+    else:
+        default_dlq, review = side_paths(output)
+        paths = OutputPaths(Path(output), Path(dlq) if dlq else default_dlq, review)
+    sources = [Path(p) for p in inputs if p != "-" and Path(p).exists()]
+    seen: list[tuple[str, Path]] = []
+    for option, path in paths.files():
+        for source in sources:
+            if _same_file(path, source):
+                raise ConfigError(
+                    f"{option} {str(path)!r} is the input file; write the results somewhere else"
+                )
+        for other_option, other in seen:
+            if _same_file(path, other):
+                raise ConfigError(
+                    f"{option} {str(path)!r} is also the {other_option} file; give each its own"
+                )
+        seen.append((option, path))
+        _check_writable(option, path, mode)
+    return paths
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.absolute() == b.absolute()
+
+
+def _check_writable(option: str, path: Path, mode: WriteMode) -> None:
+    """Refuse ``path`` unless the run can write it without destroying anything."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {str(path)!r} is a folder; give a file path")
+    if path.exists():
+        if mode == "create":
+            raise ConfigError(
+                f"{option} {str(path)!r} exists; pass --overwrite to replace the results "
+                "or --append to add to them"
+            )
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"{option} {str(path)!r} is not writable")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {str(path)!r}: {str(folder)!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {str(path)!r}: cannot write in {str(folder)!r}")
+
+
+class ResultFile:
+    """One result file: appended to, written in place, or written aside and renamed.
+
+    Renaming at the end means a reader never sees half a run, and a run that
+    dies leaves the previous results untouched (the partial file stays aside).
+
+    Args:
+        path: the file.
+        append: add to the file if it exists.
+        atomic: write under a temporary name in the same folder and rename on
+            :meth:`close` (ignored with ``append``).
+
+    Raises:
+        ConfigError: the folder or the file cannot be created.
+    """
+
+    def __init__(self, path: Path, *, append: bool, atomic: bool) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create folder for {path}: {exc.strerror}") from exc
+        self._aside = (
+            path.with_name(f".{path.name}.{os.getpid()}.partial") if atomic and not append else None
+        )
+        target = self._aside or path
+        try:
+            self.handle: BinaryIO = target.open("ab" if append else "wb")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        """Flush, close and (when written aside) move into place."""
+        self.handle.flush()
+        if self._aside is not None:
+            os.fsync(self.handle.fileno())
+        self.handle.close()
+        if self._aside is not None:
+            os.replace(self._aside, self.path)
+            self._aside = None
+
+
 class JsonlSink:
     """Writes events as JSONL: answers to the output, dead letters and reviews beside it.
 
     A file write is durable enough for one process, so each ticket is
     released as soon as its line is written.
+
+    Args:
+        output: the answers file, or ``-`` for standard output.
+        dlq: the dead-letter file (default: beside the output).
+        review: the review file (default: beside the output).
+        append: add to files that exist instead of replacing them.
+        atomic: write each file under a temporary name in its folder and rename it
+            into place on :meth:`aclose` (ignored with ``append``).
+
+    Raises:
+        ConfigError: a folder or file cannot be created.
     """
 
     def __init__(
@@ -131,20 +303,27 @@ class JsonlSink:
         *,
         dlq: str | Path | None = None,
         review: str | Path | None = None,
+        append: bool = False,
+        atomic: bool = False,
     ) -> None:
         default_dlq, default_review = side_paths(output)
         self.output_path = None if str(output) == "-" else Path(output)
         self.dlq_path = Path(dlq) if dlq else default_dlq
         self.review_path = Path(review) if review else default_review
-        for path in (self.output_path, self.dlq_path, self.review_path):
-            if path is not None:
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise ConfigError(f"cannot create folder for {path}: {exc.strerror}") from exc
-        self._out: BinaryIO = self.output_path.open("wb") if self.output_path else sys.stdout.buffer
-        self._dlq = self.dlq_path.open("wb")
-        self._review = self.review_path.open("wb")
+        opened: list[ResultFile] = []
+        try:
+            for path in (self.output_path, self.dlq_path, self.review_path):
+                if path is not None:
+                    opened.append(ResultFile(path, append=append, atomic=atomic))
+        except ConfigError:
+            for done in opened:
+                done.handle.close()
+            raise
+        self._files = opened
+        *_, dlq_file, review_file = opened
+        self._out: BinaryIO = opened[0].handle if self.output_path else sys.stdout.buffer
+        self._dlq = dlq_file.handle
+        self._review = review_file.handle
         self.written = {"ok": 0, "review": 0, "dead_lettered": 0, "filtered": 0}
 
     def write(self, event: Event) -> None:
@@ -200,12 +379,11 @@ class JsonlSink:
             handle.flush()
 
     async def aclose(self) -> None:
-        """Flush and close the files (stdout stays open)."""
+        """Flush and close the files (stdout stays open); files written aside move into place."""
         await self.flush()
-        for handle in (self._dlq, self._review):
-            handle.close()
-        if self.output_path is not None:
-            self._out.close()
+        files, self._files = self._files, []
+        for file in files:
+            file.close()
 
 
 def _release(event: Event) -> None:
