@@ -261,14 +261,15 @@ def _stage_hooks(
             add(duration)
             fields = event.__dict__
             trace = fields["trace"]
-            if fields["outcome"] != "failed" and len(trace) == first + 1:
+            outcome = fields["outcome"]
+            if outcome == "ok" and len(trace) == first + 1:
                 # The common case: one step, one attempt, no model.
                 record = trace[first]
                 if record.attempt == 1 and record.model is None:
                     if m is not None:
                         m.ok += 1
                     return
-            failed = fields["outcome"] == "failed"
+            failed = outcome == "failed"
             if failed:
                 event.__pydantic_private__["_failed_in"] = stage  # type: ignore[index]
             retried = False
@@ -283,6 +284,10 @@ def _stage_hooks(
                 return
             if failed:
                 m.failed += 1
+            elif outcome == "filtered":
+                m.filtered += 1
+            elif outcome == "review":
+                m.review += 1
             elif retried:
                 m.retried += 1
             else:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -142,16 +142,19 @@ class OutputPaths:
         output: the answers file, or None for standard output.
         dlq: the dead-letter file.
         review: the file of events parked for review.
+        filtered: the file of filtered events, when asked for.
     """
 
     output: Path | None
     dlq: Path
     review: Path
+    filtered: Path | None = None
 
     def files(self) -> list[tuple[str, Path]]:
         """Return ``(option, path)`` for every file, the option that names it first."""
         found = [("--output", self.output)] if self.output is not None else []
-        return [*found, ("--dlq", self.dlq), ("review file", self.review)]
+        extra = [("--filtered", self.filtered)] if self.filtered is not None else []
+        return [*found, ("--dlq", self.dlq), ("review file", self.review), *extra]
 
 
 def plan_outputs(
@@ -160,6 +163,7 @@ def plan_outputs(
     dlq: str | None = None,
     inputs: Iterable[str] = (),
     mode: WriteMode = "create",
+    filtered: str | None = None,
 ) -> OutputPaths:
     """Check where a run will write before anything is read or created.
 
@@ -173,6 +177,7 @@ def plan_outputs(
         inputs: files the run reads; no result file may be one of them (same inode).
         mode: ``create`` refuses result files that exist, ``overwrite`` replaces them,
             ``append`` adds to them.
+        filtered: the file for filtered events (default: none is written).
 
     Returns:
         The checked paths. Nothing is created.
@@ -192,6 +197,8 @@ def plan_outputs(
     else:
         default_dlq, review = side_paths(output)
         paths = OutputPaths(Path(output), Path(dlq) if dlq else default_dlq, review)
+    if filtered:
+        paths = replace(paths, filtered=Path(filtered))
     sources = [Path(p) for p in inputs if p != "-" and Path(p).exists()]
     seen: list[tuple[str, Path]] = []
     for option, path in paths.files():
@@ -292,6 +299,7 @@ class JsonlSink:
         append: add to files that exist instead of replacing them.
         atomic: write each file under a temporary name in its folder and rename it
             into place on :meth:`aclose` (ignored with ``append``).
+        filtered: a file for filtered events (default: they are only counted).
 
     Raises:
         ConfigError: a folder or file cannot be created.
@@ -305,6 +313,7 @@ class JsonlSink:
         review: str | Path | None = None,
         append: bool = False,
         atomic: bool = False,
+        filtered: str | Path | None = None,
     ) -> None:
         default_dlq, default_review = side_paths(output)
         self.output_path = None if str(output) == "-" else Path(output)
@@ -319,8 +328,20 @@ class JsonlSink:
             for done in opened:
                 done.handle.close()
             raise
+        self.filtered_path = Path(filtered) if filtered else None
+        self._filtered: BinaryIO | None = None
+        if self.filtered_path is not None:
+            try:
+                filtered_file = ResultFile(self.filtered_path, append=append, atomic=atomic)
+            except ConfigError:
+                for done in opened:
+                    done.handle.close()
+                raise
+            self._filtered = filtered_file.handle
         self._files = opened
         *_, dlq_file, review_file = opened
+        if self._filtered is not None:
+            self._files.append(filtered_file)
         self._out: BinaryIO = opened[0].handle if self.output_path else sys.stdout.buffer
         self._dlq = dlq_file.handle
         self._review = review_file.handle
@@ -338,6 +359,8 @@ class JsonlSink:
             self._dead_letter(event)
         else:
             self.written["filtered"] += 1
+            if self._filtered is not None:
+                self._filtered.write(encode_event(event) + b"\n")
         _release(event)
 
     def _dead_letter(self, event: Event, stage: str | None = None) -> None:
@@ -374,9 +397,10 @@ class JsonlSink:
         _release(event)
 
     async def flush(self) -> None:
-        """Flush all three files."""
-        for handle in (self._out, self._dlq, self._review):
-            handle.flush()
+        """Flush every result file."""
+        for handle in (self._out, self._dlq, self._review, self._filtered):
+            if handle is not None:
+                handle.flush()
 
     async def aclose(self) -> None:
         """Flush and close the files (stdout stays open); files written aside move into place."""
