@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from operators.models._results import Usage
 from operators.models._wire import chat_tokens, deltas, sse_chunk
 from streamflow.errors import RetriableError, Unavailable
 from streamflow.events import dumps
+from streamflow.ops import retry_call
 
 if TYPE_CHECKING:
     from operators.models.openai import ModelClient
@@ -73,20 +73,28 @@ class ChatStream:
         return self.content
 
     async def _run(self) -> AsyncGenerator[str, None]:
-        retry = self._client._retry
-        attempt = 0
-        while True:
-            attempt += 1
+        async def opened() -> tuple[AsyncGenerator[str, None], str | None]:
+            deltas = self._attempt()
             try:
-                async with contextlib.aclosing(self._attempt()) as deltas:
-                    async for delta in deltas:
-                        yield delta
+                return deltas, await anext(deltas)
+            except StopAsyncIteration:
+                return deltas, None
+            except BaseException:
+                await deltas.aclose()
+                raise
+
+        # Once text went out, a retry would repeat it: only the way to the first text
+        # is retried.
+        tried = await retry_call(
+            opened, self._client._retry, retry_if=lambda exc: isinstance(exc, RetriableError)
+        )
+        deltas, first = tried.unwrap()
+        async with contextlib.aclosing(deltas):
+            if first is None:
                 return
-            except RetriableError as exc:
-                # Once text went out, a retry would repeat it: only retry before.
-                if self._yielded or retry is None or not retry.should_retry(exc, attempt):
-                    raise
-                await asyncio.sleep(retry.delay(attempt, exc.retry_after))
+            yield first
+            async for delta in deltas:
+                yield delta
 
     async def _attempt(self) -> AsyncGenerator[str, None]:
         client, model = self._client, self._model

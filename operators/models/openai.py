@@ -20,7 +20,7 @@ every error message, even when an endpoint echoes request headers back.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import os
 import time
@@ -61,7 +61,7 @@ from operators.models._wire import (
 from operators.models.pricing import PriceTable
 from streamflow.errors import ConfigError, DecodeError, RetriableError, TransportClosed
 from streamflow.events import dumps
-from streamflow.ops import RetryPolicy
+from streamflow.ops import RetryPolicy, retry_call
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -428,15 +428,12 @@ class ModelClient:
         timeout: float | None,
         tokens: Callable[[dict[str, Any]], tuple[int, int]],
     ) -> tuple[dict[str, Any], Usage]:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._attempt(path, payload, model, timeout, tokens)
-            except RetriableError as exc:
-                if self._retry is None or not self._retry.should_retry(exc, attempt):
-                    raise
-                await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
+        tried = await retry_call(
+            functools.partial(self._attempt, path, payload, model, timeout, tokens),
+            self._retry,
+            retry_if=lambda exc: isinstance(exc, RetriableError),
+        )
+        return tried.unwrap()
 
     async def _attempt(
         self,

@@ -52,7 +52,7 @@ from streamflow.ops._resilience import (
     circuit_breaker,
     fallback,
 )
-from streamflow.ops._retry import RetryPolicy
+from streamflow.ops._retry import DEFAULT_RETRY_ON, RetryOutcome, RetryPolicy, retry_call
 from streamflow.ops._route import route
 from streamflow.ops._simple import filter_events, tap
 
@@ -60,6 +60,7 @@ branch = route
 filter = filter_events
 
 __all__ = [
+    "DEFAULT_RETRY_ON",
     "AdaptiveConcurrency",
     "AdaptiveStatistics",
     "BatchStatistics",
@@ -81,6 +82,7 @@ __all__ = [
     "RateLimitStatistics",
     "RateLimiter",
     "Relay",
+    "RetryOutcome",
     "RetryPolicy",
     "RunScope",
     "Slots",
@@ -107,6 +109,7 @@ __all__ = [
     "pipe",
     "rate_limit",
     "reset_shared_limiters",
+    "retry_call",
     "route",
     "run_scope",
     "run_step",

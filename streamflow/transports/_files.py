@@ -364,14 +364,7 @@ class JsonlSink:
         _release(event)
 
     def _dead_letter(self, event: Event, stage: str | None = None) -> None:
-        error = event.error or ErrorInfo(type="Unknown", message=event.reason or "failed")
-        letter = DeadLetter(
-            id=event.id,
-            stage=stage or event._failed_in or error.step,
-            error=error,
-            attempts=event.attempts,
-            event=event,
-        )
+        letter = DeadLetter.of(event, stage=stage)
         self._dlq.write(dumps(letter) + b"\n")
         self.written["dead_lettered"] += 1
 

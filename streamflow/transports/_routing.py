@@ -67,17 +67,13 @@ def outgoing_event(
         return Outgoing(review_topic, key, encode_event(event), headers)
     if event.outcome == "filtered":
         return None
-    error = event.error or ErrorInfo(type="Unknown", message=event.reason or "failed")
     origin = event._origin if isinstance(event._origin, Record) else None
-    letter = DeadLetter(
-        id=event.id,
-        stage=event._failed_in or error.step or stage,
-        error=error,
-        attempts=event.attempts,
+    letter = DeadLetter.of(
+        event,
         original=origin.value.decode("utf-8", "replace") if origin is not None else None,
         origin=origin.origin if origin is not None else None,
-        event=event,
     )
+    letter.stage = letter.stage or stage
     return Outgoing(dlq_topic, key, dumps(letter), headers)
 
 
