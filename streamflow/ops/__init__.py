@@ -25,10 +25,13 @@ from streamflow.ops._context import (
     run_scope,
 )
 from streamflow.ops._gate import BoundedChannel, ChannelStatistics, Relay, gate
-from streamflow.ops._limiter import (
-    Permit,
-    RateLimiter,
-    RateLimitStatistics,
+from streamflow.ops._limiter import Limiter, Permit, RateLimiter, RateLimitStatistics
+from streamflow.ops._limiter_registry import (
+    InProcessLimiters,
+    LimiterBackend,
+    LimiterRegistry,
+    SharedLimiter,
+    current_limiters,
     reset_shared_limiters,
     shared_limiter,
 )
@@ -71,9 +74,13 @@ __all__ = [
     "CreditStatistics",
     "CreditWindow",
     "EventOperator",
+    "InProcessLimiters",
     "Instrumentation",
     "Lane",
     "LaneFactory",
+    "Limiter",
+    "LimiterBackend",
+    "LimiterRegistry",
     "MapStatistics",
     "Operator",
     "Ordering",
@@ -83,6 +90,7 @@ __all__ = [
     "Relay",
     "RetryPolicy",
     "RunScope",
+    "SharedLimiter",
     "Slots",
     "StagePlace",
     "StageVar",
@@ -94,6 +102,7 @@ __all__ = [
     "branch",
     "check_ordering",
     "circuit_breaker",
+    "current_limiters",
     "current_scope",
     "current_stage",
     "fallback",

@@ -16,7 +16,8 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from streamflow.errors import CapacityExceeded, ConfigError
 from streamflow.events import Event
-from streamflow.ops._limiter import RateLimiter, shared_limiter
+from streamflow.ops._limiter import Limiter, RateLimiter
+from streamflow.ops._limiter_registry import shared_limiter
 from streamflow.ops._operator import Operator
 
 __all__ = ["DEFAULT_CAPACITY", "TokenEstimate", "rate_limit"]
@@ -27,7 +28,7 @@ DEFAULT_CAPACITY = 4096
 
 
 def rate_limit(
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     *,
     tokens: TokenEstimate | None = None,
     requests_per_s: int | None = None,
@@ -117,7 +118,7 @@ class _LimitState:
 
     def __init__(
         self,
-        limiter: RateLimiter,
+        limiter: Limiter,
         tokens: TokenEstimate | None,
         name: str,
         capacity: int,
