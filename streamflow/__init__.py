@@ -6,6 +6,11 @@ Bounded, at-least-once, observable; one process or Kafka between stages.
 from streamflow.errors import (
     ConfigError,
     EventError,
+    EventFailed,
+    EventFiltered,
+    EventParked,
+    FlowClosed,
+    FlowFull,
     RetriableError,
     StreamflowError,
     TopologyError,
@@ -29,7 +34,8 @@ from streamflow.ops import (
     shared_limiter,
     tap,
 )
-from streamflow.runtime import Pipeline, RunReport, Stage, run_flow
+from streamflow.runtime import Flow, Pipeline, RunReport, Runtime, Stage, run_flow
+from streamflow.runtime import open_flow as open
 
 __version__ = "0.1.0"
 
@@ -41,12 +47,19 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventError",
+    "EventFailed",
+    "EventFiltered",
+    "EventParked",
+    "Flow",
+    "FlowClosed",
+    "FlowFull",
     "Operator",
     "Pipeline",
     "RateLimiter",
     "RetriableError",
     "RetryPolicy",
     "RunReport",
+    "Runtime",
     "Stage",
     "StepRecord",
     "StreamflowError",
@@ -57,6 +70,7 @@ __all__ = [
     "fallback",
     "filter_events",
     "map_async",
+    "open",
     "parallel",
     "pipe",
     "rate_limit",

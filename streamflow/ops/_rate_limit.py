@@ -7,18 +7,14 @@ The limiter itself (rolling windows, permits, the shared registry) lives in
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
-
-import reactivex
-from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, Disposable
 
 from streamflow.errors import CapacityExceeded, ConfigError
 from streamflow.events import Event
+from streamflow.ops._adapter import per_event
 from streamflow.ops._limiter import Limiter, RateLimiter
 from streamflow.ops._limiter_registry import shared_limiter
-from streamflow.ops._operator import Operator
+from streamflow.ops._operator import Lane, Operator
 
 __all__ = ["DEFAULT_CAPACITY", "TokenEstimate", "rate_limit"]
 
@@ -91,20 +87,11 @@ def rate_limit(
         raise ConfigError(f"rate_limit '{name}': capacity must be >= 1, got {capacity}")
     bound = limiter
 
-    def operator(source: Observable[Event]) -> Observable[Event]:
-        def subscribe(
-            observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            state = _LimitState(bound, tokens, name, capacity, observer)
-            upstream = source.subscribe(
-                state.on_next, state.on_error, state.on_completed, scheduler=scheduler
-            )
-            return CompositeDisposable(upstream, Disposable(state.dispose))
+    def lane() -> Lane:
+        return _Held(bound, tokens, name, capacity)
 
-        return reactivex.create(subscribe)
-
-    return Operator(
-        fn=operator,
+    return per_event(
+        lane,
         name=name,
         kind="rate_limit",
         ordering="input",
@@ -113,87 +100,60 @@ def rate_limit(
     )
 
 
-class _LimitState:
-    """Per-subscription queue of events waiting for the limiter, drained by one task."""
+class _Held:
+    """rate_limit's per-event form for one run: each call waits its turn, then the limiter.
+
+    A call that finds nobody waiting and budget free goes on at once (no
+    future, no loop turn). Otherwise it waits for the call before it to leave
+    and then for the limiter, so events leave in the order they came, the
+    inactive ones included (they wait their turn but are not charged).
+    """
 
     def __init__(
-        self,
-        limiter: Limiter,
-        tokens: TokenEstimate | None,
-        name: str,
-        capacity: int,
-        observer: abc.ObserverBase[Event],
+        self, limiter: Limiter, tokens: TokenEstimate | None, name: str, capacity: int
     ) -> None:
         self.limiter = limiter
         self.tokens = tokens
         self.name = name
         self.capacity = capacity
-        self.observer = observer
-        self.waiting: deque[Event] = deque()
-        self.task: asyncio.Task[None] | None = None
-        self.upstream_done = False
-        self.stopped = False
+        self.waiting = 0
+        self.tail: asyncio.Future[None] | None = None
 
-    def _estimate(self, event: Event) -> int:
-        return 0 if self.tokens is None else int(self.tokens(event))
-
-    def on_next(self, event: Event) -> None:
-        if self.stopped:
-            return
+    async def __call__(self, event: Event) -> Event:
         if not self.waiting:
             if not event.active:
-                self.observer.on_next(event)
-                return
+                return event
             try:
-                permit = self.limiter.try_acquire(self._estimate(event))
+                estimate = 0 if self.tokens is None else int(self.tokens(event))
             except Exception as exc:
-                self.observer.on_next(event.failed(exc, self.name))
-                return
-            if permit is not None:
-                self.observer.on_next(event)
-                return
-        if len(self.waiting) >= self.capacity:
+                return event.failed(exc, self.name)
+            if self.limiter.try_acquire(estimate) is not None:
+                return event
+        if self.waiting >= self.capacity:
             raise CapacityExceeded(
                 f"rate_limit '{self.name}': more than {self.capacity} events waiting; "
                 "feed it from a credit-limited source or raise capacity",
                 stage=self.name,
             )
-        self.waiting.append(event)
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        while self.waiting and not self.stopped:
-            event = self.waiting[0]
-            if event.active:
-                try:
-                    estimate = self._estimate(event)
-                except Exception as exc:
-                    event = event.failed(exc, self.name)
-                else:
-                    await self.limiter.acquire(estimate)
-            self.waiting.popleft()
-            if self.stopped:
-                return
-            self.observer.on_next(event)
-        self.task = None
-        self._maybe_complete()
-
-    def on_error(self, error: Exception) -> None:
-        self.dispose()
-        self.observer.on_error(error)
-
-    def on_completed(self) -> None:
-        self.upstream_done = True
-        self._maybe_complete()
-
-    def _maybe_complete(self) -> None:
-        if self.upstream_done and not self.stopped and not self.waiting and self.task is None:
-            self.stopped = True
-            self.observer.on_completed()
-
-    def dispose(self) -> None:
-        self.stopped = True
-        if self.task is not None:
-            self.task.cancel()
-            self.task = None
+        ahead = self.tail
+        left: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.tail = left
+        self.waiting += 1
+        try:
+            if ahead is not None and not ahead.done():
+                # Shielded: cancelling this call must not cancel the one ahead's signal.
+                await asyncio.shield(ahead)
+            if not event.active:
+                return event
+            try:
+                estimate = 0 if self.tokens is None else int(self.tokens(event))
+            except Exception as exc:
+                return event.failed(exc, self.name)
+            await self.limiter.acquire(estimate)
+            return event
+        finally:
+            # Whether it went on or was cancelled, the next one may go.
+            self.waiting -= 1
+            left.set_result(None)
+            if self.tail is left:
+                self.tail = None

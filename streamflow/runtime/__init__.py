@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING
 
+from streamflow.runtime._library import Flow, expect_ok, open_flow
 from streamflow.runtime._otel import EventSpans
 from streamflow.runtime._pipeline import Pipeline, Stage, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
@@ -16,14 +17,14 @@ from streamflow.runtime._review import (
     parked_stage,
     rejected,
 )
-from streamflow.runtime._runner import Engine, run_flow
+from streamflow.runtime._runner import run_flow
 from streamflow.runtime._runtime import Runtime
 
 __all__ = [
     "Decision",
-    "Engine",
     "EventSpans",
     "FileReviewQueue",
+    "Flow",
     "KafkaReviewQueue",
     "LatencySketch",
     "Pipeline",
@@ -35,6 +36,8 @@ __all__ = [
     "approved",
     "decisions_path",
     "decisions_topic",
+    "expect_ok",
+    "open_flow",
     "parked_stage",
     "produce_input",
     "rejected",

@@ -19,12 +19,12 @@ from typing import Any, BinaryIO
 
 from streamflow.errors import ConfigError, EventError
 from streamflow.events import DeadLetter, Event, decode_event, loads
-from streamflow.metrics import CollectorRegistry, PipelineMetrics
+from streamflow.metrics import DEFAULT_HOST, CollectorRegistry, PipelineMetrics
 from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime._produce import produce_input
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.runtime._worker import StageWorker, observed
-from streamflow.transports import side_paths
+from streamflow.transports import ResultFile, side_paths
 from streamflow.transports.kafka import KafkaSettings, consume_events, create_topics
 
 __all__ = ["run_distributed"]
@@ -37,29 +37,33 @@ _QUIET_SECONDS = 2.0
 class _ResultFiles:
     """The output, review and dead-letter files a distributed run writes."""
 
-    def __init__(self, output: str, dlq: str | None, review: str | None) -> None:
+    def __init__(
+        self, output: str, dlq: str | None, review: str | None, *, append: bool = False
+    ) -> None:
         default_dlq, default_review = side_paths(output)
         self.output_path = None if output == "-" else Path(output)
         self.dlq_path = Path(dlq) if dlq else default_dlq
         self.review_path = Path(review) if review else default_review
-        for path in (self.output_path, self.dlq_path, self.review_path):
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-        self._handles: dict[str, BinaryIO] = {
-            "ok": self.output_path.open("wb") if self.output_path else sys.stdout.buffer,
-            "review": self.review_path.open("wb"),
-            "dead_lettered": self.dlq_path.open("wb"),
+        # Written aside and renamed at the end (or appended to), like `run` in one process.
+        self._files = {
+            outcome: ResultFile(path, append=append, atomic=True)
+            for outcome, path in (
+                ("ok", self.output_path),
+                ("review", self.review_path),
+                ("dead_lettered", self.dlq_path),
+            )
+            if path is not None
         }
+        self._handles: dict[str, BinaryIO] = {k: f.handle for k, f in self._files.items()}
+        self._handles.setdefault("ok", sys.stdout.buffer)
 
     def write(self, outcome: str, value: bytes) -> None:
         self._handles[outcome].write(value + b"\n")
 
     def close(self) -> None:
-        for outcome, handle in self._handles.items():
-            if outcome == "ok" and self.output_path is None:
-                handle.flush()
-            else:
-                handle.close()
+        self._handles["ok"].flush()
+        for file in self._files.values():
+            file.close()
 
 
 class _Results:
@@ -160,6 +164,7 @@ async def run_distributed(
     output_path: str,
     dlq_path: str | None = None,
     review_path: str | None = None,
+    append: bool = False,
     metrics_port: int | None = None,
     window: int | None = None,
     drain_timeout: float = 30.0,
@@ -168,6 +173,7 @@ async def run_distributed(
     on_metrics: Callable[[str], None] | None = None,
     progress_interval: float = 0.2,
     registry: CollectorRegistry | None = None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
     """Run every stage of ``pipeline`` as a worker in this process, with Kafka between them.
 
@@ -186,6 +192,7 @@ async def run_distributed(
         output_path: JSONL file for answers, or ``-`` for stdout.
         dlq_path: dead-letter file (default: beside the output).
         review_path: review file (default: beside the output).
+        append: add to the result files instead of replacing them.
         metrics_port: serve ``/metrics`` and ``/healthz`` here.
         window: credit window of each stage's worker (default: the pipeline's).
         drain_timeout: seconds each worker gets to finish in-flight work when stopping.
@@ -194,6 +201,7 @@ async def run_distributed(
         on_metrics: called with the metrics server's base URL once it listens.
         progress_interval: seconds between progress calls.
         registry: Prometheus registry to register in (default: a new one).
+        metrics_host: interface the metrics server binds (default 127.0.0.1).
 
     Returns:
         The run's report: outcomes of distinct events, stage latencies from their traces.
@@ -211,7 +219,7 @@ async def run_distributed(
     await create_topics(settings, pipeline.topics())
     workers = [StageWorker(pipeline, s.name, settings) for s in pipeline.stages]
     metrics = PipelineMetrics(registry or CollectorRegistry(), pipeline.name)
-    files = _ResultFiles(output_path, dlq_path, review_path)
+    files = _ResultFiles(output_path, dlq_path, review_path, append=append)
     results = _Results(pipeline, report, files)
     workers_stop = asyncio.Event()
     # Results older than this belong to an earlier run over the same topics.
@@ -241,7 +249,7 @@ async def run_distributed(
         return sum(w.report.outcomes.get("filtered", 0) for w in workers if w.report)
 
     try:
-        async with observed(metrics, workers, metrics_port, on_metrics):
+        async with observed(metrics, workers, metrics_port, on_metrics, metrics_host):
             worker_tasks = [
                 asyncio.create_task(
                     w.run(metrics, window=window, drain_timeout=drain_timeout, stop=workers_stop)

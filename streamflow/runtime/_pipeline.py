@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +10,8 @@ from pydantic import BaseModel
 
 from streamflow.errors import ConfigError, TopologyError
 from streamflow.events import Event
-from streamflow.ops import EventOperator, Operator, as_operator, check_ordering, gate, pipe
+from streamflow.ops import EventOperator, Operator, as_operator, check_ordering, pipe
+from streamflow.ops._gate import gate
 
 __all__ = ["Pipeline", "Stage", "StageHooks"]
 
@@ -49,19 +49,14 @@ class Stage:
 
 @dataclass(frozen=True)
 class StageHooks:
-    """Callbacks the runtime hangs on every stage boundary (for metrics and summaries).
+    """How the runtime measures every stage (for metrics and summaries).
 
     Attributes:
-        on_enter: (stage, event) as an event enters a stage.
-        on_exit: (stage, event) as it leaves.
         meter: makes the measuring function of a stage, called as (event,
             seconds inside, index of its first new trace record) as an active
-            event leaves; engines that time stages themselves call it instead
-            of on_enter/on_exit.
+            event leaves it.
     """
 
-    on_enter: Callable[[str, Event], None] | None = None
-    on_exit: Callable[[str, Event], None] | None = None
     meter: Callable[[str], Callable[[Event, float, int], None]] | None = None
 
 
@@ -211,34 +206,26 @@ class Pipeline:
     # -- composition -------------------------------------------------------------
 
     def operator(
-        self,
-        stages: Sequence[str] | None = None,
-        *,
-        hooks: StageHooks | None = None,
-        capacity: int | None = None,
+        self, stages: Sequence[str] | None = None, *, capacity: int | None = None
     ) -> Operator:
-        """Compose the named stages (default: all) into one operator, each behind its gate.
+        """Compose the named stages (default: all) into one reactivex operator, each gated.
+
+        For ``reactivex.pipe`` users; ``run_flow`` runs the stages per event instead.
 
         Args:
             stages: the stage names to run, in flow order.
-            hooks: callbacks at each stage boundary.
             capacity: bound of each stage's input channel (default: the window).
         """
         chosen = [self.stage(n) for n in stages] if stages is not None else self.stages
-        hooks = hooks or StageHooks()
-        gated = []
-        for stage in chosen:
-            on_enter, on_exit = hooks.on_enter, hooks.on_exit
-            gated.append(
-                gate(
-                    stage.op,
-                    concurrency=stage.concurrency or self.window,
-                    capacity=capacity or self.window,
-                    name=stage.name,
-                    on_enter=functools.partial(on_enter, stage.name) if on_enter else None,
-                    on_exit=functools.partial(on_exit, stage.name) if on_exit else None,
-                )
+        gated = [
+            gate(
+                stage.op,
+                concurrency=stage.concurrency or self.window,
+                capacity=capacity or self.window,
+                name=stage.name,
             )
+            for stage in chosen
+        ]
         return pipe(*gated, name=self.name)
 
     def mermaid(self) -> str:

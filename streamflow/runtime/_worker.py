@@ -18,7 +18,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from streamflow.metrics import CollectorRegistry, PipelineMetrics, open_metrics_server
+from streamflow.metrics import (
+    DEFAULT_HOST,
+    CollectorRegistry,
+    PipelineMetrics,
+    open_metrics_server,
+)
 from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime._report import RunReport
 from streamflow.runtime._runner import run_flow
@@ -134,6 +139,7 @@ async def observed(
     workers: Sequence[StageWorker],
     metrics_port: int | None,
     on_metrics: Callable[[str], None] | None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> AsyncIterator[None]:
     """Serve /metrics and /healthz (if a port is given) and keep streamflow_up current."""
     _wire_kafka_metrics(metrics, workers)
@@ -142,7 +148,9 @@ async def observed(
         async with contextlib.AsyncExitStack() as stack:
             if metrics_port is not None:
                 server = await stack.enter_async_context(
-                    open_metrics_server(metrics.registry, metrics_port, health=_health(workers))
+                    open_metrics_server(
+                        metrics.registry, metrics_port, host=metrics_host, health=_health(workers)
+                    )
                 )
                 if on_metrics is not None:
                     on_metrics(server.url)
@@ -167,6 +175,7 @@ async def run_worker(
     registry: CollectorRegistry | None = None,
     on_metrics: Callable[[str], None] | None = None,
     runtime: Runtime | None = None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
     """Run one stage of ``pipeline`` as a member of its consumer group until ``stop``.
 
@@ -187,6 +196,7 @@ async def run_worker(
         registry: Prometheus registry to register in (default: a new one).
         on_metrics: called with the metrics server's base URL once it listens.
         runtime: the runtime (limiters, collector tuning); default: one of its own.
+        metrics_host: interface the metrics server binds (default 127.0.0.1).
 
     Returns:
         The worker's run report; ``report.error`` holds a fatal error, if one stopped it.
@@ -198,7 +208,7 @@ async def run_worker(
     worker = StageWorker(pipeline, stage, settings)
     await create_topics(settings, pipeline.topics())
     metrics = PipelineMetrics(registry or CollectorRegistry(), pipeline.name)
-    async with observed(metrics, [worker], metrics_port, on_metrics):
+    async with observed(metrics, [worker], metrics_port, on_metrics, metrics_host):
         return await worker.run(
             metrics,
             window=window,

@@ -99,7 +99,9 @@ def outgoing_reject(record: Record, error: StreamflowError, *, dlq_topic: str) -
 class RoutingSink(ABC):
     """What every topic sink shares: route each event by its outcome, count it, hand it on.
 
-    Subclasses deliver a message and release its ticket once the write is durable.
+    Subclasses deliver a message and release its ticket once the write is durable
+    (``acknowledges``: the runtime leaves credit to them, so a source commits only
+    what the broker acknowledged).
 
     Args:
         output_topic: where ``ok`` events go.
@@ -107,6 +109,8 @@ class RoutingSink(ABC):
         review_topic: where ``review`` events go.
         stage: the stage writing (dead-letter context).
     """
+
+    acknowledges = True
 
     def __init__(self, *, output_topic: str, dlq_topic: str, review_topic: str, stage: str) -> None:
         self.output_topic = output_topic
