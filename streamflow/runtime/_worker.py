@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from streamflow.errors import ConfigError
 from streamflow.metrics import (
     DEFAULT_HOST,
     CollectorRegistry,
@@ -28,9 +29,15 @@ from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime._report import RunReport
 from streamflow.runtime._runner import run_flow
 from streamflow.runtime._runtime import Runtime
-from streamflow.transports.kafka import KafkaSettings, KafkaSink, KafkaSource, create_topics
+from streamflow.transports.kafka import (
+    KafkaSettings,
+    KafkaSink,
+    KafkaSource,
+    create_topics,
+    missing_topics,
+)
 
-__all__ = ["StageWorker", "observed", "run_worker"]
+__all__ = ["StageWorker", "ensure_topics", "observed", "run_worker"]
 
 log = logging.getLogger("streamflow.runtime")
 
@@ -38,23 +45,45 @@ _HEALTH_INTERVAL = 0.5
 
 
 class StageWorker:
-    """The Kafka source and sink of one stage, and its health (shared with the harness)."""
+    """The Kafka source and sink of one stage (or of consecutive fused stages), and its health.
 
-    def __init__(self, pipeline: Pipeline, stage: str, settings: KafkaSettings) -> None:
-        pipeline.stage(stage)
+    Fused stages run in this process one after the other with an in-memory
+    handoff: the source reads the first stage's input in the first stage's
+    group, the sink writes the last stage's output, and an offset is
+    committed only when the last stage's output for it is acknowledged.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, stages: str | Sequence[str], settings: KafkaSettings
+    ) -> None:
+        names = [stages] if isinstance(stages, str) else list(stages)
+        _check_consecutive(pipeline, names)
+        first, last = names[0], names[-1]
         self.pipeline = pipeline
-        self.stage = stage
+        self.stages = names
+        self.stage = first
+        self.label = "+".join(names)
         self.source = KafkaSource(
-            settings, pipeline.topic_into(stage), pipeline.group(stage), stage=stage
+            settings, pipeline.topic_into(first), pipeline.group(first), stage=first
         )
         self.sink = KafkaSink(
             settings,
-            output_topic=pipeline.topic_out_of(stage),
+            output_topic=pipeline.topic_out_of(last),
             dlq_topic=pipeline.dlq_topic,
             review_topic=pipeline.review_topic,
-            stage=stage,
+            stage=last,
         )
         self.report: RunReport | None = None
+
+    def topics(self) -> list[str]:
+        """The topics this worker reads and writes."""
+        pipeline = self.pipeline
+        return [
+            pipeline.topic_into(self.stages[0]),
+            pipeline.topic_out_of(self.stages[-1]),
+            pipeline.dlq_topic,
+            pipeline.review_topic,
+        ]
 
     def healthy(self) -> tuple[bool, str]:
         for part, (ok, reason) in (
@@ -62,8 +91,8 @@ class StageWorker:
             ("sink", self.sink.healthy()),
         ):
             if not ok:
-                return False, f"stage {self.stage} {part}: {reason}"
-        return True, f"stage {self.stage} ok"
+                return False, f"stage {self.label} {part}: {reason}"
+        return True, f"stage {self.label} ok"
 
     def settled(self) -> bool:
         """True when the group committed everything there is to read on every partition."""
@@ -88,7 +117,7 @@ class StageWorker:
                 self.pipeline,
                 self.source,
                 self.sink,
-                stages=[self.stage],
+                stages=self.stages,
                 metrics=metrics,
                 window=window,
                 drain_timeout=drain_timeout,
@@ -129,7 +158,9 @@ def _health(workers: Sequence[StageWorker]) -> Callable[[], tuple[bool, str]]:
 async def _keep_up_gauge(metrics: PipelineMetrics, workers: Sequence[StageWorker]) -> None:
     while True:
         for worker in workers:
-            metrics.set_up(worker.stage, worker.healthy()[0])
+            up = worker.healthy()[0]
+            for stage in worker.stages:
+                metrics.set_up(stage, up)
         await asyncio.sleep(_HEALTH_INTERVAL)
 
 
@@ -160,12 +191,55 @@ async def observed(
         with contextlib.suppress(asyncio.CancelledError):
             await gauge
         for worker in workers:
-            metrics.set_up(worker.stage, False)
+            for stage in worker.stages:
+                metrics.set_up(stage, False)
+
+
+def _check_consecutive(pipeline: Pipeline, names: Sequence[str]) -> None:
+    if not names:
+        raise ConfigError("give at least one stage (--stage NAME or --stage A,B)")
+    order = [stage.name for stage in pipeline.stages]
+    for name in names:
+        pipeline.stage(name)
+    start = order.index(names[0])
+    if order[start : start + len(names)] != list(names):
+        raise ConfigError(
+            f"stages {','.join(names)} of pipeline '{pipeline.name}' are not consecutive in "
+            f"flow order ({', '.join(order)}); fuse neighbours only, e.g. "
+            f"--stage {','.join(order[start : start + len(names)])}"
+        )
+
+
+async def ensure_topics(
+    pipeline: Pipeline, settings: KafkaSettings, needed: Sequence[str], *, create: bool
+) -> None:
+    """Create the pipeline's topics (``create``), or refuse to start when one is missing.
+
+    Args:
+        pipeline: the pipeline.
+        settings: broker settings.
+        needed: the topics the caller reads and writes.
+        create: create every missing topic of the pipeline (3 partitions, replication 1).
+
+    Raises:
+        ConfigError: a needed topic is missing and ``create`` is false.
+        TransportError: the broker cannot be reached.
+    """
+    if create:
+        await create_topics(settings, pipeline.topics())
+        return
+    missing = await missing_topics(settings, list(needed))
+    if missing:
+        raise ConfigError(
+            f"topic(s) {', '.join(missing)} of pipeline '{pipeline.name}' do not exist: "
+            "create them with `streamflow topics create PIPELINE` "
+            "(or start the worker with --create-topics)"
+        )
 
 
 async def run_worker(
     pipeline: Pipeline,
-    stage: str,
+    stage: str | Sequence[str],
     settings: KafkaSettings,
     *,
     metrics_port: int | None = None,
@@ -174,20 +248,22 @@ async def run_worker(
     drain_timeout: float = 30.0,
     registry: CollectorRegistry | None = None,
     on_metrics: Callable[[str], None] | None = None,
+    create_topics: bool = False,
     runtime: Runtime | None = None,
     metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
-    """Run one stage of ``pipeline`` as a member of its consumer group until ``stop``.
+    """Run one stage (or consecutive fused stages) of ``pipeline`` in its consumer group.
 
-    Reads ``pipeline.topic_into(stage)`` in the group ``{pipeline}.{stage}``,
-    runs the stage, and writes ``pipeline.topic_out_of(stage)`` (review and
-    dead letters to their topics). When ``stop`` is set it stops reading,
+    Reads ``pipeline.topic_into(first)`` in the group ``{pipeline}.{first}``,
+    runs the stage(s), and writes ``pipeline.topic_out_of(last)`` (review and
+    dead letters to their topics). Fused stages hand events over in memory;
+    each keeps its own metrics. When ``stop`` is set it stops reading,
     drains what is in flight, flushes the producer and commits the final
     watermark before it returns.
 
     Args:
         pipeline: the pipeline.
-        stage: the stage this worker runs.
+        stage: the stage this worker runs, or consecutive stages to fuse.
         settings: broker settings.
         metrics_port: serve ``/metrics`` and ``/healthz`` on this port (0: any free one).
         window: most events inside this worker at once (default: the pipeline's).
@@ -195,6 +271,7 @@ async def run_worker(
         drain_timeout: seconds to finish in-flight work after ``stop``.
         registry: Prometheus registry to register in (default: a new one).
         on_metrics: called with the metrics server's base URL once it listens.
+        create_topics: create missing topics at start instead of refusing to run.
         runtime: the runtime (limiters, collector tuning); default: one of its own.
         metrics_host: interface the metrics server binds (default 127.0.0.1).
 
@@ -202,17 +279,14 @@ async def run_worker(
         The worker's run report; ``report.error`` holds a fatal error, if one stopped it.
 
     Raises:
-        ConfigError: no such stage, or the metrics port cannot be bound.
-        TransportError: the broker cannot be reached to create the topics.
+        ConfigError: no such stage, stages not consecutive, a topic is missing (and
+            ``create_topics`` is false), or the metrics port cannot be bound.
+        TransportError: the broker cannot be reached.
     """
     worker = StageWorker(pipeline, stage, settings)
-    await create_topics(settings, pipeline.topics())
+    await ensure_topics(pipeline, settings, worker.topics(), create=create_topics)
     metrics = PipelineMetrics(registry or CollectorRegistry(), pipeline.name)
     async with observed(metrics, [worker], metrics_port, on_metrics, metrics_host):
         return await worker.run(
-            metrics,
-            window=window,
-            drain_timeout=drain_timeout,
-            stop=stop or asyncio.Event(),
-            runtime=runtime,
+            metrics, window=window, drain_timeout=drain_timeout, stop=stop or asyncio.Event()
         )

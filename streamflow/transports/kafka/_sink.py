@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaError
 from streamflow.errors import TransportClosed, TransportRetriable
 from streamflow.flow import Ticket
 from streamflow.transports._routing import Outgoing, RoutingSink
+from streamflow.transports.kafka._clients import connection_error, make_producer
 from streamflow.transports.kafka._errors import map_kafka_error
 from streamflow.transports.kafka._settings import KafkaSettings
 
@@ -73,23 +74,21 @@ class KafkaSink(RoutingSink):
         """
         if self._producer is not None:
             return
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap,
-            client_id=self.settings.client_id,
+        producer = make_producer(
+            self.settings,
             acks="all",
             # The broker may not support InitProducerId; ordering per partition
             # comes from the single writer instead.
             enable_idempotence=False,
             linger_ms=_LINGER_MS,
             max_batch_size=_MAX_BATCH_BYTES,
-            request_timeout_ms=self.settings.request_timeout_ms,
         )
         try:
             await producer.start()
-        except (KafkaError, OSError) as exc:
+        except Exception as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            raise map_kafka_error(exc) from exc
+            raise await connection_error(self.settings, exc) from exc
         self._producer = producer
         self._wakeup = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
