@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from streamflow.errors import ConfigError, TopologyError
-from streamflow.events import Event
+from streamflow.events import DEFAULT_LIMITS, Event, RecordLimits
 from streamflow.ops import EventOperator, Operator, as_operator, pipe
 from streamflow.ops._gate import gate
 from streamflow.ops._operator import check_ordering
@@ -87,6 +87,8 @@ class Pipeline:
         window: most events inside the pipeline (one process) or one worker at once.
         rework_stage: the stage a rejected review goes back to (default: the stage
             named ``generate`` if there is one, else the first stage).
+        limits: the record size and JSON depth every input must respect, and the
+            bound of what is written (default: :data:`streamflow.events.DEFAULT_LIMITS`).
         input_topic: the topic the first stage reads, to plug into a topic that
             exists already (default: ``{name}.in``).
         output_topic: the topic the last stage writes (default: ``{name}.out``).
@@ -109,6 +111,7 @@ class Pipeline:
         summary_field: str | None = None,
         window: int = 1024,
         rework_stage: str | None = None,
+        limits: RecordLimits | None = None,
         input_topic: str | None = None,
         output_topic: str | None = None,
     ) -> None:
@@ -151,6 +154,7 @@ class Pipeline:
         self.id_field = id_field
         self.summary_field = summary_field
         self.window = window
+        self.limits = limits or DEFAULT_LIMITS
         default_rework = "generate" if "generate" in seen else self.stages[0].name
         self.rework_stage: str = rework_stage or default_rework
         check_ordering([s.op for s in self.stages], where=f"pipeline '{name}'")

@@ -11,7 +11,7 @@ from streamflow import Event, Pipeline, Stage, TopologyError, map_async
 from streamflow.events import encode_event, loads
 from streamflow.ops import filter, tap
 from streamflow.runtime import run_flow
-from streamflow.transports import IterableSource, JsonlSink
+from streamflow.transports import EVENT_HEADER, IterableSource, JsonlSink
 
 
 class Ticket(BaseModel):
@@ -150,7 +150,9 @@ async def test_a_worker_after_a_hop_gives_the_step_its_model_and_dead_letters_mi
 
     report = await run_flow(
         pipeline,
-        IterableSource([encode_event(good), encode_event(misfit)]),
+        IterableSource(
+            [encode_event(good), encode_event(misfit)], headers=[(EVENT_HEADER, b"classify")]
+        ),
         sink,
         stages=["answer"],
     )
