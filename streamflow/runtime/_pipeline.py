@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from streamflow.errors import ConfigError, TopologyError
-from streamflow.events import Event
-from streamflow.ops import EventOperator, Operator, as_operator, check_ordering, pipe
+from streamflow.events import DEFAULT_LIMITS, Event, RecordLimits
+from streamflow.ops import EventOperator, Operator, as_operator, pipe
 from streamflow.ops._gate import gate
+from streamflow.ops._operator import check_ordering
 
 __all__ = ["Pipeline", "Stage", "StageHooks"]
 
@@ -75,6 +76,8 @@ class Pipeline:
         window: most events inside the pipeline (one process) or one worker at once.
         rework_stage: the stage a rejected review goes back to (default: the stage
             named ``generate`` if there is one, else the first stage).
+        limits: the record size and JSON depth every input must respect, and the
+            bound of what is written (default: :data:`streamflow.events.DEFAULT_LIMITS`).
         input_topic: the topic the first stage reads, to plug into a topic that
             exists already (default: ``{name}.in``).
         output_topic: the topic the last stage writes (default: ``{name}.out``).
@@ -97,6 +100,7 @@ class Pipeline:
         summary_field: str | None = None,
         window: int = 1024,
         rework_stage: str | None = None,
+        limits: RecordLimits | None = None,
         input_topic: str | None = None,
         output_topic: str | None = None,
     ) -> None:
@@ -139,9 +143,11 @@ class Pipeline:
         self.id_field = id_field
         self.summary_field = summary_field
         self.window = window
+        self.limits = limits or DEFAULT_LIMITS
         default_rework = "generate" if "generate" in seen else self.stages[0].name
         self.rework_stage: str = rework_stage or default_rework
         check_ordering([s.op for s in self.stages], where=f"pipeline '{name}'")
+        _check_step_names(self.name, self.stages)
         for stage in self.stages:
             for op in stage.op.walk():
                 if op.capacity is not None and op.capacity < window:
@@ -265,6 +271,37 @@ class Pipeline:
         lines.append(f"    {previous} -. failed .-> dlq")
         lines.append(f"    {previous} -. review .-> review")
         return "\n".join(lines) + "\n"
+
+
+def _check_step_names(pipeline: str, stages: Sequence[Stage]) -> None:
+    """Raise TopologyError when two steps an event can pass through share a name.
+
+    Traces, metrics and review decisions name steps, so a name must say which
+    step it was. Steps on different branches of a ``route`` never see the same
+    event, so they may share one; the branches of ``parallel`` may not.
+    """
+    where: dict[str, str] = {}
+
+    def visit(op: Operator, stage: str, seen: dict[str, str]) -> dict[str, str]:
+        if op.kind not in ("chain", "stage", "rx"):
+            if op.name in seen:
+                raise TopologyError(
+                    f"pipeline '{pipeline}': two steps are named '{op.name}' (in stage "
+                    f"'{seen[op.name]}' and stage '{stage}'); give one another name "
+                    f"(name=...)"
+                )
+            seen = {**seen, op.name: stage}
+        if op.kind == "route":
+            merged = dict(seen)
+            for _, branch in op.branches:
+                merged.update(visit(branch, stage, seen))
+            return merged
+        for _, child in op.branches:
+            seen = visit(child, stage, seen)
+        return seen
+
+    for stage in stages:
+        where = visit(stage.op, stage.name, where)
 
 
 def _draw(op: Operator, prefix: str, lines: list[str], indent: str) -> tuple[str, str]:

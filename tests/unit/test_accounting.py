@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from streamflow import Event, Pipeline, Stage, filter_events, map_async
+from streamflow import Event, Pipeline, Stage, filter, map_async
 from streamflow.cli import main
 from streamflow.errors import StepFailed
 from streamflow.events import loads
@@ -37,7 +37,7 @@ def _pipeline() -> Pipeline:
         "notes",
         [
             Stage("judge", map_async(_judge, concurrency=4)),
-            Stage("keep_even", filter_events(lambda e: e.payload_as(Note).n % 2 == 0)),
+            Stage("keep_even", filter(lambda e: e.payload_as(Note).n % 2 == 0)),
         ],
         input_model=Note,
     )
@@ -81,7 +81,7 @@ async def test_the_report_accounts_for_every_line_read_and_counts_filtered(tmp_p
 PIPELINE = textwrap.dedent(
     """
     from pydantic import BaseModel
-    from streamflow import Pipeline, Stage, filter_events, map_async
+    from streamflow import Pipeline, Stage, filter, map_async
 
     class Note(BaseModel):
         id: str
@@ -94,7 +94,7 @@ PIPELINE = textwrap.dedent(
         "notes",
         [
             Stage("same", map_async(same)),
-            Stage("keep_even", filter_events(lambda e: e.payload.n % 2 == 0)),
+            Stage("keep_even", filter(lambda e: e.payload.n % 2 == 0)),
         ],
         input_model=Note,
     )
