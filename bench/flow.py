@@ -10,8 +10,9 @@ from prometheus_client import CollectorRegistry
 from bench.workloads import Workload, input_lines, make_step, percentile
 from streamflow.errors import StreamflowError
 from streamflow.events import Event, encode_event, ticket_of
+from streamflow.flow import Ticket
 from streamflow.metrics import PipelineMetrics
-from streamflow.ops import Ticket, map_async
+from streamflow.ops import map_async
 from streamflow.runtime import Pipeline, Runtime, Stage, run_flow
 from streamflow.transports import IterableSource, Record
 

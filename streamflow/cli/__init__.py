@@ -62,6 +62,13 @@ pipeline_argument = click.argument("pipeline", metavar="PIPELINE")
     help="Dead-letter file (default: beside the output; required with --output -).",
 )
 @click.option(
+    "--filtered",
+    "filtered_path",
+    default=None,
+    metavar="FILE",
+    help="Write events a filter took out here (default: they are only counted).",
+)
+@click.option(
     "--overwrite", is_flag=True, help="Replace result files that exist (default: refuse)."
 )
 @click.option("--append", is_flag=True, help="Add to result files that exist (default: refuse).")
@@ -89,6 +96,7 @@ def run(
     input_path: str,
     output_path: str,
     dlq: str | None,
+    filtered_path: str | None,
     overwrite: bool,
     append: bool,
     metrics_port: int | None,
@@ -113,8 +121,14 @@ def run(
         raise click.UsageError("give --overwrite or --append, not both")
     loaded = load_pipeline(pipeline)
     mode: WriteMode = "append" if append else "overwrite" if overwrite else "create"
-    paths = plan_outputs(output_path, dlq=dlq, inputs=[input_path], mode=mode)
+    if broker is not None and filtered_path is not None:
+        raise click.UsageError("--filtered is for runs in one process; drop it or --broker")
+    paths = plan_outputs(
+        output_path, dlq=dlq, inputs=[input_path], mode=mode, filtered=filtered_path
+    )
     runner = functools.partial(run_in_process, append=append)
+    if filtered_path is not None:
+        runner = functools.partial(runner, filtered_path=filtered_path)
     if broker is not None:
         from streamflow.cli._kafka import run_through_topics
 

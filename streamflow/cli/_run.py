@@ -52,6 +52,7 @@ async def run_in_process(
     review_path: str | None = None,
     append: bool = False,
     metrics_host: str = DEFAULT_HOST,
+    filtered_path: str | None = None,
 ) -> RunReport:
     """Run ``pipeline`` from a JSONL file (or stdin) to a JSONL file (or stdout).
 
@@ -76,7 +77,13 @@ async def run_in_process(
             )
             stderr.print(f"metrics at {server.url}/metrics", markup=False)
         sink = JsonlSink(
-            output_path, dlq=dlq_path, review=review_path, append=append, atomic=not append
+            output_path,
+            dlq=dlq_path,
+            review=review_path,
+            append=append,
+            atomic=not append,
+            filtered=filtered_path,
+            limits=pipeline.limits,
         )
         # Whatever happens, what was written is kept: dead letters are results too.
         stack.push_async_callback(sink.aclose)
@@ -97,8 +104,9 @@ async def run_in_process(
             )
     print_summary(report)
     answers = "stdout" if output_path == "-" else output_path
+    filtered = f"  filtered: {sink.filtered_path}" if sink.filtered_path is not None else ""
     stderr.print(
-        f"answers: {answers}  review: {sink.review_path}  dead letters: {sink.dlq_path}",
+        f"answers: {answers}  review: {sink.review_path}  dead letters: {sink.dlq_path}" + filtered,
         markup=False,
     )
     return report

@@ -3,28 +3,21 @@
 Every operator here emits exactly one event for each event it receives, and
 lets inactive events (failed, filtered, parked for review) pass untouched, so
 credit is returned in one place (the sink) and stages can count what is inside.
+Each is written once, per event (:data:`Lane`); its reactivex form is derived.
+This module exports what pipelines are built from; the engine's own parts
+(slots, gates, the adapter) live in the private modules.
 """
 
-from streamflow.flow import (
-    AdaptiveConcurrency,
-    AdaptiveStatistics,
-    CreditStatistics,
-    CreditWindow,
-    Slots,
-    Ticket,
-)
+from streamflow.flow import AdaptiveConcurrency, AdaptiveStatistics
 from streamflow.ops._batch import BatchStatistics, batch_async
 from streamflow.ops._context import (
     Instrumentation,
     RunScope,
-    StagePlace,
-    StageVar,
     current_scope,
     current_stage,
     instrumentation,
     run_scope,
 )
-from streamflow.ops._gate import BoundedChannel, ChannelStatistics, Relay, gate
 from streamflow.ops._limiter import (
     Permit,
     RateLimiter,
@@ -32,15 +25,13 @@ from streamflow.ops._limiter import (
     reset_shared_limiters,
     shared_limiter,
 )
-from streamflow.ops._map_async import MapStatistics, StepFn, StepLane, map_async, run_step
+from streamflow.ops._map_async import MapStatistics, StepFn, map_async
 from streamflow.ops._operator import (
     EventOperator,
     Lane,
-    LaneFactory,
     Operator,
     Ordering,
     as_operator,
-    check_ordering,
     pipe,
 )
 from streamflow.ops._parallel import merge_into_dict, parallel
@@ -54,52 +45,34 @@ from streamflow.ops._resilience import (
 )
 from streamflow.ops._retry import RetryPolicy
 from streamflow.ops._route import route
-from streamflow.ops._simple import filter_events, tap
-
-branch = route
-filter = filter_events
+from streamflow.ops._simple import filter, tap
 
 __all__ = [
     "AdaptiveConcurrency",
     "AdaptiveStatistics",
     "BatchStatistics",
-    "BoundedChannel",
     "BreakerState",
     "BreakerStatistics",
-    "ChannelStatistics",
     "CircuitBreaker",
-    "CreditStatistics",
-    "CreditWindow",
     "EventOperator",
     "Instrumentation",
     "Lane",
-    "LaneFactory",
     "MapStatistics",
     "Operator",
     "Ordering",
     "Permit",
     "RateLimitStatistics",
     "RateLimiter",
-    "Relay",
     "RetryPolicy",
     "RunScope",
-    "Slots",
-    "StagePlace",
-    "StageVar",
     "StepFn",
-    "StepLane",
-    "Ticket",
     "as_operator",
     "batch_async",
-    "branch",
-    "check_ordering",
     "circuit_breaker",
     "current_scope",
     "current_stage",
     "fallback",
     "filter",
-    "filter_events",
-    "gate",
     "instrumentation",
     "map_async",
     "merge_into_dict",
@@ -109,7 +82,6 @@ __all__ = [
     "reset_shared_limiters",
     "route",
     "run_scope",
-    "run_step",
     "shared_limiter",
     "tap",
 ]

@@ -9,10 +9,10 @@ from streamflow.events import Event, StepRecord
 from streamflow.ops._adapter import per_event
 from streamflow.ops._operator import Lane, Operator
 
-__all__ = ["filter_events", "tap"]
+__all__ = ["filter", "tap"]
 
 
-def filter_events(predicate: Callable[[Event], bool], *, name: str = "filter") -> Operator:
+def filter(predicate: Callable[[Event], bool], *, name: str = "filter") -> Operator:
     """Keep events for which ``predicate`` is true; mark the others ``filtered``.
 
     ::

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from streamflow.errors import ConfigError, TopologyError
-from streamflow.events import Event
-from streamflow.ops import EventOperator, Operator, as_operator, check_ordering, pipe
+from streamflow.events import DEFAULT_LIMITS, Event, RecordLimits
+from streamflow.ops import EventOperator, Operator, as_operator, pipe
 from streamflow.ops._gate import gate
+from streamflow.ops._operator import check_ordering
 
 if TYPE_CHECKING:
     # Only a type here: the review package imports this module.
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["Pipeline", "Stage", "StageHooks"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 @dataclass
@@ -80,10 +82,15 @@ class Pipeline:
         review: how a reviewer's rejection is reworked: the stage it goes back to and the
             payload field of the note (default: the stage that parked the event, and
             ``feedback``). See :class:`streamflow.runtime.review.ReviewPolicy`.
+        limits: the record size and JSON depth every input must respect, and the
+            bound of what is written (default: :data:`streamflow.events.DEFAULT_LIMITS`).
+        input_topic: the topic the first stage reads, to plug into a topic that
+            exists already (default: ``{name}.in``).
+        output_topic: the topic the last stage writes (default: ``{name}.out``).
 
     Raises:
-        ConfigError: bad names, no stages, duplicate stage names, bad window, a
-            rework stage that is not one of the stages.
+        ConfigError: bad names (of the pipeline, a stage or a topic), no stages,
+            duplicate stage names, bad window, a rework stage that is not one of the stages.
         TopologyError: a stage asks for an order that an upstream stage breaks, or the
             window exceeds a buffer bound inside a stage.
     """
@@ -99,7 +106,16 @@ class Pipeline:
         summary_field: str | None = None,
         window: int = 1024,
         review: ReviewPolicy | None = None,
+        limits: RecordLimits | None = None,
+        input_topic: str | None = None,
+        output_topic: str | None = None,
     ) -> None:
+        for role, topic in (("input_topic", input_topic), ("output_topic", output_topic)):
+            if topic is not None and not _TOPIC.match(topic):
+                raise ConfigError(
+                    f"pipeline '{name}': {role} {topic!r} is not a valid Kafka topic name "
+                    "(letters, digits, '.', '_' or '-', at most 249)"
+                )
         if not _NAME.match(name):
             raise ConfigError(
                 f"pipeline name {name!r} is not valid: use lowercase letters, digits, '_' or "
@@ -127,13 +143,17 @@ class Pipeline:
             )
         self.name = name
         self.stages = list(stages)
+        self._input_topic = input_topic
+        self._output_topic = output_topic
         self.input_model = input_model
         self.key_field = key_field
         self.id_field = id_field
         self.summary_field = summary_field
         self.window = window
         self.review = review
+        self.limits = limits or DEFAULT_LIMITS
         check_ordering([s.op for s in self.stages], where=f"pipeline '{name}'")
+        _check_step_names(self.name, self.stages)
         for stage in self.stages:
             for op in stage.op.walk():
                 if op.capacity is not None and op.capacity < window:
@@ -164,13 +184,13 @@ class Pipeline:
 
     @property
     def input_topic(self) -> str:
-        """The topic the first stage reads."""
-        return f"{self.name}.in"
+        """The topic the first stage reads (``{name}.in`` unless named)."""
+        return self._input_topic or f"{self.name}.in"
 
     @property
     def output_topic(self) -> str:
-        """The topic the last stage writes."""
-        return f"{self.name}.out"
+        """The topic the last stage writes (``{name}.out`` unless named)."""
+        return self._output_topic or f"{self.name}.out"
 
     @property
     def dlq_topic(self) -> str:
@@ -257,6 +277,37 @@ class Pipeline:
         lines.append(f"    {previous} -. failed .-> dlq")
         lines.append(f"    {previous} -. review .-> review")
         return "\n".join(lines) + "\n"
+
+
+def _check_step_names(pipeline: str, stages: Sequence[Stage]) -> None:
+    """Raise TopologyError when two steps an event can pass through share a name.
+
+    Traces, metrics and review decisions name steps, so a name must say which
+    step it was. Steps on different branches of a ``route`` never see the same
+    event, so they may share one; the branches of ``parallel`` may not.
+    """
+    where: dict[str, str] = {}
+
+    def visit(op: Operator, stage: str, seen: dict[str, str]) -> dict[str, str]:
+        if op.kind not in ("chain", "stage", "rx"):
+            if op.name in seen:
+                raise TopologyError(
+                    f"pipeline '{pipeline}': two steps are named '{op.name}' (in stage "
+                    f"'{seen[op.name]}' and stage '{stage}'); give one another name "
+                    f"(name=...)"
+                )
+            seen = {**seen, op.name: stage}
+        if op.kind == "route":
+            merged = dict(seen)
+            for _, branch in op.branches:
+                merged.update(visit(branch, stage, seen))
+            return merged
+        for _, child in op.branches:
+            seen = visit(child, stage, seen)
+        return seen
+
+    for stage in stages:
+        where = visit(stage.op, stage.name, where)
 
 
 def _draw(op: Operator, prefix: str, lines: list[str], indent: str) -> tuple[str, str]:

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from streamflow.errors import EventError, StreamflowError
+from streamflow.errors import DecodeError, EventError, StreamflowError
 from streamflow.events import Event, decode_event, decode_input
 from streamflow.flow import CreditWindow, Ticket
 from streamflow.metrics import PipelineMetrics
@@ -21,7 +21,7 @@ from streamflow.runtime._pipeline import Pipeline, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.runtime._runtime import Runtime
 from streamflow.runtime._sinks import SinkDriver
-from streamflow.transports import Record, Sink, Source
+from streamflow.transports import Record, Sink, Source, has_event_header
 
 __all__ = ["run_flow"]
 
@@ -139,6 +139,7 @@ async def run_flow(
             )
 
     input_model, key_field, id_field = pipeline.input_model, pipeline.key_field, pipeline.id_field
+    limits = pipeline.limits
 
     def emit(record: Record, ticket: Ticket) -> None:
         report.read += 1
@@ -151,7 +152,15 @@ async def run_flow(
                     key_field=key_field,
                     id_field=id_field,
                 )
+            elif record.headers and has_event_header(record.headers):
+                # An event streamflow wrote (a review decision, a replay, the
+                # previous stage). Entering at the first stage it runs every stage
+                # like a new input, whatever its envelope claims.
+                event = decode_event(record.value, limits=limits, origin=record.origin)
+                if first_is_input:
+                    event.outcome, event.error, event.reason = "ok", None, None
             elif first_is_input:
+                # Input is always input: a record shaped like an event is a payload.
                 key = record.key.decode("utf-8", "replace") if record.key is not None else None
                 event = decode_input(
                     record.value,
@@ -160,9 +169,13 @@ async def run_flow(
                     key_field=key_field,
                     id_field=id_field,
                     key=key,
+                    limits=limits,
                 )
             else:
-                event = decode_event(record.value)
+                raise DecodeError(
+                    f"record {record.origin} is not a streamflow event (no event header): "
+                    "only the pipeline's stages write this topic"
+                )
         except EventError as exc:
             report.count("dead_lettered")
             if metrics is not None:
@@ -203,6 +216,7 @@ async def run_flow(
                 sinks.abandon(event)
             inside.clear()
             await sinks.flush()
+            _count_unwritable(report, sink)
             # Only now is everything read either written or abandoned, so a source
             # that tracks positions (Kafka) can commit its final watermark.
             close = getattr(source, "aclose", None)
@@ -221,6 +235,16 @@ async def run_flow(
                     await progress_task
                 on_progress(report) if on_progress is not None else None
     return report
+
+
+def _count_unwritable(report: RunReport, sink: Sink) -> None:
+    """Move events the sink could not write (and dead-lettered instead) to ``dead_lettered``."""
+    moved = getattr(sink, "unwritable", None)
+    if not moved:
+        return
+    for outcome, count in moved.items():
+        report.outcomes[outcome] -= count
+        report.outcomes["dead_lettered"] += count
 
 
 async def _drained(done: asyncio.Future[None], stop: asyncio.Event, timeout: float) -> bool:
@@ -261,14 +285,15 @@ def _stage_hooks(
             add(duration)
             fields = event.__dict__
             trace = fields["trace"]
-            if fields["outcome"] != "failed" and len(trace) == first + 1:
+            outcome = fields["outcome"]
+            if outcome == "ok" and len(trace) == first + 1:
                 # The common case: one step, one attempt, no model.
                 record = trace[first]
                 if record.attempt == 1 and record.model is None:
                     if m is not None:
                         m.ok += 1
                     return
-            failed = fields["outcome"] == "failed"
+            failed = outcome == "failed"
             if failed:
                 event.__pydantic_private__["_failed_in"] = stage  # type: ignore[index]
             retried = False
@@ -283,6 +308,10 @@ def _stage_hooks(
                 return
             if failed:
                 m.failed += 1
+            elif outcome == "filtered":
+                m.filtered += 1
+            elif outcome == "review":
+                m.review += 1
             elif retried:
                 m.retried += 1
             else:

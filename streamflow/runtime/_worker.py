@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from streamflow.errors import ConfigError, TransportBroken
 from streamflow.metrics import (
     DEFAULT_HOST,
     CollectorRegistry,
@@ -28,33 +30,67 @@ from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime._report import RunReport
 from streamflow.runtime._runner import run_flow
 from streamflow.runtime._runtime import Runtime
-from streamflow.transports.kafka import KafkaSettings, KafkaSink, KafkaSource, create_topics
+from streamflow.transports.kafka import (
+    KafkaSettings,
+    KafkaSink,
+    KafkaSource,
+    create_topics,
+    missing_topics,
+)
 
-__all__ = ["StageWorker", "observed", "run_worker"]
+__all__ = ["StageWorker", "ensure_topics", "observed", "run_worker"]
 
 log = logging.getLogger("streamflow.runtime")
 
 _HEALTH_INTERVAL = 0.5
+# With events inside and none acknowledged for this long, the worker says on
+# /healthz that it makes no progress (steps time out well before this).
+_STALL_SECONDS = 120.0
 
 
 class StageWorker:
-    """The Kafka source and sink of one stage, and its health (shared with the harness)."""
+    """The Kafka source and sink of one stage (or of consecutive fused stages), and its health.
 
-    def __init__(self, pipeline: Pipeline, stage: str, settings: KafkaSettings) -> None:
-        pipeline.stage(stage)
+    Fused stages run in this process one after the other with an in-memory
+    handoff: the source reads the first stage's input in the first stage's
+    group, the sink writes the last stage's output, and an offset is
+    committed only when the last stage's output for it is acknowledged.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, stages: str | Sequence[str], settings: KafkaSettings
+    ) -> None:
+        names = [stages] if isinstance(stages, str) else list(stages)
+        _check_consecutive(pipeline, names)
+        first, last = names[0], names[-1]
         self.pipeline = pipeline
-        self.stage = stage
+        self.stages = names
+        self.stage = first
+        self.label = "+".join(names)
         self.source = KafkaSource(
-            settings, pipeline.topic_into(stage), pipeline.group(stage), stage=stage
+            settings, pipeline.topic_into(first), pipeline.group(first), stage=first
         )
         self.sink = KafkaSink(
             settings,
-            output_topic=pipeline.topic_out_of(stage),
+            output_topic=pipeline.topic_out_of(last),
             dlq_topic=pipeline.dlq_topic,
             review_topic=pipeline.review_topic,
-            stage=stage,
+            stage=last,
+            limits=pipeline.limits,
         )
         self.report: RunReport | None = None
+        self.stall_seconds = _STALL_SECONDS
+        self._progress = (-1, time.monotonic())
+
+    def topics(self) -> list[str]:
+        """The topics this worker reads and writes."""
+        pipeline = self.pipeline
+        return [
+            pipeline.topic_into(self.stages[0]),
+            pipeline.topic_out_of(self.stages[-1]),
+            pipeline.dlq_topic,
+            pipeline.review_topic,
+        ]
 
     def healthy(self) -> tuple[bool, str]:
         for part, (ok, reason) in (
@@ -62,8 +98,50 @@ class StageWorker:
             ("sink", self.sink.healthy()),
         ):
             if not ok:
-                return False, f"stage {self.stage} {part}: {reason}"
-        return True, f"stage {self.stage} ok"
+                return False, f"stage {self.label} {part}: {reason}"
+        stalled = self._stalled()
+        if stalled is not None:
+            return False, f"stage {self.label}: {stalled}"
+        return True, f"stage {self.label} ok"
+
+    def _stalled(self) -> str | None:
+        """Say so when events are inside and none was acknowledged for ``stall_seconds``."""
+        done = sum(self.sink.acknowledged.values()) + self.sink.written["filtered"]
+        now = time.monotonic()
+        last, since = self._progress
+        if done != last:
+            self._progress = (done, now)
+            return None
+        inside = self.source.statistics().partitions.values()
+        in_flight = sum(count for count, _ in inside)
+        if in_flight and now - since > self.stall_seconds:
+            return f"no progress for {now - since:.0f}s with {in_flight} event(s) inside"
+        return None
+
+    def settle_report(self, report: RunReport) -> None:
+        """Make ``report`` say what the broker acknowledged, and fail it if writes were lost.
+
+        The runner counts an event when it hands it to the sink; only the broker's
+        acknowledgement makes it written. A sink that broke (or left writes
+        unacknowledged) means the worker made no progress on those events: they
+        stay uncommitted and are counted as ``unwritten``, and the report carries
+        the error so the worker exits non-zero.
+        """
+        acknowledged = self.sink.acknowledged
+        handed = sum(report.outcomes.get(k, 0) for k in acknowledged)
+        for outcome, count in acknowledged.items():
+            if count or outcome in report.outcomes:
+                report.outcomes[outcome] = count
+        unwritten = handed - sum(acknowledged.values())
+        if unwritten > 0:
+            report.outcomes["unwritten"] = unwritten
+        broken = self.sink.broken
+        if report.error is None and (broken is not None or unwritten > 0):
+            report.error = TransportBroken(
+                f"stage {self.label} could not write {max(unwritten, 0)} event(s): "
+                f"{broken or 'not acknowledged before shutdown'}",
+                stage=self.stage,
+            )
 
     def settled(self) -> bool:
         """True when the group committed everything there is to read on every partition."""
@@ -88,7 +166,7 @@ class StageWorker:
                 self.pipeline,
                 self.source,
                 self.sink,
-                stages=[self.stage],
+                stages=self.stages,
                 metrics=metrics,
                 window=window,
                 drain_timeout=drain_timeout,
@@ -97,6 +175,7 @@ class StageWorker:
                 progress_interval=0.5,
                 runtime=runtime,
             )
+            self.settle_report(report)
         finally:
             # run_flow commits through source.aclose() after its final flush; these
             # cover the paths where it never got that far (both are idempotent).
@@ -129,7 +208,9 @@ def _health(workers: Sequence[StageWorker]) -> Callable[[], tuple[bool, str]]:
 async def _keep_up_gauge(metrics: PipelineMetrics, workers: Sequence[StageWorker]) -> None:
     while True:
         for worker in workers:
-            metrics.set_up(worker.stage, worker.healthy()[0])
+            up = worker.healthy()[0]
+            for stage in worker.stages:
+                metrics.set_up(stage, up)
         await asyncio.sleep(_HEALTH_INTERVAL)
 
 
@@ -160,12 +241,55 @@ async def observed(
         with contextlib.suppress(asyncio.CancelledError):
             await gauge
         for worker in workers:
-            metrics.set_up(worker.stage, False)
+            for stage in worker.stages:
+                metrics.set_up(stage, False)
+
+
+def _check_consecutive(pipeline: Pipeline, names: Sequence[str]) -> None:
+    if not names:
+        raise ConfigError("give at least one stage (--stage NAME or --stage A,B)")
+    order = [stage.name for stage in pipeline.stages]
+    for name in names:
+        pipeline.stage(name)
+    start = order.index(names[0])
+    if order[start : start + len(names)] != list(names):
+        raise ConfigError(
+            f"stages {','.join(names)} of pipeline '{pipeline.name}' are not consecutive in "
+            f"flow order ({', '.join(order)}); fuse neighbours only, e.g. "
+            f"--stage {','.join(order[start : start + len(names)])}"
+        )
+
+
+async def ensure_topics(
+    pipeline: Pipeline, settings: KafkaSettings, needed: Sequence[str], *, create: bool
+) -> None:
+    """Create the pipeline's topics (``create``), or refuse to start when one is missing.
+
+    Args:
+        pipeline: the pipeline.
+        settings: broker settings.
+        needed: the topics the caller reads and writes.
+        create: create every missing topic of the pipeline (3 partitions, replication 1).
+
+    Raises:
+        ConfigError: a needed topic is missing and ``create`` is false.
+        TransportError: the broker cannot be reached.
+    """
+    if create:
+        await create_topics(settings, pipeline.topics())
+        return
+    missing = await missing_topics(settings, list(needed))
+    if missing:
+        raise ConfigError(
+            f"topic(s) {', '.join(missing)} of pipeline '{pipeline.name}' do not exist: "
+            "create them with `streamflow topics create PIPELINE` "
+            "(or start the worker with --create-topics)"
+        )
 
 
 async def run_worker(
     pipeline: Pipeline,
-    stage: str,
+    stage: str | Sequence[str],
     settings: KafkaSettings,
     *,
     metrics_port: int | None = None,
@@ -174,20 +298,22 @@ async def run_worker(
     drain_timeout: float = 30.0,
     registry: CollectorRegistry | None = None,
     on_metrics: Callable[[str], None] | None = None,
+    create_topics: bool = False,
     runtime: Runtime | None = None,
     metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
-    """Run one stage of ``pipeline`` as a member of its consumer group until ``stop``.
+    """Run one stage (or consecutive fused stages) of ``pipeline`` in its consumer group.
 
-    Reads ``pipeline.topic_into(stage)`` in the group ``{pipeline}.{stage}``,
-    runs the stage, and writes ``pipeline.topic_out_of(stage)`` (review and
-    dead letters to their topics). When ``stop`` is set it stops reading,
+    Reads ``pipeline.topic_into(first)`` in the group ``{pipeline}.{first}``,
+    runs the stage(s), and writes ``pipeline.topic_out_of(last)`` (review and
+    dead letters to their topics). Fused stages hand events over in memory;
+    each keeps its own metrics. When ``stop`` is set it stops reading,
     drains what is in flight, flushes the producer and commits the final
     watermark before it returns.
 
     Args:
         pipeline: the pipeline.
-        stage: the stage this worker runs.
+        stage: the stage this worker runs, or consecutive stages to fuse.
         settings: broker settings.
         metrics_port: serve ``/metrics`` and ``/healthz`` on this port (0: any free one).
         window: most events inside this worker at once (default: the pipeline's).
@@ -195,6 +321,7 @@ async def run_worker(
         drain_timeout: seconds to finish in-flight work after ``stop``.
         registry: Prometheus registry to register in (default: a new one).
         on_metrics: called with the metrics server's base URL once it listens.
+        create_topics: create missing topics at start instead of refusing to run.
         runtime: the runtime (limiters, collector tuning); default: one of its own.
         metrics_host: interface the metrics server binds (default 127.0.0.1).
 
@@ -202,17 +329,14 @@ async def run_worker(
         The worker's run report; ``report.error`` holds a fatal error, if one stopped it.
 
     Raises:
-        ConfigError: no such stage, or the metrics port cannot be bound.
-        TransportError: the broker cannot be reached to create the topics.
+        ConfigError: no such stage, stages not consecutive, a topic is missing (and
+            ``create_topics`` is false), or the metrics port cannot be bound.
+        TransportError: the broker cannot be reached.
     """
     worker = StageWorker(pipeline, stage, settings)
-    await create_topics(settings, pipeline.topics())
+    await ensure_topics(pipeline, settings, worker.topics(), create=create_topics)
     metrics = PipelineMetrics(registry or CollectorRegistry(), pipeline.name)
     async with observed(metrics, [worker], metrics_port, on_metrics, metrics_host):
         return await worker.run(
-            metrics,
-            window=window,
-            drain_timeout=drain_timeout,
-            stop=stop or asyncio.Event(),
-            runtime=runtime,
+            metrics, window=window, drain_timeout=drain_timeout, stop=stop or asyncio.Event()
         )

@@ -96,7 +96,9 @@ async def _until(condition: Callable[[], bool], what: str, timeout: float = 60.0
 async def _workers(pipeline: Pipeline, settings: KafkaSettings) -> AsyncIterator[None]:
     stop = asyncio.Event()
     tasks = [
-        asyncio.create_task(run_worker(pipeline, s.name, settings, stop=stop, drain_timeout=5))
+        asyncio.create_task(
+            run_worker(pipeline, s.name, settings, stop=stop, drain_timeout=5, create_topics=True)
+        )
         for s in pipeline.stages
     ]
     try:

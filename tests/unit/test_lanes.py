@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from streamflow import Event, Pipeline, Stage, map_async
 from streamflow.errors import CapacityExceeded, StepFailed, StreamflowError
 from streamflow.events import ticket_of
-from streamflow.ops import Slots, StagePlace, Ticket, current_stage, filter_events, route, tap
+from streamflow.flow import Slots, Ticket
+from streamflow.ops import current_stage, filter, route, tap
+from streamflow.ops._context import StagePlace
 from streamflow.runtime import Runtime, run_flow
 from streamflow.transports import IterableSource, JsonlSink, Record
 
@@ -102,7 +104,7 @@ async def test_steps_see_their_stage_and_inactive_events_skip_steps(tmp_path: Pa
     pipeline = Pipeline(
         "stages",
         [
-            Stage("first", [filter_events(lambda e: e.id != "t1"), step("a")]),
+            Stage("first", [filter(lambda e: e.id != "t1"), step("a")]),
             Stage("second", [tap(lambda e: tapped.append(e.outcome)), step("b")]),
         ],
     )

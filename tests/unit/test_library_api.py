@@ -20,7 +20,7 @@ from streamflow import (
     Pipeline,
     RetryPolicy,
     Stage,
-    filter_events,
+    filter,
     map_async,
 )
 from streamflow.errors import StepFailed
@@ -60,7 +60,7 @@ def _pipeline(window: int = 8) -> Pipeline:
         "support",
         [
             Stage("answer", map_async(_answer, concurrency=4)),
-            Stage("drop_spam", filter_events(lambda e: e.payload.text != "spam")),
+            Stage("drop_spam", filter(lambda e: e.payload.text != "spam")),
         ],
         input_model=Ticket,
         window=window,

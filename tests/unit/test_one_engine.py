@@ -224,3 +224,25 @@ async def test_a_cancelled_ordered_call_does_not_hold_back_the_ones_after_it() -
     assert not late.done()  # parked behind "slow"
     slow.cancel()
     assert (await asyncio.wait_for(late, 1)).id == "late"
+
+
+def test_step_names_are_unique_within_a_pipeline_when_it_is_built() -> None:
+    from streamflow.errors import TopologyError
+
+    with pytest.raises(TopologyError, match=r"two steps are named '_same'.*name="):
+        Pipeline("twice", [Stage("a", map_async(_same)), Stage("b", map_async(_same))])
+    with pytest.raises(TopologyError, match="two steps are named 'x'"):
+        Pipeline(
+            "fanout",
+            [
+                Stage(
+                    "a",
+                    parallel({"l": map_async(_same, name="x"), "r": map_async(_same, name="x")}),
+                )
+            ],
+        )
+    # Alternative branches of a route never see the same event: one name may serve both.
+    Pipeline(
+        "paths",
+        [Stage("a", route(lambda e: "l", {"l": map_async(_same), "r": map_async(_same)}))],
+    )

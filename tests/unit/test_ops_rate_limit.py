@@ -14,15 +14,8 @@ import streamflow.ops._limiter as _limiter_module
 import streamflow.ops._rate_limit as operator_module
 from streamflow.errors import ConfigError, Unavailable
 from streamflow.events import Event, StepRecord
-from streamflow.ops import (
-    CreditWindow,
-    RetryPolicy,
-    Ticket,
-    current_stage,
-    instrumentation,
-    map_async,
-    pipe,
-)
+from streamflow.flow import CreditWindow, Ticket
+from streamflow.ops import RetryPolicy, current_stage, instrumentation, map_async, pipe
 from streamflow.ops._limiter import (
     RateLimiter,
     RateLimitStatistics,

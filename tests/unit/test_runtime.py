@@ -12,7 +12,7 @@ from streamflow import Event, Pipeline, RetriableError, RetryPolicy, Stage, map_
 from streamflow.errors import ConfigError, TopologyError
 from streamflow.events import loads
 from streamflow.metrics import CollectorRegistry, PipelineMetrics
-from streamflow.ops import filter_events
+from streamflow.ops import filter
 from streamflow.runtime import run_flow
 from streamflow.transports import IterableSource, JsonlSink
 
@@ -53,7 +53,7 @@ def _pipeline(window: int = 32) -> Pipeline:
                 "check",
                 [
                     map_async(_flaky, retry=RetryPolicy(max_attempts=2, base_delay=0.001)),
-                    filter_events(lambda e: not e.id.endswith("5")),
+                    filter(lambda e: not e.id.endswith("5")),
                 ],
             ),
         ],

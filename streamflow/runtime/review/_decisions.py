@@ -32,6 +32,7 @@ __all__ = [
     "decisions_path",
     "decisions_topic",
     "parked_at",
+    "parked_only",
     "parked_stage",
     "pending",
     "policy_of",
@@ -216,6 +217,16 @@ def decisions_topic(pipeline: Pipeline | str) -> str:
     """Return the topic of review decisions: ``{pipeline}.review.decisions``."""
     name = pipeline if isinstance(pipeline, str) else pipeline.name
     return f"{name}.review.decisions"
+
+
+def parked_only(pipeline: Pipeline, events: Iterable[Event]) -> list[Event]:
+    """Return the events that one of the pipeline's stages parked.
+
+    Anything else in the queue (an event that is not ``review``, or whose trace
+    names none of the stages) was not put there by the review stage, and no
+    decision applies to it.
+    """
+    return [e for e in events if e.outcome == "review" and parked_stage(pipeline, e) is not None]
 
 
 def _latest(events: Iterable[Event]) -> dict[str, Event]:

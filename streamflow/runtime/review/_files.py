@@ -23,9 +23,10 @@ from streamflow.runtime.review._decisions import (
     choose,
     decide,
     decisions_path,
+    parked_only,
     pending,
 )
-from streamflow.transports import IterableSource, Record, side_paths
+from streamflow.transports import EVENT_HEADER, IterableSource, Record, side_paths
 
 __all__ = ["FileReviewQueue", "ReviewResult"]
 
@@ -126,7 +127,7 @@ async def _rerun(
     sink = _CollectingSink()
     report = await run_flow(
         pipeline,
-        IterableSource([encode_event(event)], name="review"),
+        IterableSource([encode_event(event)], name="review", headers=[(EVENT_HEADER, b"review")]),
         sink,
         stages=names[names.index(stage) :],
         window=1,
@@ -168,7 +169,7 @@ class FileReviewQueue:
 
     def pending(self) -> list[Event]:
         """Return the parked events nobody has decided yet, in the order they were parked."""
-        return pending(_read_events(self.review_path), self.decisions())
+        return pending(parked_only(self.pipeline, _read_events(self.review_path)), self.decisions())
 
     async def approve(self, event_id: str, note: str | None = None) -> ReviewResult:
         """Approve ``event_id``: it goes on to the output (or the stages it has left).
@@ -190,7 +191,10 @@ class FileReviewQueue:
 
     async def _apply(self, event_id: str, kind: DecisionKind, note: str | None) -> ReviewResult:
         event = choose(
-            event_id, list(_read_events(self.review_path)), self.decisions(), str(self.review_path)
+            event_id,
+            parked_only(self.pipeline, _read_events(self.review_path)),
+            self.decisions(),
+            str(self.review_path),
         )
         changed, stage, decision = decide(self.pipeline, event, kind, note)
         if stage is None:

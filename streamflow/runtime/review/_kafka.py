@@ -14,6 +14,7 @@ from streamflow.runtime.review._decisions import (
     choose,
     decide,
     decisions_topic,
+    parked_only,
     pending,
 )
 from streamflow.runtime.review._files import ReviewResult
@@ -69,6 +70,7 @@ class KafkaReviewQueue:
             except (EventError, ValueError):
                 continue
         # Partitions interleave; the decision order that matters is by time.
+        events = parked_only(self.pipeline, events)
         events.sort(key=lambda e: e.trace[-1].started_at if e.trace else e.created_at)
         return events, decisions
 
