@@ -17,7 +17,7 @@ from streamflow.events import Event, StepRecord
 from streamflow.flow._adaptive import AdaptiveConcurrency
 from streamflow.flow._slots import Slots
 from streamflow.ops._adapter import DEFAULT_CAPACITY, per_event
-from streamflow.ops._limiter import Permit, RateLimiter
+from streamflow.ops._limiter import Limiter, Permit
 from streamflow.ops._operator import Lane, Operator, Ordering
 from streamflow.ops._order import InputOrder, KeyOrder
 from streamflow.ops._retry import RetryPolicy
@@ -56,7 +56,7 @@ def map_async(
     retry: RetryPolicy | None = None,
     name: str | None = None,
     capacity: int = DEFAULT_CAPACITY,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     tokens: TokenEstimate | None = None,
 ) -> Operator:
     """Run ``fn`` on each active event, at most ``concurrency`` calls at once.
@@ -218,7 +218,7 @@ async def run_step(
     step: str,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     tokens: TokenEstimate | None = None,
     adaptive: AdaptiveConcurrency | None = None,
 ) -> Event:

@@ -196,7 +196,7 @@ async def run_flow(
     stop_watch = loop.create_task(stop.wait())
     stop_watch.add_done_callback(lambda _: credits.wake())
     # Steps started from here (and tasks they start) report to this run's hooks.
-    with runtime.running(metrics):
+    async with runtime.running(metrics):
         try:
             try:
                 await source.run(emit, credits, stop)
