@@ -47,7 +47,7 @@ from operators.models.llm import (
 )
 from streamflow import Pipeline, Stage
 from streamflow.errors import ConfigError
-from streamflow.ops import RateLimiter, RetryPolicy, shared_limiter
+from streamflow.ops import Limiter, RetryPolicy, shared_limiter
 from streamflow.runtime import ReviewPolicy
 
 __all__ = ["CATEGORIES", "HARD_CATEGORIES", "SIMPLE_CATEGORIES", "build_pipeline"]
@@ -84,7 +84,7 @@ def build_pipeline(
     strong: str,
     embed: str,
     judge: str | None = None,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     retry: RetryPolicy | None = None,
     count_tokens: Callable[[str], int] = estimate_tokens,
     max_rounds: int = 3,
