@@ -9,6 +9,7 @@ tells the caller what to do next::
     ├── EventError                one event is bad: dead-letter it, keep running
     │   ├── DecodeError           bytes that are not JSON, or not an event
     │   ├── PayloadInvalid        the payload fails the pipeline's input model
+    │   ├── EncodeError           an event that cannot be written (types, depth, size)
     │   ├── StepFailed            a step failed for good (not retriable)
     │   └── EventNotAnswered      flow.process got no output for the event:
     │       ├── EventFailed       it was dead-lettered (carries the dead letter)
@@ -43,6 +44,7 @@ __all__ = [
     "CircuitOpen",
     "ConfigError",
     "DecodeError",
+    "EncodeError",
     "EventError",
     "EventFailed",
     "EventFiltered",
@@ -98,6 +100,10 @@ class EventError(StreamflowError):
 
 class DecodeError(EventError):
     """The bytes of a record are not valid JSON or not a valid event."""
+
+
+class EncodeError(EventError):
+    """A finished event cannot be written: not serialisable, too deep, or too large."""
 
 
 class PayloadInvalid(EventError):

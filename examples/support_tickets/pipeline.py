@@ -28,10 +28,14 @@ from operators import (
     retrieve,
 )
 from streamflow import Pipeline, Stage
+from streamflow.runtime import ReviewPolicy
 
 __all__ = ["REPLY_TEMPLATES", "pipeline"]
 
 DATA = Path(__file__).resolve().parent / "data"
+
+REWORK = ReviewPolicy(rework_stage="generate", feedback_field="check")
+"""A reviewer's rejection goes back to generate, the note written as a failed check."""
 
 REPLY_TEMPLATES = {
     "billing": AnswerTemplate(
@@ -85,6 +89,9 @@ def offline_pipeline() -> Pipeline:
         input_model=Ticket,
         key_field="customer_id",
         summary_field="classification.label",
+        # A rejected answer is drafted again, with the reviewer's note where generate
+        # reads a failed check's reasons.
+        review=REWORK,
         stages=[
             Stage(
                 "classify",

@@ -18,7 +18,7 @@ from streamflow.cli._console import print_summary, progress_bar, stderr
 from streamflow.cli._load import load_pipeline
 from streamflow.cli._run import stop_on_signals
 from streamflow.errors import ConfigError, EventError, StreamflowError
-from streamflow.events import DeadLetter, Event, encode_event, loads
+from streamflow.events import DeadLetter, Event, loads
 from streamflow.metrics import DEFAULT_HOST
 from streamflow.runtime import Pipeline, RunReport, Runtime
 from streamflow.transports import side_paths
@@ -497,13 +497,17 @@ def consume(
                 async for _, value in records:
                     out.write(value + b"\n")
                     written += 1
-                    if output_path == "-":
-                        out.flush()
+                    # Whoever tails the output sees each record as it arrives.
+                    out.flush()
 
     try:
         asyncio.run(main())
-    finally:
-        stderr.print(f"consumed {written} records from {source}")
+    except StreamflowError:
+        # A failed start wrote nothing: the error line alone says it all.
+        if written:
+            stderr.print(f"consumed {written} records from {source}", markup=False)
+        raise
+    stderr.print(f"consumed {written} records from {source}", markup=False)
 
 
 # -- dlq replay --------------------------------------------------------------------
@@ -557,6 +561,36 @@ def replay_plan(
     return plan, counts
 
 
+async def _send_events(
+    settings: KafkaSettings, pipeline: Pipeline, topic: str, events: list[Event]
+) -> None:
+    """Produce ``events`` to ``topic`` as streamflow events (with the event header).
+
+    Raises:
+        StreamflowError: the broker did not acknowledge every event.
+    """
+    from streamflow.transports.kafka import KafkaSink
+
+    sink = KafkaSink(
+        settings,
+        output_topic=topic,
+        dlq_topic=pipeline.dlq_topic,
+        review_topic=pipeline.review_topic,
+        stage="replay",
+        limits=pipeline.limits,
+    )
+    await sink.start()
+    try:
+        for event in events:
+            sink.write(event)
+        await sink.flush()
+        ok, reason = sink.healthy()
+        if not ok:
+            raise StreamflowError(f"replaying to {topic} failed: {reason}")
+    finally:
+        await sink.aclose()
+
+
 @dlq.command("replay")
 @pipeline_argument
 @kafka_options
@@ -595,7 +629,7 @@ def dlq_replay(
     if stage is not None:
         loaded.stage(stage)
     settings = kafka.settings()
-    from streamflow.transports.kafka import open_group_reader, produce_lines
+    from streamflow.transports.kafka import open_group_reader
 
     reader_group = group or f"{loaded.name}.dlq-replay"
 
@@ -608,11 +642,12 @@ def dlq_replay(
             counts["read"] = len(letters)
             if dry_run:
                 return counts, plan
-            by_topic: dict[str, list[bytes]] = {}
+            by_topic: dict[str, list[Event]] = {}
             for topic, event in plan:
-                by_topic.setdefault(topic, []).append(encode_event(event))
-            for topic, values in by_topic.items():
-                await produce_lines(settings, topic, values, key_field="key")
+                by_topic.setdefault(topic, []).append(event)
+            for topic, events in by_topic.items():
+                # Through the sink: replayed events carry the event header.
+                await _send_events(settings, loaded, topic, events)
             # Only after every replayed event was acknowledged: a failed send leaves
             # the offsets where they were, and the next replay tries again.
             await reader.commit()

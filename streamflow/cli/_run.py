@@ -83,6 +83,7 @@ async def run_in_process(
             append=append,
             atomic=not append,
             filtered=filtered_path,
+            limits=pipeline.limits,
         )
         # Whatever happens, what was written is kept: dead letters are results too.
         stack.push_async_callback(sink.aclose)

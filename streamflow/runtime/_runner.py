@@ -9,7 +9,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from streamflow.errors import EventError, StreamflowError
+from pydantic import BaseModel
+
+from streamflow.errors import DecodeError, EventError, StreamflowError
 from streamflow.events import Event, decode_event, decode_input
 from streamflow.flow import CreditWindow, Ticket
 from streamflow.metrics import PipelineMetrics
@@ -21,7 +23,7 @@ from streamflow.runtime._pipeline import Pipeline, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.runtime._runtime import Runtime
 from streamflow.runtime._sinks import SinkDriver
-from streamflow.transports import Record, Sink, Source
+from streamflow.transports import Record, Sink, Source, has_event_header
 
 __all__ = ["run_flow"]
 
@@ -139,6 +141,12 @@ async def run_flow(
             )
 
     input_model, key_field, id_field = pipeline.input_model, pipeline.key_field, pipeline.id_field
+    # A worker of an inner stage decodes each payload to the model its stage takes,
+    # so a step sees the same type as in one process (one validation per hop).
+    hop_model = chosen[0].payload_model
+    if not (isinstance(hop_model, type) and issubclass(hop_model, BaseModel)):
+        hop_model = None
+    limits = pipeline.limits
 
     def emit(record: Record, ticket: Ticket) -> None:
         report.read += 1
@@ -151,7 +159,15 @@ async def run_flow(
                     key_field=key_field,
                     id_field=id_field,
                 )
+            elif record.headers and has_event_header(record.headers):
+                # An event streamflow wrote (a review decision, a replay, the
+                # previous stage). Entering at the first stage it runs every stage
+                # like a new input, whatever its envelope claims.
+                event = decode_event(record.value, hop_model, limits=limits, origin=record.origin)
+                if first_is_input:
+                    event.outcome, event.error, event.reason = "ok", None, None
             elif first_is_input:
+                # Input is always input: a record shaped like an event is a payload.
                 key = record.key.decode("utf-8", "replace") if record.key is not None else None
                 event = decode_input(
                     record.value,
@@ -160,9 +176,13 @@ async def run_flow(
                     key_field=key_field,
                     id_field=id_field,
                     key=key,
+                    limits=limits,
                 )
             else:
-                event = decode_event(record.value)
+                raise DecodeError(
+                    f"record {record.origin} is not a streamflow event (no event header): "
+                    "only the pipeline's stages write this topic"
+                )
         except EventError as exc:
             report.count("dead_lettered")
             if metrics is not None:
@@ -183,7 +203,7 @@ async def run_flow(
     stop_watch = loop.create_task(stop.wait())
     stop_watch.add_done_callback(lambda _: credits.wake())
     # Steps started from here (and tasks they start) report to this run's hooks.
-    with runtime.running(metrics):
+    async with runtime.running(metrics):
         try:
             try:
                 await source.run(emit, credits, stop)
@@ -203,6 +223,7 @@ async def run_flow(
                 sinks.abandon(event)
             inside.clear()
             await sinks.flush()
+            _count_unwritable(report, sink)
             # Only now is everything read either written or abandoned, so a source
             # that tracks positions (Kafka) can commit its final watermark.
             close = getattr(source, "aclose", None)
@@ -221,6 +242,16 @@ async def run_flow(
                     await progress_task
                 on_progress(report) if on_progress is not None else None
     return report
+
+
+def _count_unwritable(report: RunReport, sink: Sink) -> None:
+    """Move events the sink could not write (and dead-lettered instead) to ``dead_lettered``."""
+    moved = getattr(sink, "unwritable", None)
+    if not moved:
+        return
+    for outcome, count in moved.items():
+        report.outcomes[outcome] -= count
+        report.outcomes["dead_lettered"] += count
 
 
 async def _drained(done: asyncio.Future[None], stop: asyncio.Event, timeout: float) -> bool:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from streamflow.errors import ConfigError
+from streamflow.errors import ConfigError, TransportBroken
 from streamflow.metrics import (
     DEFAULT_HOST,
     CollectorRegistry,
@@ -42,6 +43,9 @@ __all__ = ["StageWorker", "ensure_topics", "observed", "run_worker"]
 log = logging.getLogger("streamflow.runtime")
 
 _HEALTH_INTERVAL = 0.5
+# With events inside and none acknowledged for this long, the worker says on
+# /healthz that it makes no progress (steps time out well before this).
+_STALL_SECONDS = 120.0
 
 
 class StageWorker:
@@ -72,8 +76,11 @@ class StageWorker:
             dlq_topic=pipeline.dlq_topic,
             review_topic=pipeline.review_topic,
             stage=last,
+            limits=pipeline.limits,
         )
         self.report: RunReport | None = None
+        self.stall_seconds = _STALL_SECONDS
+        self._progress = (-1, time.monotonic())
 
     def topics(self) -> list[str]:
         """The topics this worker reads and writes."""
@@ -92,7 +99,49 @@ class StageWorker:
         ):
             if not ok:
                 return False, f"stage {self.label} {part}: {reason}"
+        stalled = self._stalled()
+        if stalled is not None:
+            return False, f"stage {self.label}: {stalled}"
         return True, f"stage {self.label} ok"
+
+    def _stalled(self) -> str | None:
+        """Say so when events are inside and none was acknowledged for ``stall_seconds``."""
+        done = sum(self.sink.acknowledged.values()) + self.sink.written["filtered"]
+        now = time.monotonic()
+        last, since = self._progress
+        if done != last:
+            self._progress = (done, now)
+            return None
+        inside = self.source.statistics().partitions.values()
+        in_flight = sum(count for count, _ in inside)
+        if in_flight and now - since > self.stall_seconds:
+            return f"no progress for {now - since:.0f}s with {in_flight} event(s) inside"
+        return None
+
+    def settle_report(self, report: RunReport) -> None:
+        """Make ``report`` say what the broker acknowledged, and fail it if writes were lost.
+
+        The runner counts an event when it hands it to the sink; only the broker's
+        acknowledgement makes it written. A sink that broke (or left writes
+        unacknowledged) means the worker made no progress on those events: they
+        stay uncommitted and are counted as ``unwritten``, and the report carries
+        the error so the worker exits non-zero.
+        """
+        acknowledged = self.sink.acknowledged
+        handed = sum(report.outcomes.get(k, 0) for k in acknowledged)
+        for outcome, count in acknowledged.items():
+            if count or outcome in report.outcomes:
+                report.outcomes[outcome] = count
+        unwritten = handed - sum(acknowledged.values())
+        if unwritten > 0:
+            report.outcomes["unwritten"] = unwritten
+        broken = self.sink.broken
+        if report.error is None and (broken is not None or unwritten > 0):
+            report.error = TransportBroken(
+                f"stage {self.label} could not write {max(unwritten, 0)} event(s): "
+                f"{broken or 'not acknowledged before shutdown'}",
+                stage=self.stage,
+            )
 
     def settled(self) -> bool:
         """True when the group committed everything there is to read on every partition."""
@@ -126,6 +175,7 @@ class StageWorker:
                 progress_interval=0.5,
                 runtime=runtime,
             )
+            self.settle_report(report)
         finally:
             # run_flow commits through source.aclose() after its final flush; these
             # cover the paths where it never got that far (both are idempotent).

@@ -18,10 +18,12 @@ from streamflow.transports._objects import (
     CollectingSink,
     QueueSource,
 )
+from streamflow.transports._routing import EVENT_HEADER, has_event_header
 from streamflow.transports.memory import MemoryBroker, MemoryMessage, MemorySink, MemorySource
 
 __all__ = [
     "END_OF_INPUT",
+    "EVENT_HEADER",
     "AsyncIterableSource",
     "CollectingSink",
     "Emit",
@@ -41,6 +43,7 @@ __all__ = [
     "Source",
     "StdinSource",
     "WriteMode",
+    "has_event_header",
     "plan_outputs",
     "side_paths",
 ]

@@ -5,13 +5,23 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from streamflow.errors import ConfigError, StreamflowError
-from streamflow.events import DeadLetter, ErrorInfo, Event, dumps, encode_event, ticket_of
+from streamflow.errors import ConfigError, EncodeError, StreamflowError
+from streamflow.events import (
+    DEFAULT_LIMITS,
+    ErrorInfo,
+    Event,
+    RecordLimits,
+    encode_bounded,
+    encode_dead_letter,
+    make_dead_letter,
+    ticket_of,
+)
 from streamflow.flow import CreditWindow, Ticket
 from streamflow.transports._base import Emit, Record
 
@@ -79,16 +89,39 @@ class JsonlFileSource:
 
 
 class IterableSource:
-    """Emits records from an in-memory sequence of bytes (tests, benchmarks)."""
+    """Emits records from an in-memory sequence of bytes (tests, benchmarks).
 
-    def __init__(self, values: Iterable[bytes], *, name: str = "memory") -> None:
+    Args:
+        values: the records' bytes.
+        name: the origin prefix (``name:1``, ``name:2``...).
+        headers: headers every record carries (events re-entering a pipeline mark
+            themselves with the event header).
+    """
+
+    def __init__(
+        self,
+        values: Iterable[bytes],
+        *,
+        name: str = "memory",
+        headers: Iterable[tuple[str, bytes]] = (),
+    ) -> None:
         self.values = values
         self.name = name
+        self.headers = tuple(headers)
 
     async def run(self, emit: Emit, window: CreditWindow, stop: asyncio.Event) -> None:
         """Emit every value against credit until exhausted or ``stop``."""
         lines = ((value, f"{self.name}:{i}") for i, value in enumerate(self.values, 1))
-        await _emit_all(lines, emit, window, stop)
+        if not self.headers:
+            await _emit_all(lines, emit, window, stop)
+            return
+        headers = self.headers
+
+        def emit_with_headers(record: Record, ticket: Ticket) -> None:
+            record.headers = headers
+            emit(record, ticket)
+
+        await _emit_all(lines, emit_with_headers, window, stop)
 
 
 class StdinSource:
@@ -290,7 +323,9 @@ class JsonlSink:
     """Writes events as JSONL: answers to the output, dead letters and reviews beside it.
 
     A file write is durable enough for one process, so each ticket is
-    released as soon as its line is written.
+    released as soon as its line is written. An event that cannot be written
+    (not serialisable, or above ``limits.max_record_bytes``) becomes a dead
+    letter, and every dead letter is bounded the same way.
 
     Args:
         output: the answers file, or ``-`` for standard output.
@@ -300,6 +335,7 @@ class JsonlSink:
         atomic: write each file under a temporary name in its folder and rename it
             into place on :meth:`aclose` (ignored with ``append``).
         filtered: a file for filtered events (default: they are only counted).
+        limits: the size bounds of what is written.
 
     Raises:
         ConfigError: a folder or file cannot be created.
@@ -314,7 +350,9 @@ class JsonlSink:
         append: bool = False,
         atomic: bool = False,
         filtered: str | Path | None = None,
+        limits: RecordLimits = DEFAULT_LIMITS,
     ) -> None:
+        self.limits = limits
         default_dlq, default_review = side_paths(output)
         self.output_path = None if str(output) == "-" else Path(output)
         self.dlq_path = Path(dlq) if dlq else default_dlq
@@ -346,45 +384,68 @@ class JsonlSink:
         self._dlq = dlq_file.handle
         self._review = review_file.handle
         self.written = {"ok": 0, "review": 0, "dead_lettered": 0, "filtered": 0}
+        self.unwritable: Counter[str] = Counter()
 
     def write(self, event: Event) -> None:
-        """Write ``event`` to the file its outcome names and release its ticket."""
-        if event.outcome == "ok":
-            self._out.write(encode_event(event) + b"\n")
-            self.written["ok"] += 1
-        elif event.outcome == "review":
-            self._review.write(encode_event(event) + b"\n")
-            self.written["review"] += 1
-        elif event.outcome == "failed":
+        """Write ``event`` to the file its outcome names and release its ticket.
+
+        An ``ok`` or ``review`` event that cannot be written goes to the dead
+        letters instead, counted in :attr:`unwritable` under the outcome it had.
+        """
+        outcome = event.outcome
+        written = "filtered"
+        if outcome in ("ok", "review"):
+            try:
+                value = encode_bounded(event, self.limits)
+            except EncodeError as exc:
+                info = ErrorInfo(type=type(exc).__name__, message=str(exc), step="encode")
+                self._dead_letter(event, info)
+                self.unwritable[outcome] += 1
+                written = "dead_lettered"
+            else:
+                (self._out if outcome == "ok" else self._review).write(value + b"\n")
+                written = outcome
+        elif outcome == "failed":
             self._dead_letter(event)
-        else:
-            self.written["filtered"] += 1
-            if self._filtered is not None:
-                self._filtered.write(encode_event(event) + b"\n")
+            written = "dead_lettered"
+        elif self._filtered is not None:
+            try:
+                self._filtered.write(encode_bounded(event, self.limits) + b"\n")
+            except EncodeError as exc:
+                info = ErrorInfo(type=type(exc).__name__, message=str(exc), step="encode")
+                self._dead_letter(event, info)
+                self.unwritable["filtered"] += 1
+                written = "dead_lettered"
+        self.written[written] += 1
         _release(event)
 
-    def _dead_letter(self, event: Event, stage: str | None = None) -> None:
-        error = event.error or ErrorInfo(type="Unknown", message=event.reason or "failed")
-        letter = DeadLetter(
-            id=event.id,
+    def _dead_letter(
+        self, event: Event, error: ErrorInfo | None = None, stage: str | None = None
+    ) -> None:
+        error = error or event.error or ErrorInfo(type="Unknown", message=event.reason or "failed")
+        origin = event._origin if isinstance(event._origin, Record) else None
+        letter = make_dead_letter(
+            event_id=event.id,
             stage=stage or event._failed_in or error.step,
             error=error,
             attempts=event.attempts,
+            origin=origin.origin if origin is not None else None,
             event=event,
+            limits=self.limits,
         )
-        self._dlq.write(dumps(letter) + b"\n")
-        self.written["dead_lettered"] += 1
+        self._dlq.write(encode_dead_letter(letter, self.limits) + b"\n")
 
     def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
-        """Dead-letter an undecodable record with the reason, then release it."""
-        letter = DeadLetter(
-            id=error.event_id,
+        """Dead-letter an undecodable record with the reason and its bytes, then release it."""
+        letter = make_dead_letter(
+            event_id=error.event_id,
             stage="decode",
             error=ErrorInfo(type=type(error).__name__, message=str(error), step="decode"),
-            original=record.value.decode("utf-8", errors="replace"),
+            original=record.value,
             origin=record.origin,
+            limits=self.limits,
         )
-        self._dlq.write(dumps(letter) + b"\n")
+        self._dlq.write(encode_dead_letter(letter, self.limits) + b"\n")
         self.written["dead_lettered"] += 1
         ticket.release()
 
@@ -394,6 +455,7 @@ class JsonlSink:
             type="Interrupted", message="shutdown before the event finished", step="shutdown"
         )
         self._dead_letter(event.model_copy(update={"outcome": "failed", "error": info}))
+        self.written["dead_lettered"] += 1
         _release(event)
 
     async def flush(self) -> None:
