@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 
 from streamflow.errors import ConfigError
 
@@ -42,6 +41,9 @@ class VectorIndex:
             raise ConfigError(f"vectors must all have the same length: {exc}") from exc
         if matrix.shape[0] == 0:
             raise ConfigError("a vector index needs at least one vector")
+        # Imported here: importing operators must not import scikit-learn.
+        from sklearn.neighbors import NearestNeighbors
+
         self.matrix = matrix
         self._nn = NearestNeighbors(metric="cosine", algorithm="brute").fit(matrix)
 
