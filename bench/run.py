@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py [--only W,W0,overload,kafka,classifier]``.
+"""Benchmark entry point: ``python bench/run.py [--only NAME,...]`` (names: see ``ALL``).
 
 Every measured variant runs in a fresh subprocess so that peak RSS belongs
 to that variant alone; streamflow and the hand-written baseline alternate
@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 TARGETS = {"W": 0.95, "W0": 0.5}
 OVERLOAD_TARGET = 1.2
 CHILD_TIMEOUT = 600
-ALL = ("W", "W0", "overload", "kafka", "classifier")
+ALL = ("W", "W0", "overload", "kafka", "classifier", "worker-start")
 
 
 def _child(kind: str, workload: str, events: int | None, args: argparse.Namespace) -> None:
@@ -169,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.classifier_bench import bench_classifier
 
             lines.append(bench_classifier(args.repeats, args.classifier_data, measure))
+        elif name == "worker-start":
+            from bench.worker_start import bench_worker_start
+
+            lines.append(bench_worker_start(args.repeats))
     print()
     for line in lines:
         print(line)

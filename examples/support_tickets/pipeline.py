@@ -35,8 +35,10 @@ from streamflow import Pipeline, Stage
 __all__ = ["REPLY_TEMPLATES", "pipeline"]
 
 DATA = Path(__file__).resolve().parent / "data"
-# Written by `streamflow train ... --stage classify`; the examples train it.
+# Written by `streamflow train ... --stage classify` from the examples (JSONL of
+# subject/body or text, and label); both can be pointed elsewhere.
 CLASSIFIER_MODEL = Path(os.environ.get("SUPPORT_CLASSIFIER_MODEL", DATA / "classifier.model"))
+TRAINING = Path(os.environ.get("SUPPORT_TRAINING_EXAMPLES", DATA / "training.jsonl"))
 
 REPLY_TEMPLATES = {
     "billing": AnswerTemplate(
@@ -98,7 +100,7 @@ def offline_pipeline() -> Pipeline:
                     redact(fields=["subject", "body"], into=SupportCase),
                     classify(
                         model=CLASSIFIER_MODEL,
-                        examples=DATA / "training.jsonl",
+                        examples=TRAINING,
                         review_below=0.45,
                         rules={"privacy": ["GDPR", "CCPA", "data processing agreement"]},
                     ),
