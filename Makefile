@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Reinstall when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[offline,models]'
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
@@ -25,7 +25,7 @@ $(TICKETS): examples/support_tickets/generate_tickets.py | $(VENV)/.installed
 ## make run: stream the example support tickets through classify -> retrieve -> generate -> check
 run: $(VENV)/.installed $(TICKETS)
 	$(BIN)/streamflow run examples/support_tickets/pipeline.py \
-		--input $(TICKETS) --output out/support_tickets.jsonl
+		--input $(TICKETS) --output out/support_tickets.jsonl --overwrite
 
 ## make test: unit, contract and integration tests (starts its own broker)
 test: $(VENV)/.installed-dev

@@ -88,13 +88,15 @@ def _flow_pipeline(workload: str, name: str) -> Any:
 
 async def run_flow_worker(broker: str, workload: str, pipeline_name: str, stage: str) -> None:
     """Run one stage as a streamflow worker until SIGTERM."""
-    from streamflow.runtime import run_worker
+    from streamflow.runtime import Runtime, run_worker
     from streamflow.transports.kafka import KafkaSettings
 
     stop = _stop_on_term()
     pipeline = _flow_pipeline(workload, pipeline_name)
     settings = KafkaSettings(bootstrap=broker, session_timeout_ms=6_000)
-    await run_worker(pipeline, stage, settings, stop=stop, drain_timeout=5.0)
+    await run_worker(
+        pipeline, stage, settings, stop=stop, drain_timeout=5.0, runtime=Runtime(tune_gc=True)
+    )
 
 
 async def run_hand_worker(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from operators.models._linear import MODEL_KIND, LinearTextClassifier, load_labelled_examples
 from operators.models._model_file import read_model_info
+from operators.models._optional import require_installed
 from operators.models._types import Label
 from streamflow.errors import ConfigError
 
@@ -70,6 +71,8 @@ class DeferredClassifier:
             examples if isinstance(examples, str | Path) or examples is None else list(examples)
         )
         self._hint = retrain_hint
+        # A missing extra fails when the pipeline is built, not at the first event.
+        require_installed("sklearn", extra="offline", purpose="LinearTextClassifier")
         self._name = "tfidf-sgd"
         self._labels: tuple[str, ...] = ()
         if isinstance(self.examples, str | Path) and not Path(self.examples).is_file():

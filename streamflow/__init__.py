@@ -6,6 +6,11 @@ Bounded, at-least-once, observable; one process or Kafka between stages.
 from streamflow.errors import (
     ConfigError,
     EventError,
+    EventFailed,
+    EventFiltered,
+    EventParked,
+    FlowClosed,
+    FlowFull,
     RetriableError,
     StreamflowError,
     TopologyError,
@@ -20,7 +25,7 @@ from streamflow.ops import (
     batch_async,
     circuit_breaker,
     fallback,
-    filter_events,
+    filter,
     map_async,
     parallel,
     pipe,
@@ -29,7 +34,8 @@ from streamflow.ops import (
     shared_limiter,
     tap,
 )
-from streamflow.runtime import Pipeline, RunReport, Stage, run_flow
+from streamflow.runtime import Flow, Pipeline, RunReport, Runtime, Stage, run_flow
+from streamflow.runtime import open_flow as open
 
 __version__ = "0.1.0"
 
@@ -41,12 +47,19 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventError",
+    "EventFailed",
+    "EventFiltered",
+    "EventParked",
+    "Flow",
+    "FlowClosed",
+    "FlowFull",
     "Operator",
     "Pipeline",
     "RateLimiter",
     "RetriableError",
     "RetryPolicy",
     "RunReport",
+    "Runtime",
     "Stage",
     "StepRecord",
     "StreamflowError",
@@ -55,8 +68,9 @@ __all__ = [
     "batch_async",
     "circuit_breaker",
     "fallback",
-    "filter_events",
+    "filter",
     "map_async",
+    "open",
     "parallel",
     "pipe",
     "rate_limit",

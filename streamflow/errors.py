@@ -9,13 +9,20 @@ tells the caller what to do next::
     ├── EventError                one event is bad: dead-letter it, keep running
     │   ├── DecodeError           bytes that are not JSON, or not an event
     │   ├── PayloadInvalid        the payload fails the pipeline's input model
-    │   └── StepFailed            a step failed for good (not retriable)
+    │   ├── EncodeError           an event that cannot be written (types, depth, size)
+    │   ├── StepFailed            a step failed for good (not retriable)
+    │   └── EventNotAnswered      flow.process got no output for the event:
+    │       ├── EventFailed       it was dead-lettered (carries the dead letter)
+    │       ├── EventParked       it was parked for review (carries the reason)
+    │       └── EventFiltered     a filter took it out of the flow
     ├── RetriableError            transient: retry with backoff (``retry_after`` hint)
     │   ├── StepTimeout           a step ran past its timeout and was cancelled
     │   ├── RateLimited           the endpoint said 429
     │   ├── Unavailable           the endpoint or broker is briefly unavailable
-    │   └── CircuitOpen           a circuit breaker refused the call without trying it
+    │   ├── CircuitOpen           a circuit breaker refused the call without trying it
+    │   └── FlowFull              flow.process(wait=False): the window is full right now
     ├── CapacityExceeded          a bounded buffer was offered more than its bound
+    ├── FlowClosed                the flow is closed (or stopped on an error): no new events
     └── TransportError            the transport underneath (topic/partition/offset)
         ├── TransportClosed       closed on purpose; stop using it
         ├── TransportBroken       lost (broker gone, fenced, group lost); restart
@@ -27,12 +34,24 @@ Context (stage, event id, topic, partition, offset) travels as attributes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # events import this module; the types are only for annotations
+    from streamflow.events import DeadLetter, Event
+
 __all__ = [
     "CapacityExceeded",
     "CircuitOpen",
     "ConfigError",
     "DecodeError",
+    "EncodeError",
     "EventError",
+    "EventFailed",
+    "EventFiltered",
+    "EventNotAnswered",
+    "EventParked",
+    "FlowClosed",
+    "FlowFull",
     "PayloadInvalid",
     "RateLimited",
     "RetriableError",
@@ -83,12 +102,58 @@ class DecodeError(EventError):
     """The bytes of a record are not valid JSON or not a valid event."""
 
 
+class EncodeError(EventError):
+    """A finished event cannot be written: not serialisable, too deep, or too large."""
+
+
 class PayloadInvalid(EventError):
     """The payload does not validate against the pipeline's input model."""
 
 
 class StepFailed(EventError):
     """A step failed for good: retrying will not help."""
+
+
+class EventNotAnswered(EventError):
+    """``flow.process`` has no output for this event; the subclass says why.
+
+    Attributes:
+        event: the finished event (None when the input never became an event).
+    """
+
+    def __init__(self, message: str, *, event: Event | None = None, stage: str | None = None):
+        super().__init__(message, stage=stage, event_id=event.id if event is not None else None)
+        self.event = event
+
+
+class EventFailed(EventNotAnswered):
+    """The event was dead-lettered; :attr:`dead_letter` says where, why and after how many tries.
+
+    Attributes:
+        dead_letter: the dead letter, as a dead-letter sink would have written it.
+    """
+
+    def __init__(self, message: str, *, dead_letter: DeadLetter, event: Event | None = None):
+        super().__init__(message, event=event, stage=dead_letter.stage)
+        self.dead_letter = dead_letter
+        if event is None:
+            self.event_id = dead_letter.id
+
+
+class EventParked(EventNotAnswered):
+    """The event was parked for a person to review; :attr:`reason` says why.
+
+    Attributes:
+        reason: the reason the step gave.
+    """
+
+    def __init__(self, message: str, *, event: Event, reason: str | None) -> None:
+        super().__init__(message, event=event)
+        self.reason = reason
+
+
+class EventFiltered(EventNotAnswered):
+    """A filter took the event out of the flow, so there is no output."""
 
 
 class RetriableError(StreamflowError):
@@ -129,6 +194,14 @@ class CircuitOpen(RetriableError):
 
     ``retry_after`` is the time left until the breaker lets a probe through.
     """
+
+
+class FlowFull(RetriableError):
+    """``flow.process(..., wait=False)``: the window is full; ``retry_after`` suggests when."""
+
+
+class FlowClosed(StreamflowError):
+    """The flow is closed, or stopped on a fatal error (chained as ``__cause__``)."""
 
 
 class CapacityExceeded(StreamflowError):

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from operators.models._optional import require, require_installed
 from operators.models._text import content_tokens
 from operators.models._types import Article, Passage, Retrieved
 from streamflow.errors import ConfigError
@@ -106,6 +107,8 @@ class BM25Index:
         # Built on the first search: building a pipeline (in every process that
         # loads its file) must not index anything, nor import bm25s.
         self._bm25: Any = None
+        # ... but a missing extra still fails here, when the pipeline is built.
+        require_installed("bm25s", extra="offline", purpose="BM25Index")
         self._passages = [
             Passage(id=a.id, title=a.title, text=a.body, score=0.0, categories=a.categories)
             for a in self._articles
@@ -169,8 +172,7 @@ class BM25Index:
 
     def _index(self) -> Any:
         if self._bm25 is None:
-            import bm25s
-
+            bm25s = require("bm25s", extra="offline", purpose="BM25Index")
             corpus = [content_tokens(f"{a.title} {a.title} {a.body}") for a in self._articles]
             index = bm25s.BM25(k1=self._k1, b=self._b)
             index.index(corpus, show_progress=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from operators.models._model_file import read_model_file, write_model_file
+from operators.models._optional import require
 from operators.models._types import Label
 from streamflow.errors import ConfigError
 
@@ -178,11 +179,11 @@ class LinearTextClassifier:
         Raises:
             ConfigError: on a missing file or fewer than two labels.
         """
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import SGDClassifier
-        from sklearn.pipeline import Pipeline
-
+        purpose = "LinearTextClassifier"
+        calibration = require("sklearn.calibration", extra="offline", purpose=purpose)
+        text = require("sklearn.feature_extraction.text", extra="offline", purpose=purpose)
+        linear = require("sklearn.linear_model", extra="offline", purpose=purpose)
+        pipelines = require("sklearn.pipeline", extra="offline", purpose=purpose)
         pairs = (
             load_labelled_examples(examples) if isinstance(examples, str | Path) else list(examples)
         )
@@ -192,16 +193,18 @@ class LinearTextClassifier:
                 f"LinearTextClassifier needs examples of at least two labels, got {sorted(counts)}"
             )
         min_df = self._min_df or (2 if len(pairs) >= PRUNE_FROM else 1)
-        features = TfidfVectorizer(
+        features = text.TfidfVectorizer(
             ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, strip_accents="unicode"
         )
-        sgd = SGDClassifier(loss="log_loss", alpha=self._alpha, random_state=self._seed)
+        sgd = linear.SGDClassifier(loss="log_loss", alpha=self._alpha, random_state=self._seed)
         model: Any = sgd
         if self._calibrate and min(counts.values()) >= CALIBRATE_FROM:
             # ensemble=False: one model fitted on everything, its temperature learnt
             # from two cross-fitted halves; it costs two extra half-size fits.
-            model = CalibratedClassifierCV(sgd, method="temperature", cv=2, ensemble=False)
-        pipeline = Pipeline([("features", features), ("model", model)])
+            model = calibration.CalibratedClassifierCV(
+                sgd, method="temperature", cv=2, ensemble=False
+            )
+        pipeline = pipelines.Pipeline([("features", features), ("model", model)])
         pipeline.fit([text for text, _ in pairs], [label for _, label in pairs])
         self._pipeline = pipeline
         self._labels = [str(label) for label in pipeline.classes_]

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from operators.models._linear import load_labelled_examples
 from operators.models._llm_calls import CallPolicy, ask_json, call_model
@@ -28,7 +28,12 @@ __all__ = [
 
 
 class ClassifierAnswer(BaseModel):
-    """The JSON an LLM classifier must answer with."""
+    """The JSON an LLM classifier must answer with.
+
+    Each classifier asks with a subclass whose schema lists its labels as an
+    enum (so a server that constrains output to the schema picks one of them);
+    the answer is still read as a string and matched case-insensitively.
+    """
 
     label: str
     confidence: float = Field(ge=0.0, le=1.0)
@@ -129,6 +134,11 @@ class LLMClassifier:
         lines = [
             f"- {label}: {(descriptions or {}).get(label, '')}".rstrip(": ") for label in labels
         ]
+        self._answer_model: type[ClassifierAnswer] = create_model(
+            "ClassifierAnswer",
+            __base__=ClassifierAnswer,
+            label=(str, Field(json_schema_extra={"enum": list(self._labels)})),
+        )
         self._system = (
             f"{instructions}\nChoose exactly one label from this list:\n"
             + "\n".join(lines)
@@ -161,7 +171,7 @@ class LLMClassifier:
             self._model,
             system=self._system,
             user=text,
-            answer_model=ClassifierAnswer,
+            answer_model=self._answer_model,
             policy=self._policy,
             temperature=self._temperature,
             max_tokens=self._max_tokens,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from operators.models._optional import require
 from streamflow.errors import ConfigError
 
 __all__ = ["VectorIndex", "unit_rows"]
@@ -41,11 +42,9 @@ class VectorIndex:
             raise ConfigError(f"vectors must all have the same length: {exc}") from exc
         if matrix.shape[0] == 0:
             raise ConfigError("a vector index needs at least one vector")
-        # Imported here: importing operators must not import scikit-learn.
-        from sklearn.neighbors import NearestNeighbors
-
         self.matrix = matrix
-        self._nn = NearestNeighbors(metric="cosine", algorithm="brute").fit(matrix)
+        neighbors = require("sklearn.neighbors", extra="offline", purpose="VectorIndex")
+        self._nn = neighbors.NearestNeighbors(metric="cosine", algorithm="brute").fit(matrix)
 
     def __len__(self) -> int:
         return int(self.matrix.shape[0])

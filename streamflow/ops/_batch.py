@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import reactivex
-from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, Disposable
-
 from streamflow.errors import ConfigError, StepFailed
 from streamflow.events import Event, StepRecord
-from streamflow.ops._operator import Operator
+from streamflow.ops._adapter import per_event
+from streamflow.ops._operator import Lane, Operator
 from streamflow.ops._retry import RetryPolicy
 
 __all__ = ["BatchStatistics", "batch_async"]
@@ -23,7 +21,7 @@ BatchFn = Callable[[list[Event]], Awaitable[Sequence[Event]]]
 
 @dataclass(frozen=True)
 class BatchStatistics:
-    """A snapshot of one batch_async operator.
+    """A snapshot of one batch_async operator (summed over its runs).
 
     Attributes:
         buffered: events collected for the next batch.
@@ -55,9 +53,12 @@ def batch_async(
         out:   ---AB--CD----E--|     E flushed by the timer
 
     A batch goes out when it holds ``max_size`` events or ``max_wait`` seconds
-    after its first event arrived. ``fn`` returns one event per input, in the
-    same order. When ``fn`` fails for good, every event of the batch fails
-    with the error (dead letters); the stream goes on.
+    after its first event arrived (the end of the input does not cut the
+    wait short). Each event's per-event call joins the run's batcher and
+    awaits its own result, so the runtime awaits it like any step. ``fn``
+    returns one event per input, in the same order. When ``fn`` fails for
+    good, every event of the batch fails with the error (dead letters); the
+    stream goes on.
 
     Args:
         fn: async ``list[Event] -> list[Event]``.
@@ -75,99 +76,114 @@ def batch_async(
     if max_wait <= 0:
         raise ConfigError("batch_async: max_wait must be > 0 seconds")
     step: str = name or str(getattr(fn, "__name__", "batch"))
-    counters = {"batches": 0, "largest": 0, "buffered": 0, "running": 0}
+    batchers: list[_Batcher] = []
 
-    def operator(source: Observable[Event]) -> Observable[Event]:
-        def subscribe(
-            observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            loop = asyncio.get_running_loop()
-            current: list[Event] = []
-            ready: list[list[Event]] = []
-            tasks: set[asyncio.Task[list[Event]]] = set()
-            timer: asyncio.TimerHandle | None = None
-            upstream_done = False
-            stopped = False
+    def lane() -> Lane:
+        batcher = _Batcher(fn, step, max_size, max_wait, concurrency, retry)
+        batchers.append(batcher)
+        return batcher.call
 
-            def flush() -> None:
-                nonlocal current, timer
-                if timer is not None:
-                    timer.cancel()
-                    timer = None
-                if current:
-                    ready.append(current)
-                    current = []
-                start()
+    def stats() -> BatchStatistics:
+        return BatchStatistics(
+            buffered=sum(b.buffered for b in batchers),
+            running=sum(len(b.tasks) for b in batchers),
+            batches=sum(b.batches for b in batchers),
+            largest=max((b.largest for b in batchers), default=0),
+        )
 
-            def start() -> None:
-                while ready and len(tasks) < concurrency:
-                    batch = ready.pop(0)
-                    counters["batches"] += 1
-                    counters["largest"] = max(counters["largest"], len(batch))
-                    task = loop.create_task(_run_batch(fn, batch, step, retry))
-                    tasks.add(task)
-                    counters["running"] = len(tasks)
-                    task.add_done_callback(done)
-
-            def done(task: asyncio.Task[list[Event]]) -> None:
-                tasks.discard(task)
-                counters["running"] = len(tasks)
-                if stopped or task.cancelled():
-                    return
-                for event in task.result():
-                    counters["buffered"] -= 1
-                    observer.on_next(event)
-                start()
-                maybe_complete()
-
-            def maybe_complete() -> None:
-                if upstream_done and not current and not ready and not tasks and not stopped:
-                    observer.on_completed()
-
-            def on_next(event: Event) -> None:
-                nonlocal timer
-                if not event.active:
-                    observer.on_next(event)
-                    return
-                counters["buffered"] += 1
-                current.append(event)
-                if len(current) >= max_size:
-                    flush()
-                elif timer is None:
-                    timer = loop.call_later(max_wait, flush)
-
-            def on_completed() -> None:
-                nonlocal upstream_done
-                upstream_done = True
-                flush()
-                maybe_complete()
-
-            def on_error(error: Exception) -> None:
-                dispose()
-                observer.on_error(error)
-
-            def dispose() -> None:
-                nonlocal stopped
-                stopped = True
-                if timer is not None:
-                    timer.cancel()
-                for task in list(tasks):
-                    task.cancel()
-
-            upstream = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)
-            return CompositeDisposable(upstream, Disposable(dispose))
-
-        return reactivex.create(subscribe)
-
-    return Operator(
-        fn=operator,
+    return per_event(
+        lane,
         name=step,
         kind="batch_async",
         ordering="input" if concurrency == 1 else "unordered",
-        stats=lambda: BatchStatistics(
-            counters["buffered"], counters["running"], counters["batches"], counters["largest"]
-        ),
+        stats=stats,
     )
+
+
+class _Batcher:
+    """The batches of one run: every event's call joins one and awaits its own result.
+
+    A batch goes out when it holds ``max_size`` events or ``max_wait``
+    seconds after its first event joined; at most ``concurrency`` batches run
+    at once, the others wait their turn in order.
+    """
+
+    def __init__(
+        self,
+        fn: BatchFn,
+        step: str,
+        max_size: int,
+        max_wait: float,
+        concurrency: int,
+        retry: RetryPolicy | None,
+    ) -> None:
+        self.fn = fn
+        self.step = step
+        self.max_size = max_size
+        self.max_wait = max_wait
+        self.concurrency = concurrency
+        self.retry = retry
+        self.current: list[tuple[Event, asyncio.Future[Event]]] = []
+        self.ready: deque[list[tuple[Event, asyncio.Future[Event]]]] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.buffered = 0
+        self.batches = 0
+        self.largest = 0
+
+    async def call(self, event: Event) -> Event:
+        """Join the next batch with ``event`` and return its result."""
+        if not event.active:
+            return event
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[Event] = loop.create_future()
+        self.current.append((event, result))
+        self.buffered += 1
+        if len(self.current) >= self.max_size:
+            self._flush()
+        elif self.timer is None:
+            self.timer = loop.call_later(self.max_wait, self._flush)
+        return await result
+
+    def _flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.current:
+            self.ready.append(self.current)
+            self.current = []
+        self._start()
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.ready and len(self.tasks) < self.concurrency:
+            batch = self.ready.popleft()
+            self.batches += 1
+            self.largest = max(self.largest, len(batch))
+            task = loop.create_task(self._run(batch))
+            self.tasks.add(task)
+            task.add_done_callback(self._done)
+
+    async def _run(self, batch: list[tuple[Event, asyncio.Future[Event]]]) -> None:
+        try:
+            results = await _run_batch(self.fn, [e for e, _ in batch], self.step, self.retry)
+        except Exception as exc:
+            # Not the events' failure (those come back as failed events): stop the run.
+            self.buffered -= len(batch)
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for (_, waiter), result in zip(batch, results, strict=True):
+            self.buffered -= 1
+            # A call cancelled meanwhile (shutdown) no longer wants its result.
+            if not waiter.done():
+                waiter.set_result(result)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled():
+            self._start()
 
 
 async def _run_batch(

@@ -1,17 +1,34 @@
 """Where a step runs, and how it reports what metrics need, without importing metrics.
 
-The runtime sets the hooks; operators and model clients call them. Tasks copy
-the context when they are created, so a model call made inside a stage's
-step sees that stage in ``current_stage``.
+A runtime opens a :class:`RunScope` around a run (its metrics hooks and its
+limiter registry); operators and model clients reach it through the context
+of the task they run in, so two pipelines in one process never see each
+other's hooks. Tasks copy the context when they are created, so a model call
+made inside a stage's step sees that stage in ``current_stage`` and that
+run's scope in :func:`current_scope`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-__all__ = ["Instrumentation", "StagePlace", "StageVar", "current_stage", "instrumentation"]
+if TYPE_CHECKING:
+    from streamflow.ops._limiter_registry import LimiterRegistry
+
+__all__ = [
+    "Instrumentation",
+    "RunScope",
+    "StagePlace",
+    "StageVar",
+    "current_scope",
+    "current_stage",
+    "instrumentation",
+    "run_scope",
+]
 
 
 class StagePlace:
@@ -66,7 +83,7 @@ current_stage = StageVar("streamflow_stage")
 
 @dataclass
 class Instrumentation:
-    """Callbacks for facts only a step can see; no-ops until a runtime sets them.
+    """Callbacks for facts only a step can see; each is a no-op until set.
 
     Attributes:
         model_request: called as (stage, model, status) for every model HTTP attempt.
@@ -87,5 +104,59 @@ class Instrumentation:
             self.rate_limit_wait(current_stage.get() or "unknown", limiter, seconds)
 
 
-instrumentation = Instrumentation()
-"""The process-wide hooks (one runtime per process sets them)."""
+@dataclass
+class RunScope:
+    """What one run lends to the steps it runs: its hooks and its limiter registry.
+
+    Attributes:
+        instrumentation: the run's metrics hooks.
+        limiters: the limiter registry of the runtime the run belongs to, which
+            :func:`~streamflow.ops.shared_limiter` handles draw from (None: the
+            registry for code outside any runtime).
+    """
+
+    instrumentation: Instrumentation = field(default_factory=Instrumentation)
+    limiters: LimiterRegistry | None = None
+
+
+_scope: ContextVar[RunScope | None] = ContextVar("streamflow_run_scope", default=None)
+
+
+def current_scope() -> RunScope | None:
+    """The scope of the run whose step is running (None outside a run)."""
+    return _scope.get()
+
+
+@contextmanager
+def run_scope(scope: RunScope) -> Iterator[RunScope]:
+    """Make ``scope`` the current one in this context (and the tasks started in it).
+
+    Args:
+        scope: the run's scope.
+
+    Returns:
+        A context manager yielding ``scope``; the previous scope comes back on exit.
+    """
+    token = _scope.set(scope)
+    try:
+        yield scope
+    finally:
+        _scope.reset(token)
+
+
+class _CurrentInstrumentation(Instrumentation):
+    """Reports to the hooks of the run the caller is in; outside a run, to its own."""
+
+    def report_model_request(self, model: str, status: str) -> None:
+        scope = _scope.get()
+        hooks = scope.instrumentation if scope is not None else None
+        Instrumentation.report_model_request(hooks or self, model, status)
+
+    def report_rate_limit_wait(self, limiter: str, seconds: float) -> None:
+        scope = _scope.get()
+        hooks = scope.instrumentation if scope is not None else None
+        Instrumentation.report_rate_limit_wait(hooks or self, limiter, seconds)
+
+
+instrumentation: Instrumentation = _CurrentInstrumentation()
+"""Where steps report: the running pipeline's hooks (its own callbacks outside any run)."""

@@ -1,36 +1,31 @@
 """map_async: run an async step per event with bounded concurrency.
 
-Built on asyncio tasks, a deque and counters rather than RxPY's
-flat_map/merge, which cost far more per event and do not bound eager work.
+Written once, as its per-event form (:class:`StepLane`, wrapped for input
+or per-key order); the reactivex form comes from :func:`stream_of`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import reactivex
-from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, Disposable
-
-from streamflow.errors import CapacityExceeded, ConfigError, StepFailed, StepTimeout
+from streamflow.errors import ConfigError, StepFailed, StepTimeout
 from streamflow.events import Event, StepRecord
 from streamflow.flow._adaptive import AdaptiveConcurrency
 from streamflow.flow._slots import Slots
+from streamflow.ops._adapter import DEFAULT_CAPACITY, per_event
+from streamflow.ops._limiter import Limiter, Permit
 from streamflow.ops._operator import Lane, Operator, Ordering
-from streamflow.ops._rate_limit import Permit, RateLimiter
+from streamflow.ops._order import InputOrder, KeyOrder
 from streamflow.ops._retry import RetryPolicy
 
 __all__ = ["MapStatistics", "StepFn", "StepLane", "map_async", "run_step"]
 
 StepFn = Callable[[Event], Awaitable[Event]]
 TokenEstimate = Callable[[Event], int]
-
-DEFAULT_CAPACITY = 4096
 
 
 @dataclass(frozen=True)
@@ -61,7 +56,7 @@ def map_async(
     retry: RetryPolicy | None = None,
     name: str | None = None,
     capacity: int = DEFAULT_CAPACITY,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     tokens: TokenEstimate | None = None,
 ) -> Operator:
     """Run ``fn`` on each active event, at most ``concurrency`` calls at once.
@@ -118,45 +113,31 @@ def map_async(
         raise ConfigError(f"map_async: ordered must be False, True or 'key', got {ordered!r}")
     step: str = name or str(getattr(fn, "__name__", "step"))
     mode: Ordering = "input" if ordered is True else "key" if ordered == "key" else "unordered"
-    states: list[_MapState | Slots] = []
+    states: list[Slots | InputOrder | KeyOrder] = []
 
     def lane() -> Lane:
         slots = Slots(step, most, capacity, adaptive)
-        states.append(slots)
         options: dict[str, Any] = {"step": step, "timeout": timeout, "retry": retry}
         if limiter is not None or adaptive is not None:
             options.update(limiter=limiter, tokens=tokens, adaptive=adaptive)
         direct = timeout is None and retry is None and limiter is None and adaptive is None
-        return StepLane(fn, step, slots, options, direct=direct)
+        call = StepLane(fn, step, slots, options, direct=direct)
+        if mode == "unordered":
+            states.append(slots)
+            return call
+        ordered_call = InputOrder(call) if mode == "input" else KeyOrder(call)
+        states.append(ordered_call)
+        return ordered_call
 
-    def operator(source: Observable[Event]) -> Observable[Event]:
-        def subscribe(
-            observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            state = _MapState(
-                fn, step, most, mode, timeout, retry, capacity, observer, limiter, tokens
-            )
-            state.adaptive = adaptive
-            states.append(state)
-            upstream = source.subscribe(
-                state.on_next, state.on_error, state.on_completed, scheduler=scheduler
-            )
-            return CompositeDisposable(upstream, Disposable(state.dispose))
-
-        return reactivex.create(subscribe)
-
-    op = Operator(
-        fn=operator,
+    return per_event(
+        lane,
         name=step,
         kind="map_async",
         ordering=mode,
         requires=None if mode == "unordered" else mode,
         capacity=capacity,
         stats=lambda: _merge_stats(states, capacity),
-        # Ordered modes hold events back for one another, which only the stream form does.
-        lane=lane if mode == "unordered" else None,
     )
-    return op
 
 
 class StepLane:
@@ -194,7 +175,18 @@ class StepLane:
         if not slots.try_take():
             await slots.wait()
         try:
-            return await run_step(self.fn, event, **self.options)
+            if not self.direct:
+                return await run_step(self.fn, event, **self.options)
+            # The same bookkeeping a runner does around a direct call in its own
+            # frame, on the loop clock as in run_step.
+            clock = asyncio.get_running_loop().time
+            started = time.time()
+            t0 = clock()
+            try:
+                result = await self.fn(event)
+            except Exception as exc:
+                return self.failed(event, exc, started, clock() - t0)
+            return self.done(event, result, started, clock() - t0)
         finally:
             slots.release()
 
@@ -209,7 +201,7 @@ class StepLane:
         return _failure(event, exc, self.step, started, seconds, 1)
 
 
-def _merge_stats(states: list[_MapState | Slots], capacity: int) -> MapStatistics:
+def _merge_stats(states: list[Slots | InputOrder | KeyOrder], capacity: int) -> MapStatistics:
     return MapStatistics(
         running=sum(s.running for s in states),
         buffered=sum(s.buffered for s in states),
@@ -226,7 +218,7 @@ async def run_step(
     step: str,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     tokens: TokenEstimate | None = None,
     adaptive: AdaptiveConcurrency | None = None,
 ) -> Event:
@@ -322,220 +314,3 @@ def _with_record(
         trace.append(StepRecord.timed(step, started, duration, attempt, fields["outcome"]))
     fields["attempts"] = before.__dict__["attempts"] + attempt
     return after
-
-
-class _MapState:
-    """Per-subscription state; lives on the event loop thread."""
-
-    def __init__(
-        self,
-        fn: StepFn,
-        step: str,
-        concurrency: int,
-        mode: Ordering,
-        timeout: float | None,
-        retry: RetryPolicy | None,
-        capacity: int,
-        observer: abc.ObserverBase[Event],
-        limiter: RateLimiter | None = None,
-        tokens: TokenEstimate | None = None,
-    ) -> None:
-        self.fn = fn
-        self.step = step
-        self.concurrency = concurrency
-        self.mode = mode
-        self.timeout = timeout
-        self.retry = retry
-        self.capacity = capacity
-        self.observer = observer
-        self.limiter = limiter
-        self.tokens = tokens
-        self.adaptive: AdaptiveConcurrency | None = None
-        self.loop = asyncio.get_running_loop()
-        self.pending: deque[tuple[int, Event]] = deque()
-        self.waiting: dict[str, deque[tuple[int, Event]]] = {}
-        self.busy: set[str] = set()
-        self.reorder: dict[int, Event] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.running_workers = 0
-        self.idle: list[asyncio.Future[bool]] = []
-        self.seq_in = 0
-        self.seq_out = 0
-        self.running = 0
-        self.buffered = 0
-        self.peak_running = 0
-        self.peak_buffered = 0
-        self.upstream_done = False
-        self.stopped = False
-
-    def on_next(self, event: Event) -> None:
-        if self.stopped:
-            return
-        seq = self.seq_in
-        self.seq_in += 1
-        if not event.active:
-            self._emit(seq, event)
-            return
-        if self.buffered >= self.capacity:
-            raise CapacityExceeded(
-                f"map_async '{self.step}': more than {self.capacity} events waiting; "
-                "feed it from a credit-limited source or raise capacity",
-                stage=self.step,
-            )
-        self.pending.append((seq, event))
-        self.buffered += 1
-        if self.buffered > self.peak_buffered:
-            self.peak_buffered = self.buffered
-        self._pump()
-
-    def _pump(self) -> None:
-        # Long-lived workers pull from the deque, so an event costs no task of
-        # its own: an idle worker is woken, or a new one started up to the limit.
-        if self.idle:
-            self.idle.pop().set_result(True)
-            return
-        adaptive = self.adaptive
-        limit = self.concurrency if adaptive is None else adaptive.limit
-        if self.running_workers < limit:
-            self._start_worker()
-
-    def _grow(self, limit: int) -> None:
-        # The adaptive limit may have risen while events waited: start workers for them.
-        missing = min(limit - self.running_workers, len(self.pending) - len(self.idle))
-        for _ in range(missing):
-            self._start_worker()
-
-    def _start_worker(self) -> None:
-        self.running_workers += 1
-        task = self.loop.create_task(self._work())
-        self.tasks.add(task)
-        task.add_done_callback(self._worker_done)
-
-    def _next(self) -> tuple[int, Event] | None:
-        pending = self.pending
-        while pending:
-            seq, event = pending.popleft()
-            if self.mode == "key" and event.key is not None:
-                if event.key in self.busy:
-                    self.waiting.setdefault(event.key, deque()).append((seq, event))
-                    continue
-                self.busy.add(event.key)
-            self.buffered -= 1
-            return seq, event
-        return None
-
-    async def _work(self) -> None:
-        plain = self.limiter is None and self.adaptive is None
-        fn, step, timeout, retry = self.fn, self.step, self.timeout, self.retry
-        done = 0
-        while not self.stopped:
-            adaptive = self.adaptive
-            if adaptive is not None and self.running >= adaptive.limit:
-                return
-            item = self._next()
-            if item is None:
-                if self.upstream_done:
-                    return
-                # Park until on_next has work; False means the stream is over.
-                parked = self.loop.create_future()
-                self.idle.append(parked)
-                if not await parked:
-                    return
-                continue
-            seq, event = item
-            self.running += 1
-            if self.running > self.peak_running:
-                self.peak_running = self.running
-            if plain:
-                result = await run_step(fn, event, step=step, timeout=timeout, retry=retry)
-            else:
-                result = await run_step(
-                    fn,
-                    event,
-                    step=step,
-                    timeout=timeout,
-                    retry=retry,
-                    limiter=self.limiter,
-                    tokens=self.tokens,
-                    adaptive=adaptive,
-                )
-            self.running -= 1
-            if self.stopped:
-                return
-            key = event.key
-            if self.mode == "key" and key is not None:
-                self.busy.discard(key)
-                queue = self.waiting.get(key)
-                if queue:
-                    # The next event of this key goes first, so per-key FIFO holds.
-                    self.pending.appendleft(queue.popleft())
-                    if not queue:
-                        del self.waiting[key]
-            self._emit(seq, result)
-            self._maybe_complete()
-            if adaptive is not None and self.pending:
-                self._grow(adaptive.limit)
-            done += 1
-            if not done % 64 and self.pending:
-                # Steps that never suspend would otherwise hold the loop for a
-                # whole backlog; give the source and the other stages a turn.
-                await asyncio.sleep(0)
-
-    def _worker_done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        self.running_workers -= 1
-        if self.stopped or task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            self.stopped = True
-            self.observer.on_error(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-            return
-        if self.pending:
-            self._pump()
-        self._maybe_complete()
-
-    def _release_idle(self) -> None:
-        while self.idle:
-            parked = self.idle.pop()
-            if not parked.done():
-                parked.set_result(False)
-
-    def _emit(self, seq: int, event: Event) -> None:
-        if self.mode != "input":
-            self.observer.on_next(event)
-            return
-        self.reorder[seq] = event
-        while self.seq_out in self.reorder:
-            self.observer.on_next(self.reorder.pop(self.seq_out))
-            self.seq_out += 1
-
-    def on_error(self, error: Exception) -> None:
-        self.dispose()
-        self.observer.on_error(error)
-
-    def on_completed(self) -> None:
-        self.upstream_done = True
-        if not self.pending:
-            self._release_idle()
-        self._maybe_complete()
-
-    def _maybe_complete(self) -> None:
-        if (
-            self.upstream_done
-            and not self.stopped
-            and self.running == 0
-            and not self.pending
-            and not self.waiting
-            and not self.reorder
-        ):
-            self.stopped = True
-            self._release_idle()
-            self.observer.on_completed()
-
-    def dispose(self) -> None:
-        self.stopped = True
-        self._release_idle()
-        for task in list(self.tasks):
-            task.cancel()
-        self.tasks.clear()

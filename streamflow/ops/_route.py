@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import reactivex
-from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable
-from reactivex.subject import Subject
-
 from streamflow.errors import ConfigError, StepFailed
 from streamflow.events import Event
+from streamflow.ops._adapter import lane_of, per_event
 from streamflow.ops._operator import EventOperator, Lane, Operator, as_operator, check_ordering
 
 __all__ = ["route"]
@@ -75,7 +71,7 @@ def route(
         return label
 
     def lane() -> Lane:
-        lanes = {label: op.lane() for label, op in ops.items() if op.lane is not None}
+        lanes = {label: lane_of(op) for label, op in ops.items()}
 
         async def call(event: Event) -> Event:
             label = choose(event)
@@ -87,57 +83,12 @@ def route(
 
         return call
 
-    def operator(source: Observable[Event]) -> Observable[Event]:
-        def subscribe(
-            observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            subjects: dict[str, Subject[Event]] = {label: Subject() for label in ops}
-            open_branches = len(ops)
-            disposables = CompositeDisposable()
-
-            def branch_done() -> None:
-                nonlocal open_branches
-                open_branches -= 1
-                if open_branches == 0:
-                    observer.on_completed()
-
-            for label, op in ops.items():
-                disposables.add(
-                    op(subjects[label]).subscribe(
-                        observer.on_next, observer.on_error, branch_done, scheduler=scheduler
-                    )
-                )
-
-            def on_next(event: Event) -> None:
-                label = choose(event)
-                if label is None:
-                    observer.on_next(event)
-                    return
-                if not isinstance(label, str):
-                    observer.on_next(label)
-                    return
-                subjects[label].on_next(event)
-
-            def on_error(error: Exception) -> None:
-                for subject in subjects.values():
-                    subject.on_error(error)
-
-            def on_completed() -> None:
-                for subject in subjects.values():
-                    subject.on_completed()
-
-            disposables.add(source.subscribe(on_next, on_error, on_completed, scheduler=scheduler))
-            return disposables
-
-        return reactivex.create(subscribe)
-
     capacities = [op.capacity for op in ops.values() if op.capacity is not None]
-    return Operator(
-        fn=operator,
+    return per_event(
+        lane,
         name=name,
         kind="route",
         ordering="unordered" if len(ops) > 1 else next(iter(ops.values())).ordering,
         capacity=min(capacities) if capacities else None,
         branches=tuple(ops.items()),
-        lane=lane if all(op.lane is not None for op in ops.values()) else None,
     )

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 
-from reactivex import Observable
-from reactivex import operators as rx_ops
-
 from streamflow.events import Event, StepRecord
+from streamflow.ops._adapter import per_event
 from streamflow.ops._operator import Lane, Operator
 
-__all__ = ["filter_events", "tap"]
+__all__ = ["filter", "tap"]
 
 
-def filter_events(predicate: Callable[[Event], bool], *, name: str = "filter") -> Operator:
+def filter(predicate: Callable[[Event], bool], *, name: str = "filter") -> Operator:
     """Keep events for which ``predicate`` is true; mark the others ``filtered``.
 
     ::
@@ -46,16 +43,7 @@ def filter_events(predicate: Callable[[Event], bool], *, name: str = "filter") -
         record = StepRecord.timed(name, started, 0.0, outcome="filtered")
         return event.traced(record, outcome="filtered", reason=f"filtered by {name}")
 
-    def operator(source: Observable[Event]) -> Observable[Event]:
-        return source.pipe(rx_ops.map(decide))
-
-    return Operator(
-        fn=operator,
-        name=name,
-        kind="filter",
-        ordering="input",
-        lane=functools.partial(_lane, decide),
-    )
+    return per_event(_lane(decide), name=name, kind="filter", ordering="input")
 
 
 def tap(action: Callable[[Event], object], *, name: str = "tap") -> Operator:
@@ -79,16 +67,12 @@ def tap(action: Callable[[Event], object], *, name: str = "tap") -> Operator:
             return event.traced(record)
         return event
 
-    def operator(source: Observable[Event]) -> Observable[Event]:
-        return source.pipe(rx_ops.map(run))
-
-    return Operator(
-        fn=operator, name=name, kind="tap", ordering="input", lane=functools.partial(_lane, run)
-    )
+    return per_event(_lane(run), name=name, kind="tap", ordering="input")
 
 
-def _lane(fn: Callable[[Event], Event]) -> Lane:
+def _lane(fn: Callable[[Event], Event]) -> Callable[[], Lane]:
     async def call(event: Event) -> Event:
         return fn(event)
 
-    return call
+    # Stateless: every run shares the one coroutine function.
+    return lambda: call

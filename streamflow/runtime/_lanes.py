@@ -1,11 +1,15 @@
-"""The lane engine: each event runs through the stages in one coroutine.
+"""The one engine of a run: each event runs through the stages in one coroutine.
 
-Every streamflow operator maps one event to one event, so a stage whose
-operator has a per-event form (:attr:`Operator.lane`) needs no stream
-plumbing in one process: a worker takes an event and awaits each stage's
-lane in turn, under the same bounds (a stage's concurrency, each step's
-slots). A hop through the stream costs several observer calls and a worker
-hand-off per step; a lane costs one await.
+Every streamflow operator is written as its per-event form
+(:attr:`Operator.lane`), so in one process a worker takes an event and
+awaits each stage's lane in turn, under the same bounds (a stage's
+concurrency, each step's slots). A hop through a stream costs several
+observer calls and a worker hand-off per step; a lane costs one await.
+
+A stage that holds a user's own reactivex operator (one without a per-event
+form, which may batch, delay or regroup events) runs that stage alone on the
+observable path, behind a bounded gate with the same bounds and metrics; the
+stages around it still run per event. The run is then a chain of segments.
 
 Workers are long-lived, one per event in flight at most (the window bounds
 them), so a context variable a step sets is seen by the next event that
@@ -23,27 +27,23 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from reactivex.scheduler.eventloop import AsyncIOScheduler
+
 from streamflow.events import Event
-from streamflow.ops import (
-    ChannelStatistics,
-    Lane,
-    Operator,
-    Slots,
-    StagePlace,
-    StepLane,
-    current_stage,
-)
+from streamflow.flow import Slots
+from streamflow.ops import Operator
+from streamflow.ops._context import StagePlace, current_stage
+from streamflow.ops._gate import ChannelStatistics, Relay, gate
+from streamflow.ops._map_async import StepLane
+from streamflow.ops._operator import Lane
 from streamflow.runtime._pipeline import Stage, StageHooks
 
-__all__ = ["LaneEngine", "has_lanes"]
+__all__ = ["LaneEngine"]
 
 CANCEL_WAIT = 1.0
 """Seconds to let cancelled events unwind when the engine is disposed."""
 
-
-def has_lanes(stages: Sequence[Stage]) -> bool:
-    """True when every stage's operator can run per event."""
-    return all(stage.op.lane is not None for stage in stages)
+Meter = Callable[[Event, float, int], None]
 
 
 class _LaneStage:
@@ -56,12 +56,12 @@ class _LaneStage:
     event and stage.
     """
 
-    def __init__(self, stage: Stage, window: int, hooks: StageHooks) -> None:
+    def __init__(self, stage: Stage, window: int, meter: Meter | None) -> None:
         assert stage.op.lane is not None
         self.name = stage.name
         self.op = stage.op
         self.lane: Lane = stage.op.lane()
-        self.measured = hooks.meter(stage.name) if hooks.meter is not None else None
+        self.measured = meter
         # A direct step's call is awaited in the worker's own frame.
         lane = self.lane
         self.direct = lane if isinstance(lane, StepLane) and lane.direct else None
@@ -92,17 +92,8 @@ def _buffered(op: Operator) -> int:
     return int(getattr(op.statistics(), "buffered", 0)) if op.kind == "map_async" else 0
 
 
-class LaneEngine:
-    """Runs ``stages`` (all with lanes) for the events pushed into it.
-
-    Args:
-        stages: the stages, in flow order.
-        window: the credit window; it bounds every stage that sets no concurrency.
-        hooks: called as each event enters and leaves each stage.
-        deliver: called with each event that leaves the last stage.
-        fail: called once with an error that must stop the run.
-        completed: called when :meth:`finish` was called and nothing is left inside.
-    """
+class _LaneRun:
+    """Runs consecutive ``stages`` (all with lanes) for the events pushed into it."""
 
     def __init__(
         self,
@@ -113,7 +104,11 @@ class LaneEngine:
         fail: Callable[[Exception], None],
         completed: Callable[[], None],
     ) -> None:
-        self.stages = [_LaneStage(stage, window, hooks) for stage in stages]
+        meter = hooks.meter
+        self.stages = [
+            _LaneStage(stage, window, meter(stage.name) if meter is not None else None)
+            for stage in stages
+        ]
         self.deliver = deliver
         self.fail = fail
         self.completed = completed
@@ -129,12 +124,12 @@ class LaneEngine:
         self.dispatching = False
         self.disposed = False
 
-    def statistics(self, stage: str) -> ChannelStatistics:
+    def statistics(self, stage: str) -> ChannelStatistics | None:
         """The bounded-buffer statistics of ``stage``, as a gate reports them."""
         for lane_stage in self.stages:
             if lane_stage.name == stage:
                 return lane_stage.statistics()
-        raise KeyError(stage)
+        return None
 
     def push(self, event: Event) -> None:
         """Start ``event`` on its way (the caller holds its credit)."""
@@ -249,3 +244,130 @@ class LaneEngine:
         if tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait(tasks, timeout=CANCEL_WAIT)
+
+
+class _RxStage:
+    """A stage whose operator is a user's own reactivex operator, behind its gate.
+
+    The gate bounds the events inside (the stage's concurrency, else the
+    window) and buffered before it (the window); each active event is timed
+    from entering the gate's inner operator to leaving it, and measured as a
+    lane stage measures it.
+    """
+
+    def __init__(
+        self,
+        stage: Stage,
+        window: int,
+        hooks: StageHooks,
+        deliver: Callable[[Event], None],
+        fail: Callable[[Exception], None],
+        completed: Callable[[], None],
+    ) -> None:
+        self.name = stage.name
+        measured = hooks.meter(stage.name) if hooks.meter is not None else None
+        perf = time.perf_counter
+
+        def on_enter(event: Event) -> None:
+            private = event.__pydantic_private__
+            private["_entered"] = (perf(), len(event.trace)) if event.outcome == "ok" else None  # type: ignore[index]
+
+        def on_exit(event: Event) -> None:
+            private = event.__pydantic_private__
+            entered = private.get("_entered") if private is not None else None
+            if entered is not None and measured is not None:
+                measured(event, perf() - entered[0], entered[1])
+
+        self.gate = gate(
+            stage.op,
+            concurrency=stage.concurrency or window,
+            capacity=window,
+            name=stage.name,
+            on_enter=on_enter,
+            on_exit=on_exit,
+        )
+        self.entry = Relay()
+        self.push: Callable[[Event], None] = self.entry.on_next
+        loop = asyncio.get_running_loop()
+        self.subscription = self.gate(self.entry).subscribe(
+            deliver, fail, completed, scheduler=AsyncIOScheduler(loop)
+        )
+
+    def statistics(self, stage: str) -> ChannelStatistics | None:
+        if stage != self.name:
+            return None
+        stats = self.gate.statistics()
+        return stats if isinstance(stats, ChannelStatistics) else None
+
+    def finish(self) -> None:
+        self.entry.on_completed()
+
+    async def dispose(self) -> None:
+        self.subscription.dispose()
+
+
+class LaneEngine:
+    """Runs ``stages`` for the events pushed into it: per event, stage by stage.
+
+    Consecutive stages with per-event forms run as one segment (one
+    coroutine per event through all of them); a stage with a user's own
+    reactivex operator is a segment of its own on the observable path. Each
+    segment hands what leaves it to the next, and finishes the next once it
+    is empty.
+
+    Args:
+        stages: the stages, in flow order.
+        window: the credit window; it bounds every stage that sets no concurrency.
+        hooks: how each stage's events are measured.
+        deliver: called with each event that leaves the last stage.
+        fail: called once with an error that must stop the run.
+        completed: called when :meth:`finish` was called and nothing is left inside.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        window: int,
+        hooks: StageHooks,
+        deliver: Callable[[Event], None],
+        fail: Callable[[Exception], None],
+        completed: Callable[[], None],
+    ) -> None:
+        groups: list[list[Stage]] = []
+        for stage in stages:
+            if stage.op.lane is not None and groups and groups[-1][0].op.lane is not None:
+                groups[-1].append(stage)
+            else:
+                groups.append([stage])
+        self.segments: list[_LaneRun | _RxStage] = []
+        # Built from the last segment back, so each knows where its events go next.
+        for group in reversed(groups):
+            if self.segments:
+                after = self.segments[0]
+                onward, done = after.push, after.finish
+            else:
+                onward, done = deliver, completed
+            segment: _LaneRun | _RxStage
+            if group[0].op.lane is None:
+                segment = _RxStage(group[0], window, hooks, onward, fail, done)
+            else:
+                segment = _LaneRun(group, window, hooks, onward, fail, done)
+            self.segments.insert(0, segment)
+        self.push: Callable[[Event], None] = self.segments[0].push
+
+    def statistics(self, stage: str) -> ChannelStatistics | None:
+        """The bounded-buffer statistics of ``stage``, as a gate reports them."""
+        for segment in self.segments:
+            stats = segment.statistics(stage)
+            if stats is not None:
+                return stats
+        raise KeyError(stage)
+
+    def finish(self) -> None:
+        """No more events will come; call ``completed`` once the last one is out."""
+        self.segments[0].finish()
+
+    async def dispose(self) -> None:
+        """Cancel whatever is still inside and let it unwind (bounded)."""
+        for segment in self.segments:
+            await segment.dispose()

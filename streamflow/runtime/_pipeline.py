@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,12 +9,15 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from streamflow.errors import ConfigError, TopologyError
-from streamflow.events import Event
-from streamflow.ops import EventOperator, Operator, as_operator, check_ordering, gate, pipe
+from streamflow.events import DEFAULT_LIMITS, Event, RecordLimits
+from streamflow.ops import EventOperator, Operator, as_operator, pipe
+from streamflow.ops._gate import gate
+from streamflow.ops._operator import check_ordering
 
 __all__ = ["Pipeline", "Stage", "StageHooks"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 @dataclass
@@ -49,19 +51,14 @@ class Stage:
 
 @dataclass(frozen=True)
 class StageHooks:
-    """Callbacks the runtime hangs on every stage boundary (for metrics and summaries).
+    """How the runtime measures every stage (for metrics and summaries).
 
     Attributes:
-        on_enter: (stage, event) as an event enters a stage.
-        on_exit: (stage, event) as it leaves.
         meter: makes the measuring function of a stage, called as (event,
             seconds inside, index of its first new trace record) as an active
-            event leaves; engines that time stages themselves call it instead
-            of on_enter/on_exit.
+            event leaves it.
     """
 
-    on_enter: Callable[[str, Event], None] | None = None
-    on_exit: Callable[[str, Event], None] | None = None
     meter: Callable[[str], Callable[[Event, float, int], None]] | None = None
 
 
@@ -79,10 +76,15 @@ class Pipeline:
         window: most events inside the pipeline (one process) or one worker at once.
         rework_stage: the stage a rejected review goes back to (default: the stage
             named ``generate`` if there is one, else the first stage).
+        limits: the record size and JSON depth every input must respect, and the
+            bound of what is written (default: :data:`streamflow.events.DEFAULT_LIMITS`).
+        input_topic: the topic the first stage reads, to plug into a topic that
+            exists already (default: ``{name}.in``).
+        output_topic: the topic the last stage writes (default: ``{name}.out``).
 
     Raises:
-        ConfigError: bad names, no stages, duplicate stage names, bad window, a
-            rework stage that is not one of the stages.
+        ConfigError: bad names (of the pipeline, a stage or a topic), no stages,
+            duplicate stage names, bad window, a rework stage that is not one of the stages.
         TopologyError: a stage asks for an order that an upstream stage breaks, or the
             window exceeds a buffer bound inside a stage.
     """
@@ -98,7 +100,16 @@ class Pipeline:
         summary_field: str | None = None,
         window: int = 1024,
         rework_stage: str | None = None,
+        limits: RecordLimits | None = None,
+        input_topic: str | None = None,
+        output_topic: str | None = None,
     ) -> None:
+        for role, topic in (("input_topic", input_topic), ("output_topic", output_topic)):
+            if topic is not None and not _TOPIC.match(topic):
+                raise ConfigError(
+                    f"pipeline '{name}': {role} {topic!r} is not a valid Kafka topic name "
+                    "(letters, digits, '.', '_' or '-', at most 249)"
+                )
         if not _NAME.match(name):
             raise ConfigError(
                 f"pipeline name {name!r} is not valid: use lowercase letters, digits, '_' or "
@@ -125,14 +136,18 @@ class Pipeline:
             )
         self.name = name
         self.stages = list(stages)
+        self._input_topic = input_topic
+        self._output_topic = output_topic
         self.input_model = input_model
         self.key_field = key_field
         self.id_field = id_field
         self.summary_field = summary_field
         self.window = window
+        self.limits = limits or DEFAULT_LIMITS
         default_rework = "generate" if "generate" in seen else self.stages[0].name
         self.rework_stage: str = rework_stage or default_rework
         check_ordering([s.op for s in self.stages], where=f"pipeline '{name}'")
+        _check_step_names(self.name, self.stages)
         for stage in self.stages:
             for op in stage.op.walk():
                 if op.capacity is not None and op.capacity < window:
@@ -163,13 +178,13 @@ class Pipeline:
 
     @property
     def input_topic(self) -> str:
-        """The topic the first stage reads."""
-        return f"{self.name}.in"
+        """The topic the first stage reads (``{name}.in`` unless named)."""
+        return self._input_topic or f"{self.name}.in"
 
     @property
     def output_topic(self) -> str:
-        """The topic the last stage writes."""
-        return f"{self.name}.out"
+        """The topic the last stage writes (``{name}.out`` unless named)."""
+        return self._output_topic or f"{self.name}.out"
 
     @property
     def dlq_topic(self) -> str:
@@ -211,34 +226,26 @@ class Pipeline:
     # -- composition -------------------------------------------------------------
 
     def operator(
-        self,
-        stages: Sequence[str] | None = None,
-        *,
-        hooks: StageHooks | None = None,
-        capacity: int | None = None,
+        self, stages: Sequence[str] | None = None, *, capacity: int | None = None
     ) -> Operator:
-        """Compose the named stages (default: all) into one operator, each behind its gate.
+        """Compose the named stages (default: all) into one reactivex operator, each gated.
+
+        For ``reactivex.pipe`` users; ``run_flow`` runs the stages per event instead.
 
         Args:
             stages: the stage names to run, in flow order.
-            hooks: callbacks at each stage boundary.
             capacity: bound of each stage's input channel (default: the window).
         """
         chosen = [self.stage(n) for n in stages] if stages is not None else self.stages
-        hooks = hooks or StageHooks()
-        gated = []
-        for stage in chosen:
-            on_enter, on_exit = hooks.on_enter, hooks.on_exit
-            gated.append(
-                gate(
-                    stage.op,
-                    concurrency=stage.concurrency or self.window,
-                    capacity=capacity or self.window,
-                    name=stage.name,
-                    on_enter=functools.partial(on_enter, stage.name) if on_enter else None,
-                    on_exit=functools.partial(on_exit, stage.name) if on_exit else None,
-                )
+        gated = [
+            gate(
+                stage.op,
+                concurrency=stage.concurrency or self.window,
+                capacity=capacity or self.window,
+                name=stage.name,
             )
+            for stage in chosen
+        ]
         return pipe(*gated, name=self.name)
 
     def mermaid(self) -> str:
@@ -264,6 +271,37 @@ class Pipeline:
         lines.append(f"    {previous} -. failed .-> dlq")
         lines.append(f"    {previous} -. review .-> review")
         return "\n".join(lines) + "\n"
+
+
+def _check_step_names(pipeline: str, stages: Sequence[Stage]) -> None:
+    """Raise TopologyError when two steps an event can pass through share a name.
+
+    Traces, metrics and review decisions name steps, so a name must say which
+    step it was. Steps on different branches of a ``route`` never see the same
+    event, so they may share one; the branches of ``parallel`` may not.
+    """
+    where: dict[str, str] = {}
+
+    def visit(op: Operator, stage: str, seen: dict[str, str]) -> dict[str, str]:
+        if op.kind not in ("chain", "stage", "rx"):
+            if op.name in seen:
+                raise TopologyError(
+                    f"pipeline '{pipeline}': two steps are named '{op.name}' (in stage "
+                    f"'{seen[op.name]}' and stage '{stage}'); give one another name "
+                    f"(name=...)"
+                )
+            seen = {**seen, op.name: stage}
+        if op.kind == "route":
+            merged = dict(seen)
+            for _, branch in op.branches:
+                merged.update(visit(branch, stage, seen))
+            return merged
+        for _, child in op.branches:
+            seen = visit(child, stage, seen)
+        return seen
+
+    for stage in stages:
+        where = visit(stage.op, stage.name, where)
 
 
 def _draw(op: Operator, prefix: str, lines: list[str], indent: str) -> tuple[str, str]:

@@ -43,7 +43,7 @@ from streamflow.events import (
 from streamflow.flow import Ticket
 from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime._runner import run_flow
-from streamflow.transports import IterableSource, Record, side_paths
+from streamflow.transports import EVENT_HEADER, IterableSource, Record, side_paths
 
 if TYPE_CHECKING:
     from streamflow.transports.kafka import KafkaSettings
@@ -233,6 +233,13 @@ def decisions_topic(pipeline: Pipeline | str) -> str:
     return f"{name}.review.decisions"
 
 
+def _parked(pipeline: Pipeline, events: Iterable[Event]) -> list[Event]:
+    """Only events that one of the pipeline's stages parked: anything else in the queue
+    (an event that is not ``review``, or whose trace names none of the stages) was
+    not put there by the review stage, and no decision applies to it."""
+    return [e for e in events if e.outcome == "review" and parked_stage(pipeline, e) is not None]
+
+
 def _pending(events: Iterable[Event], decisions: Iterable[Decision]) -> list[Event]:
     """The latest round of each parked event that nobody decided, in arrival order."""
     decided = {(d.id, d.round) for d in decisions}
@@ -364,7 +371,7 @@ async def _rerun(
     sink = _CollectingSink()
     report = await run_flow(
         pipeline,
-        IterableSource([encode_event(event)], name="review"),
+        IterableSource([encode_event(event)], name="review", headers=[(EVENT_HEADER, b"review")]),
         sink,
         stages=names[names.index(stage) :],
         window=1,
@@ -406,7 +413,7 @@ class FileReviewQueue:
 
     def pending(self) -> list[Event]:
         """Return the parked events nobody has decided yet, in the order they were parked."""
-        return _pending(_read_events(self.review_path), self.decisions())
+        return _pending(_parked(self.pipeline, _read_events(self.review_path)), self.decisions())
 
     async def approve(self, event_id: str, note: str | None = None) -> ReviewResult:
         """Approve ``event_id``: it goes on to the output (or the stages it has left).
@@ -428,7 +435,10 @@ class FileReviewQueue:
 
     async def _apply(self, event_id: str, kind: DecisionKind, note: str | None) -> ReviewResult:
         event = _choose(
-            event_id, list(_read_events(self.review_path)), self.decisions(), str(self.review_path)
+            event_id,
+            _parked(self.pipeline, _read_events(self.review_path)),
+            self.decisions(),
+            str(self.review_path),
         )
         changed, stage, decision = _decide(self.pipeline, event, kind, note)
         if stage is None:
@@ -520,6 +530,7 @@ class KafkaReviewQueue:
             except (EventError, ValueError):
                 continue
         # Partitions interleave; the decision order that matters is by time.
+        events = _parked(self.pipeline, events)
         events.sort(key=lambda e: e.trace[-1].started_at if e.trace else e.created_at)
         return events, decisions
 

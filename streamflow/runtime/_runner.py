@@ -8,26 +8,24 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
 
-from reactivex.scheduler.eventloop import AsyncIOScheduler
-
-from streamflow.errors import ConfigError, EventError, StreamflowError
+from streamflow.errors import DecodeError, EventError, StreamflowError
 from streamflow.events import Event, decode_event, decode_input
+from streamflow.flow import CreditWindow, Ticket
 from streamflow.metrics import PipelineMetrics
-from streamflow.ops import ChannelStatistics, CreditWindow, Relay, Ticket, instrumentation
-from streamflow.runtime._gc import collector_tuned
-from streamflow.runtime._lanes import LaneEngine, has_lanes
+from streamflow.ops._gate import ChannelStatistics
+from streamflow.runtime._items import event_from_item
+from streamflow.runtime._lanes import LaneEngine
 from streamflow.runtime._otel import EventSpans, spans_from_env
-from streamflow.runtime._pipeline import Pipeline, Stage, StageHooks
+from streamflow.runtime._pipeline import Pipeline, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
-from streamflow.transports import Record, Sink, Source
+from streamflow.runtime._runtime import Runtime
+from streamflow.runtime._sinks import SinkDriver
+from streamflow.transports import Record, Sink, Source, has_event_header
 
 __all__ = ["run_flow"]
 
 log = logging.getLogger("streamflow.runtime")
-
-Engine = Literal["auto", "lanes", "stream"]
 
 
 async def run_flow(
@@ -43,16 +41,17 @@ async def run_flow(
     on_progress: Callable[[RunReport], None] | None = None,
     progress_interval: float = 0.2,
     spans: EventSpans | None = None,
-    engine: Engine = "auto",
-    tune_gc: bool = True,
+    runtime: Runtime | None = None,
 ) -> RunReport:
     """Run ``stages`` of ``pipeline`` (default: all) from ``source`` to ``sink``.
 
     The source emits only against credit from a window of W events; credit
     returns when the sink has written an event (output, review, dead letter)
-    or dropped a filtered one. When ``stop`` is set the source stops reading,
-    in-flight events get ``drain_timeout`` seconds to finish, and whatever is
-    still inside is handed to ``sink.abandon``.
+    or dropped a filtered one. The end of the input is not a stop: every event
+    in flight then finishes, however long it takes. When ``stop`` is set (a
+    signal), the source stops reading, in-flight events get ``drain_timeout``
+    seconds from then to finish, and whatever is still inside is handed to
+    ``sink.abandon``.
 
     Args:
         pipeline: the pipeline.
@@ -62,23 +61,16 @@ async def run_flow(
             decoded with the pipeline's input model when it is the pipeline's first.
         metrics: Prometheus collectors to update, if any.
         window: the credit window W (default: the pipeline's).
-        drain_timeout: seconds to finish in-flight work after stop or end of input.
+        drain_timeout: seconds in-flight work gets to finish once ``stop`` is set
+            (not at the end of the input, which waits for every event).
         stop: set it to stop reading (signal handlers do).
         on_progress: called every ``progress_interval`` seconds with the report.
         progress_interval: seconds between progress calls.
         spans: OpenTelemetry span export of finished events (default: on when
             ``STREAMFLOW_OTEL=1`` and opentelemetry-api is installed).
-        engine: ``lanes`` runs each event through the stages as one coroutine
-            (every stage's operator needs a per-event form); ``stream`` pushes
-            events through the composed reactivex operators; ``auto`` (the
-            default) takes lanes when every stage has them.
-
-        tune_gc: freeze what exists before the run out of the garbage collector
-            and collect young objects less often while it lasts (see
-            :mod:`streamflow.runtime._gc`); False leaves the collector alone.
-
-    Raises:
-        ConfigError: ``engine="lanes"`` for a stage without a per-event form.
+        runtime: what the run shares with others (limiter registry) and whether
+            it may tune the garbage collector; default: a runtime of its own
+            that leaves the collector alone. Metrics hooks are the run's own.
 
     Returns:
         The run's report; ``report.error`` holds a fatal error, if one stopped it.
@@ -102,12 +94,10 @@ async def run_flow(
     report.stages = sketches
     done: asyncio.Future[None] = loop.create_future()
 
+    # The runtime, not the sink, returns credit (unless the sink acknowledges writes itself).
+    sinks = SinkDriver(sink, lambda error: fail(error))
     hooks = _stage_hooks(sketches, metrics, report.stage_cost)
     chosen = [pipeline.stage(name) for name in names]
-    lanes = _use_lanes(engine, chosen)
-    if metrics is not None:
-        instrumentation.model_request = metrics.model_request
-        instrumentation.rate_limit_wait = metrics.rate_limit_wait
 
     def deliver(event: Event) -> None:
         private = event.__pydantic_private__
@@ -121,7 +111,7 @@ async def run_flow(
             report.end_to_end.add(time.perf_counter() - ticket.read_at)
         if spans is not None and (last_is_output or event.outcome != "ok"):
             spans.export(event)
-        sink.write(event)
+        sinks.write(event)
 
     def fail(error: Exception) -> None:
         log.error("pipeline %s stopped on a fatal error: %r", pipeline.name, error)
@@ -134,11 +124,9 @@ async def run_flow(
         if not done.done():
             done.set_result(None)
 
-    runner: LaneEngine | _StreamEngine
-    if lanes:
-        runner = LaneEngine(chosen, size, hooks, deliver, fail, completed)
-    else:
-        runner = _StreamEngine(pipeline, names, hooks, size, deliver, fail, completed)
+    # Every stage runs per event; a stage holding a user's own reactivex
+    # operator runs on the observable path inside the same engine.
+    runner = LaneEngine(chosen, size, hooks, deliver, fail, completed)
     push = runner.push
     if metrics is not None:
         metrics.sample_backpressure(names[0], lambda: credits.waited_seconds)
@@ -151,11 +139,28 @@ async def run_flow(
             )
 
     input_model, key_field, id_field = pipeline.input_model, pipeline.key_field, pipeline.id_field
+    limits = pipeline.limits
 
     def emit(record: Record, ticket: Ticket) -> None:
         report.read += 1
         try:
-            if first_is_input:
+            if record.item is not None:
+                event = event_from_item(
+                    record.item,
+                    input_model,
+                    origin=record.origin,
+                    key_field=key_field,
+                    id_field=id_field,
+                )
+            elif record.headers and has_event_header(record.headers):
+                # An event streamflow wrote (a review decision, a replay, the
+                # previous stage). Entering at the first stage it runs every stage
+                # like a new input, whatever its envelope claims.
+                event = decode_event(record.value, limits=limits, origin=record.origin)
+                if first_is_input:
+                    event.outcome, event.error, event.reason = "ok", None, None
+            elif first_is_input:
+                # Input is always input: a record shaped like an event is a payload.
                 key = record.key.decode("utf-8", "replace") if record.key is not None else None
                 event = decode_input(
                     record.value,
@@ -164,14 +169,18 @@ async def run_flow(
                     key_field=key_field,
                     id_field=id_field,
                     key=key,
+                    limits=limits,
                 )
             else:
-                event = decode_event(record.value)
+                raise DecodeError(
+                    f"record {record.origin} is not a streamflow event (no event header): "
+                    "only the pipeline's stages write this topic"
+                )
         except EventError as exc:
             report.count("dead_lettered")
             if metrics is not None:
                 metrics.stage("decode").dead_lettered += 1
-            sink.reject(record, exc, ticket)
+            sinks.reject(record, exc, ticket)
             return
         private = event.__pydantic_private__
         private["_ticket"] = ticket  # type: ignore[index]
@@ -182,7 +191,12 @@ async def run_flow(
     progress_task = None
     if on_progress is not None:
         progress_task = loop.create_task(_progress(report, credits, on_progress, progress_interval))
-    with collector_tuned(tune_gc):
+    runtime = runtime if runtime is not None else Runtime()
+    # A source waiting on a full window behind slow steps hears a stop at once.
+    stop_watch = loop.create_task(stop.wait())
+    stop_watch.add_done_callback(lambda _: credits.wake())
+    # Steps started from here (and tasks they start) report to this run's hooks.
+    async with runtime.running(metrics):
         try:
             try:
                 await source.run(emit, credits, stop)
@@ -190,20 +204,19 @@ async def run_flow(
                 fail(exc)
             if report.error is None:
                 runner.finish()
-                try:
-                    await asyncio.wait_for(asyncio.shield(done), drain_timeout)
-                except TimeoutError:
+                if not await _drained(done, stop, drain_timeout):
                     log.warning(
-                        "%d events still in flight after %.1fs; abandoning them",
+                        "%d events still in flight %.1fs after the stop; abandoning them",
                         len(inside),
                         drain_timeout,
                     )
             await runner.dispose()
             for event in list(inside.values()):
                 report.count("interrupted", event)
-                sink.abandon(event)
+                sinks.abandon(event)
             inside.clear()
-            await sink.flush()
+            await sinks.flush()
+            _count_unwritable(report, sink)
             # Only now is everything read either written or abandoned, so a source
             # that tracks positions (Kafka) can commit its final watermark.
             close = getattr(source, "aclose", None)
@@ -215,6 +228,7 @@ async def run_flow(
             for sketch in sketches.values():
                 sketch.flush()
             report.stopped_early = stop.is_set()
+            stop_watch.cancel()
             if progress_task is not None:
                 progress_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -223,56 +237,36 @@ async def run_flow(
     return report
 
 
-def _use_lanes(engine: Engine, stages: Sequence[Stage]) -> bool:
-    if engine == "stream":
+def _count_unwritable(report: RunReport, sink: Sink) -> None:
+    """Move events the sink could not write (and dead-lettered instead) to ``dead_lettered``."""
+    moved = getattr(sink, "unwritable", None)
+    if not moved:
+        return
+    for outcome, count in moved.items():
+        report.outcomes[outcome] -= count
+        report.outcomes["dead_lettered"] += count
+
+
+async def _drained(done: asyncio.Future[None], stop: asyncio.Event, timeout: float) -> bool:
+    """Wait for every event in flight; only a stop starts the ``timeout``. True if all finished."""
+    if not stop.is_set():
+        # The end of the input: no clock runs, however slow the steps are.
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((done, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if done.done():
+            return True
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
         return False
-    if engine == "lanes" and not has_lanes(stages):
-        odd = [s.name for s in stages if s.op.lane is None]
-        raise ConfigError(
-            f"engine='lanes': stage(s) {', '.join(odd)} have an operator with no per-event "
-            "form (ordered map_async, batch_async, parallel, or a plain reactivex operator); "
-            "use engine='auto' or 'stream'"
-        )
-    if engine not in ("auto", "lanes"):
-        raise ConfigError(f"engine must be 'auto', 'lanes' or 'stream', got {engine!r}")
-    return has_lanes(stages)
+    return True
 
 
 def _stat(stats: Callable[[], ChannelStatistics | None], field: str) -> float:
     return float(getattr(stats(), field, 0))
-
-
-class _StreamEngine:
-    """The stages composed as reactivex operators, each behind its gate."""
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        names: Sequence[str],
-        hooks: StageHooks,
-        window: int,
-        deliver: Callable[[Event], None],
-        fail: Callable[[Exception], None],
-        completed: Callable[[], None],
-    ) -> None:
-        operator = pipeline.operator(names, hooks=hooks, capacity=window)
-        self.gates = dict(operator.branches)
-        self.subject = Relay()
-        self.push = self.subject.on_next
-        loop = asyncio.get_running_loop()
-        self.subscription = operator(self.subject).subscribe(
-            deliver, fail, completed, scheduler=AsyncIOScheduler(loop)
-        )
-
-    def statistics(self, stage: str) -> ChannelStatistics | None:
-        stats = self.gates[stage].statistics()
-        return stats if isinstance(stats, ChannelStatistics) else None
-
-    def finish(self) -> None:
-        self.subject.on_completed()
-
-    async def dispose(self) -> None:
-        self.subscription.dispose()
 
 
 def _stage_hooks(
@@ -280,7 +274,6 @@ def _stage_hooks(
     metrics: PipelineMetrics | None,
     stage_cost: dict[str, float],
 ) -> StageHooks:
-    perf = time.perf_counter
     stage_metrics = {name: metrics.stage(name) for name in sketches} if metrics else {}
 
     def meter(stage: str) -> Callable[[Event, float, int], None]:
@@ -292,14 +285,15 @@ def _stage_hooks(
             add(duration)
             fields = event.__dict__
             trace = fields["trace"]
-            if fields["outcome"] != "failed" and len(trace) == first + 1:
+            outcome = fields["outcome"]
+            if outcome == "ok" and len(trace) == first + 1:
                 # The common case: one step, one attempt, no model.
                 record = trace[first]
                 if record.attempt == 1 and record.model is None:
                     if m is not None:
                         m.ok += 1
                     return
-            failed = fields["outcome"] == "failed"
+            failed = outcome == "failed"
             if failed:
                 event.__pydantic_private__["_failed_in"] = stage  # type: ignore[index]
             retried = False
@@ -314,6 +308,10 @@ def _stage_hooks(
                 return
             if failed:
                 m.failed += 1
+            elif outcome == "filtered":
+                m.filtered += 1
+            elif outcome == "review":
+                m.review += 1
             elif retried:
                 m.retried += 1
             else:
@@ -321,20 +319,7 @@ def _stage_hooks(
 
         return measured
 
-    meters = {name: meter(name) for name in sketches}
-
-    # Private attributes are read and written through the private dict: pydantic's
-    # __getattr__/__setattr__ for them cost about a microsecond each, per event per stage.
-    def on_enter(stage: str, event: Event) -> None:
-        private = event.__pydantic_private__
-        private["_entered"] = (perf(), len(event.trace)) if event.outcome == "ok" else None  # type: ignore[index]
-
-    def on_exit(stage: str, event: Event) -> None:
-        entered = event.__pydantic_private__["_entered"]  # type: ignore[index]
-        if entered is not None:
-            meters[stage](event, perf() - entered[0], entered[1])
-
-    return StageHooks(on_enter=on_enter, on_exit=on_exit, meter=meters.__getitem__)
+    return StageHooks(meter=meter)
 
 
 async def _progress(

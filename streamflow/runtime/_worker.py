@@ -1,4 +1,4 @@
-"""Distributed mode: one stage as a Kafka consumer-group member, or a whole pipeline via topics.
+"""Distributed mode: one stage as a Kafka consumer-group member.
 
 A worker reads its stage's input topic as a member of the group
 ``{pipeline}.{stage}``, runs the stage, and writes the next topic (or the
@@ -6,6 +6,9 @@ output, review and dead-letter topics). Offsets are committed by the source
 only up to the contiguous watermark of events the sink has seen acknowledged,
 so a killed worker loses nothing: its partitions are redelivered to the
 group's other members with the same event ids.
+
+The harness that runs a whole pipeline through topics in one process
+(``run --broker``) lives in ``_distributed``; it reuses the stage worker here.
 """
 
 from __future__ import annotations
@@ -13,56 +16,81 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, BinaryIO
+from collections.abc import AsyncIterator, Callable, Sequence
 
-from streamflow.errors import ConfigError, EventError
-from streamflow.events import DeadLetter, Event, decode_event, loads
-from streamflow.metrics import CollectorRegistry, PipelineMetrics, open_metrics_server
+from streamflow.errors import ConfigError, TransportBroken
+from streamflow.metrics import (
+    DEFAULT_HOST,
+    CollectorRegistry,
+    PipelineMetrics,
+    open_metrics_server,
+)
 from streamflow.runtime._pipeline import Pipeline
-from streamflow.runtime._report import LatencySketch, RunReport
+from streamflow.runtime._report import RunReport
 from streamflow.runtime._runner import run_flow
-from streamflow.transports import side_paths
+from streamflow.runtime._runtime import Runtime
 from streamflow.transports.kafka import (
     KafkaSettings,
     KafkaSink,
     KafkaSource,
-    consume_events,
     create_topics,
-    produce_lines,
+    missing_topics,
 )
 
-__all__ = ["produce_input", "run_distributed", "run_worker"]
+__all__ = ["StageWorker", "ensure_topics", "observed", "run_worker"]
 
 log = logging.getLogger("streamflow.runtime")
 
 _HEALTH_INTERVAL = 0.5
-# Once the input is all produced and every stage has committed everything it
-# read, this long without a new result means the rest was filtered or merged.
-_QUIET_SECONDS = 2.0
+# With events inside and none acknowledged for this long, the worker says on
+# /healthz that it makes no progress (steps time out well before this).
+_STALL_SECONDS = 120.0
 
 
-class _StageWorker:
-    """The Kafka source and sink of one stage, and its health."""
+class StageWorker:
+    """The Kafka source and sink of one stage (or of consecutive fused stages), and its health.
 
-    def __init__(self, pipeline: Pipeline, stage: str, settings: KafkaSettings) -> None:
-        pipeline.stage(stage)
+    Fused stages run in this process one after the other with an in-memory
+    handoff: the source reads the first stage's input in the first stage's
+    group, the sink writes the last stage's output, and an offset is
+    committed only when the last stage's output for it is acknowledged.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, stages: str | Sequence[str], settings: KafkaSettings
+    ) -> None:
+        names = [stages] if isinstance(stages, str) else list(stages)
+        _check_consecutive(pipeline, names)
+        first, last = names[0], names[-1]
         self.pipeline = pipeline
-        self.stage = stage
+        self.stages = names
+        self.stage = first
+        self.label = "+".join(names)
         self.source = KafkaSource(
-            settings, pipeline.topic_into(stage), pipeline.group(stage), stage=stage
+            settings, pipeline.topic_into(first), pipeline.group(first), stage=first
         )
         self.sink = KafkaSink(
             settings,
-            output_topic=pipeline.topic_out_of(stage),
+            output_topic=pipeline.topic_out_of(last),
             dlq_topic=pipeline.dlq_topic,
             review_topic=pipeline.review_topic,
-            stage=stage,
+            stage=last,
+            limits=pipeline.limits,
         )
         self.report: RunReport | None = None
+        self.stall_seconds = _STALL_SECONDS
+        self._progress = (-1, time.monotonic())
+
+    def topics(self) -> list[str]:
+        """The topics this worker reads and writes."""
+        pipeline = self.pipeline
+        return [
+            pipeline.topic_into(self.stages[0]),
+            pipeline.topic_out_of(self.stages[-1]),
+            pipeline.dlq_topic,
+            pipeline.review_topic,
+        ]
 
     def healthy(self) -> tuple[bool, str]:
         for part, (ok, reason) in (
@@ -70,8 +98,50 @@ class _StageWorker:
             ("sink", self.sink.healthy()),
         ):
             if not ok:
-                return False, f"stage {self.stage} {part}: {reason}"
-        return True, f"stage {self.stage} ok"
+                return False, f"stage {self.label} {part}: {reason}"
+        stalled = self._stalled()
+        if stalled is not None:
+            return False, f"stage {self.label}: {stalled}"
+        return True, f"stage {self.label} ok"
+
+    def _stalled(self) -> str | None:
+        """Say so when events are inside and none was acknowledged for ``stall_seconds``."""
+        done = sum(self.sink.acknowledged.values()) + self.sink.written["filtered"]
+        now = time.monotonic()
+        last, since = self._progress
+        if done != last:
+            self._progress = (done, now)
+            return None
+        inside = self.source.statistics().partitions.values()
+        in_flight = sum(count for count, _ in inside)
+        if in_flight and now - since > self.stall_seconds:
+            return f"no progress for {now - since:.0f}s with {in_flight} event(s) inside"
+        return None
+
+    def settle_report(self, report: RunReport) -> None:
+        """Make ``report`` say what the broker acknowledged, and fail it if writes were lost.
+
+        The runner counts an event when it hands it to the sink; only the broker's
+        acknowledgement makes it written. A sink that broke (or left writes
+        unacknowledged) means the worker made no progress on those events: they
+        stay uncommitted and are counted as ``unwritten``, and the report carries
+        the error so the worker exits non-zero.
+        """
+        acknowledged = self.sink.acknowledged
+        handed = sum(report.outcomes.get(k, 0) for k in acknowledged)
+        for outcome, count in acknowledged.items():
+            if count or outcome in report.outcomes:
+                report.outcomes[outcome] = count
+        unwritten = handed - sum(acknowledged.values())
+        if unwritten > 0:
+            report.outcomes["unwritten"] = unwritten
+        broken = self.sink.broken
+        if report.error is None and (broken is not None or unwritten > 0):
+            report.error = TransportBroken(
+                f"stage {self.label} could not write {max(unwritten, 0)} event(s): "
+                f"{broken or 'not acknowledged before shutdown'}",
+                stage=self.stage,
+            )
 
     def settled(self) -> bool:
         """True when the group committed everything there is to read on every partition."""
@@ -85,6 +155,7 @@ class _StageWorker:
         window: int | None,
         drain_timeout: float,
         stop: asyncio.Event,
+        runtime: Runtime | None = None,
     ) -> RunReport:
         def keep(report: RunReport) -> None:
             self.report = report
@@ -95,14 +166,16 @@ class _StageWorker:
                 self.pipeline,
                 self.source,
                 self.sink,
-                stages=[self.stage],
+                stages=self.stages,
                 metrics=metrics,
                 window=window,
                 drain_timeout=drain_timeout,
                 stop=stop,
                 on_progress=keep,
                 progress_interval=0.5,
+                runtime=runtime,
             )
+            self.settle_report(report)
         finally:
             # run_flow commits through source.aclose() after its final flush; these
             # cover the paths where it never got that far (both are idempotent).
@@ -112,7 +185,7 @@ class _StageWorker:
         return report
 
 
-def _wire_kafka_metrics(metrics: PipelineMetrics, workers: Sequence[_StageWorker]) -> None:
+def _wire_kafka_metrics(metrics: PipelineMetrics, workers: Sequence[StageWorker]) -> None:
     metrics.sample_kafka(
         lag=lambda: [(w.stage, t, p, v) for w in workers for t, p, v in w.source.lag()],
         paused=lambda: [(w.stage, float(w.source.paused_count())) for w in workers],
@@ -120,7 +193,7 @@ def _wire_kafka_metrics(metrics: PipelineMetrics, workers: Sequence[_StageWorker
     )
 
 
-def _health(workers: Sequence[_StageWorker]) -> Callable[[], tuple[bool, str]]:
+def _health(workers: Sequence[StageWorker]) -> Callable[[], tuple[bool, str]]:
     def check() -> tuple[bool, str]:
         reasons = []
         for worker in workers:
@@ -132,19 +205,22 @@ def _health(workers: Sequence[_StageWorker]) -> Callable[[], tuple[bool, str]]:
     return check
 
 
-async def _keep_up_gauge(metrics: PipelineMetrics, workers: Sequence[_StageWorker]) -> None:
+async def _keep_up_gauge(metrics: PipelineMetrics, workers: Sequence[StageWorker]) -> None:
     while True:
         for worker in workers:
-            metrics.set_up(worker.stage, worker.healthy()[0])
+            up = worker.healthy()[0]
+            for stage in worker.stages:
+                metrics.set_up(stage, up)
         await asyncio.sleep(_HEALTH_INTERVAL)
 
 
 @contextlib.asynccontextmanager
-async def _observed(
+async def observed(
     metrics: PipelineMetrics,
-    workers: Sequence[_StageWorker],
+    workers: Sequence[StageWorker],
     metrics_port: int | None,
     on_metrics: Callable[[str], None] | None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> AsyncIterator[None]:
     """Serve /metrics and /healthz (if a port is given) and keep streamflow_up current."""
     _wire_kafka_metrics(metrics, workers)
@@ -153,7 +229,9 @@ async def _observed(
         async with contextlib.AsyncExitStack() as stack:
             if metrics_port is not None:
                 server = await stack.enter_async_context(
-                    open_metrics_server(metrics.registry, metrics_port, health=_health(workers))
+                    open_metrics_server(
+                        metrics.registry, metrics_port, host=metrics_host, health=_health(workers)
+                    )
                 )
                 if on_metrics is not None:
                     on_metrics(server.url)
@@ -163,12 +241,55 @@ async def _observed(
         with contextlib.suppress(asyncio.CancelledError):
             await gauge
         for worker in workers:
-            metrics.set_up(worker.stage, False)
+            for stage in worker.stages:
+                metrics.set_up(stage, False)
+
+
+def _check_consecutive(pipeline: Pipeline, names: Sequence[str]) -> None:
+    if not names:
+        raise ConfigError("give at least one stage (--stage NAME or --stage A,B)")
+    order = [stage.name for stage in pipeline.stages]
+    for name in names:
+        pipeline.stage(name)
+    start = order.index(names[0])
+    if order[start : start + len(names)] != list(names):
+        raise ConfigError(
+            f"stages {','.join(names)} of pipeline '{pipeline.name}' are not consecutive in "
+            f"flow order ({', '.join(order)}); fuse neighbours only, e.g. "
+            f"--stage {','.join(order[start : start + len(names)])}"
+        )
+
+
+async def ensure_topics(
+    pipeline: Pipeline, settings: KafkaSettings, needed: Sequence[str], *, create: bool
+) -> None:
+    """Create the pipeline's topics (``create``), or refuse to start when one is missing.
+
+    Args:
+        pipeline: the pipeline.
+        settings: broker settings.
+        needed: the topics the caller reads and writes.
+        create: create every missing topic of the pipeline (3 partitions, replication 1).
+
+    Raises:
+        ConfigError: a needed topic is missing and ``create`` is false.
+        TransportError: the broker cannot be reached.
+    """
+    if create:
+        await create_topics(settings, pipeline.topics())
+        return
+    missing = await missing_topics(settings, list(needed))
+    if missing:
+        raise ConfigError(
+            f"topic(s) {', '.join(missing)} of pipeline '{pipeline.name}' do not exist: "
+            "create them with `streamflow topics create PIPELINE` "
+            "(or start the worker with --create-topics)"
+        )
 
 
 async def run_worker(
     pipeline: Pipeline,
-    stage: str,
+    stage: str | Sequence[str],
     settings: KafkaSettings,
     *,
     metrics_port: int | None = None,
@@ -177,18 +298,22 @@ async def run_worker(
     drain_timeout: float = 30.0,
     registry: CollectorRegistry | None = None,
     on_metrics: Callable[[str], None] | None = None,
+    create_topics: bool = False,
+    runtime: Runtime | None = None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
-    """Run one stage of ``pipeline`` as a member of its consumer group until ``stop``.
+    """Run one stage (or consecutive fused stages) of ``pipeline`` in its consumer group.
 
-    Reads ``pipeline.topic_into(stage)`` in the group ``{pipeline}.{stage}``,
-    runs the stage, and writes ``pipeline.topic_out_of(stage)`` (review and
-    dead letters to their topics). When ``stop`` is set it stops reading,
+    Reads ``pipeline.topic_into(first)`` in the group ``{pipeline}.{first}``,
+    runs the stage(s), and writes ``pipeline.topic_out_of(last)`` (review and
+    dead letters to their topics). Fused stages hand events over in memory;
+    each keeps its own metrics. When ``stop`` is set it stops reading,
     drains what is in flight, flushes the producer and commits the final
     watermark before it returns.
 
     Args:
         pipeline: the pipeline.
-        stage: the stage this worker runs.
+        stage: the stage this worker runs, or consecutive stages to fuse.
         settings: broker settings.
         metrics_port: serve ``/metrics`` and ``/healthz`` on this port (0: any free one).
         window: most events inside this worker at once (default: the pipeline's).
@@ -196,349 +321,22 @@ async def run_worker(
         drain_timeout: seconds to finish in-flight work after ``stop``.
         registry: Prometheus registry to register in (default: a new one).
         on_metrics: called with the metrics server's base URL once it listens.
+        create_topics: create missing topics at start instead of refusing to run.
+        runtime: the runtime (limiters, collector tuning); default: one of its own.
+        metrics_host: interface the metrics server binds (default 127.0.0.1).
 
     Returns:
         The worker's run report; ``report.error`` holds a fatal error, if one stopped it.
 
     Raises:
-        ConfigError: no such stage, or the metrics port cannot be bound.
-        TransportError: the broker cannot be reached to create the topics.
+        ConfigError: no such stage, stages not consecutive, a topic is missing (and
+            ``create_topics`` is false), or the metrics port cannot be bound.
+        TransportError: the broker cannot be reached.
     """
-    worker = _StageWorker(pipeline, stage, settings)
-    await create_topics(settings, pipeline.topics())
+    worker = StageWorker(pipeline, stage, settings)
+    await ensure_topics(pipeline, settings, worker.topics(), create=create_topics)
     metrics = PipelineMetrics(registry or CollectorRegistry(), pipeline.name)
-    async with _observed(metrics, [worker], metrics_port, on_metrics):
+    async with observed(metrics, [worker], metrics_port, on_metrics, metrics_host):
         return await worker.run(
             metrics, window=window, drain_timeout=drain_timeout, stop=stop or asyncio.Event()
         )
-
-
-class _ResultFiles:
-    """The output, review and dead-letter files a distributed run writes."""
-
-    def __init__(self, output: str, dlq: str | None, review: str | None) -> None:
-        default_dlq, default_review = side_paths(output)
-        self.output_path = None if output == "-" else Path(output)
-        self.dlq_path = Path(dlq) if dlq else default_dlq
-        self.review_path = Path(review) if review else default_review
-        for path in (self.output_path, self.dlq_path, self.review_path):
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-        self._handles: dict[str, BinaryIO] = {
-            "ok": self.output_path.open("wb") if self.output_path else sys.stdout.buffer,
-            "review": self.review_path.open("wb"),
-            "dead_lettered": self.dlq_path.open("wb"),
-        }
-
-    def write(self, outcome: str, value: bytes) -> None:
-        self._handles[outcome].write(value + b"\n")
-
-    def close(self) -> None:
-        for outcome, handle in self._handles.items():
-            if outcome == "ok" and self.output_path is None:
-                handle.flush()
-            else:
-                handle.close()
-
-
-class _Results:
-    """Counts what reached out/review/dlq once per event id, and where time went."""
-
-    def __init__(self, pipeline: Pipeline, report: RunReport, files: _ResultFiles) -> None:
-        self.pipeline = pipeline
-        self.report = report
-        self.files = files
-        self.seen: set[str] = set()
-        self.duplicates = 0
-        self.last_at = time.monotonic()
-        self._step_stage = {
-            op.name: stage.name for stage in pipeline.stages for op in stage.op.walk()
-        }
-        self._outcome = {
-            pipeline.output_topic: "ok",
-            pipeline.review_topic: "review",
-            pipeline.dlq_topic: "dead_lettered",
-        }
-        for stage in pipeline.stages:
-            report.stages.setdefault(stage.name, LatencySketch())
-
-    def add(self, topic: str, value: bytes, not_before: float) -> None:
-        outcome = self._outcome.get(topic)
-        if outcome is None:
-            return
-        identity, event, at = self._identify(outcome, value)
-        if at is not None and at < not_before:
-            return  # left over from an earlier run
-        self.last_at = time.monotonic()
-        if identity in self.seen:
-            self.duplicates += 1
-            return
-        self.seen.add(identity)
-        self.files.write(outcome, value)
-        self.report.count(outcome, event)
-        if event is not None:
-            self._trace(event)
-
-    def _identify(self, outcome: str, value: bytes) -> tuple[str, Event | None, float | None]:
-        if outcome != "dead_lettered":
-            try:
-                event = decode_event(value)
-            except EventError:
-                return f"raw:{hash(value)}", None, None
-            return event.id, event, event.created_at
-        try:
-            letter = DeadLetter.model_validate(loads(value))
-        except (EventError, ValueError):
-            return f"raw:{hash(value)}", None, None
-        identity = letter.id or letter.origin or f"raw:{hash(value)}"
-        return identity, letter.event, letter.dead_at
-
-    def _trace(self, event: Event) -> None:
-        # A stage's own steps name it; the records a step writes while it runs (the
-        # rounds of a regenerate loop, say) come just before the step's own record.
-        per_stage: dict[str, float] = {}
-        cost = self.report.stage_cost
-        stage: str | None = None
-        for record in reversed(event.trace):
-            own = self._step_stage.get(record.step)
-            if own is not None:
-                stage = own
-                per_stage[stage] = per_stage.get(stage, 0.0) + record.duration_s
-            if stage is not None and record.cost_usd:
-                cost[stage] = cost.get(stage, 0.0) + record.cost_usd
-        for name, seconds in per_stage.items():
-            self.report.stages[name].add(seconds)
-        self.report.end_to_end.add(max(time.time() - event.created_at, 0.0))
-
-
-def _file_lines(path: Path, produced: list[int]) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        for line in handle:
-            stripped = line.strip()
-            if stripped:
-                produced[0] += 1
-                yield stripped
-
-
-async def _stdin_lines(produced: list[int]) -> AsyncIterator[bytes]:
-    while True:
-        line = await asyncio.to_thread(sys.stdin.buffer.readline)
-        if not line:
-            return
-        stripped = line.strip()
-        if stripped:
-            produced[0] += 1
-            yield stripped
-
-
-async def produce_input(
-    settings: KafkaSettings,
-    topic: str,
-    lines: Iterable[bytes] | AsyncIterable[bytes],
-    *,
-    key_field: str | None,
-) -> int:
-    """Send JSONL lines to an input topic, keyed by ``key_field`` where a line has one.
-
-    A line that is not a JSON object is still sent (without a key), so the
-    first stage dead-letters it with the reason instead of the whole input
-    being refused.
-
-    Args:
-        settings: broker settings.
-        topic: the input topic.
-        lines: the lines, blank ones skipped.
-        key_field: payload field whose value becomes the Kafka key.
-
-    Returns:
-        How many records the broker acknowledged.
-
-    Raises:
-        TransportError: the broker could not be reached or refused a write.
-    """
-    if key_field is None:
-        return await produce_lines(settings, topic, lines, key_field=None)
-    misfits: list[bytes] = []
-
-    async def objects() -> AsyncIterator[bytes]:
-        async for line in _aiter(lines):
-            try:
-                fits = isinstance(loads(line), dict)
-            except EventError:
-                fits = False
-            if fits:
-                yield line
-            elif line.strip():
-                misfits.append(line)
-
-    count = await produce_lines(settings, topic, objects(), key_field=key_field)
-    if misfits:
-        count += await produce_lines(settings, topic, misfits, key_field=None)
-    return count
-
-
-async def _aiter(lines: Iterable[bytes] | AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    if isinstance(lines, AsyncIterable):
-        async for line in lines:
-            yield line
-    else:
-        for line in lines:
-            yield line
-
-
-async def run_distributed(
-    pipeline: Pipeline,
-    settings: KafkaSettings,
-    *,
-    input_path: str,
-    output_path: str,
-    dlq_path: str | None = None,
-    review_path: str | None = None,
-    metrics_port: int | None = None,
-    window: int | None = None,
-    drain_timeout: float = 30.0,
-    stop: asyncio.Event | None = None,
-    on_progress: Callable[[RunReport], None] | None = None,
-    on_metrics: Callable[[str], None] | None = None,
-    progress_interval: float = 0.2,
-    registry: CollectorRegistry | None = None,
-) -> RunReport:
-    """Run every stage of ``pipeline`` as a worker in this process, with Kafka between them.
-
-    Produces the input (a JSONL file, or ``-`` for stdin) to ``{pipeline}.in``,
-    runs one worker per stage, and reads ``.out``, ``.review`` and ``.dlq`` into
-    the output file and the review and dead-letter files beside it. Each event
-    id is written and counted once, however often it was delivered. The run
-    ends when every input record is accounted for (or, when stages filter
-    events, when every stage has committed all it read and results stop
-    coming), or when ``stop`` is set.
-
-    Args:
-        pipeline: the pipeline.
-        settings: broker settings.
-        input_path: JSONL file, or ``-`` for stdin.
-        output_path: JSONL file for answers, or ``-`` for stdout.
-        dlq_path: dead-letter file (default: beside the output).
-        review_path: review file (default: beside the output).
-        metrics_port: serve ``/metrics`` and ``/healthz`` here.
-        window: credit window of each stage's worker (default: the pipeline's).
-        drain_timeout: seconds each worker gets to finish in-flight work when stopping.
-        stop: set it to stop early (signal handlers do).
-        on_progress: called every ``progress_interval`` seconds with the report.
-        on_metrics: called with the metrics server's base URL once it listens.
-        progress_interval: seconds between progress calls.
-        registry: Prometheus registry to register in (default: a new one).
-
-    Returns:
-        The run's report: outcomes of distinct events, stage latencies from their traces.
-
-    Raises:
-        ConfigError: the input file is missing or the metrics port cannot be bound.
-        TransportError: the broker cannot be reached.
-    """
-    source_path = None if input_path == "-" else Path(input_path)
-    if source_path is not None and not source_path.is_file():
-        raise ConfigError(f"input file {input_path!r} does not exist; check --input")
-    stop = stop or asyncio.Event()
-    size = window or pipeline.window
-    report = RunReport(pipeline.name, size, pipeline.summary_field)
-    await create_topics(settings, pipeline.topics())
-    workers = [_StageWorker(pipeline, s.name, settings) for s in pipeline.stages]
-    metrics = PipelineMetrics(registry or CollectorRegistry(), pipeline.name)
-    files = _ResultFiles(output_path, dlq_path, review_path)
-    results = _Results(pipeline, report, files)
-    workers_stop = asyncio.Event()
-    # Results older than this belong to an earlier run over the same topics.
-    not_before = time.time() - 1.0
-    produced = [0]
-    worker_tasks: list[asyncio.Task[RunReport]] = []
-    tasks: list[asyncio.Task[Any]] = []
-
-    async def collect() -> None:
-        topics = [pipeline.output_topic, pipeline.review_topic, pipeline.dlq_topic]
-        async for topic, value in consume_events(
-            settings, topics, group=None, count=None, idle_timeout=None
-        ):
-            results.add(topic, value, not_before)
-
-    async def produce() -> int:
-        lines: Iterable[bytes] | AsyncIterator[bytes] = (
-            _file_lines(source_path, produced)
-            if source_path is not None
-            else _stdin_lines(produced)
-        )
-        return await produce_input(
-            settings, pipeline.input_topic, lines, key_field=pipeline.key_field
-        )
-
-    def filtered() -> int:
-        return sum(w.report.outcomes.get("filtered", 0) for w in workers if w.report)
-
-    try:
-        async with _observed(metrics, workers, metrics_port, on_metrics):
-            worker_tasks = [
-                asyncio.create_task(
-                    w.run(metrics, window=window, drain_timeout=drain_timeout, stop=workers_stop)
-                )
-                for w in workers
-            ]
-            collector = asyncio.create_task(collect())
-            producer = asyncio.create_task(produce())
-            tasks = [*worker_tasks, collector, producer]
-            stopped = asyncio.create_task(stop.wait())
-            while not stop.is_set():
-                report.read = produced[0]
-                report.outcomes["filtered"] = filtered()
-                if on_progress is not None:
-                    on_progress(report)
-                for task in tasks:
-                    error = task.exception() if task.done() else None
-                    if error is not None:
-                        raise error
-                if producer.done() and _finished(report, results, workers):
-                    break
-                await asyncio.wait([stopped], timeout=progress_interval)
-            stopped.cancel()
-            workers_stop.set()
-            for task in worker_tasks:
-                stage_report = await task
-                if stage_report.error is not None:
-                    report.error = stage_report.error
-            report.outcomes["filtered"] = filtered()
-    finally:
-        workers_stop.set()
-        # Workers stopped on purpose drain and commit; only a stuck one is cancelled.
-        if worker_tasks:
-            await asyncio.wait(worker_tasks, timeout=drain_timeout + 10)
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        files.close()
-        report.finished = time.perf_counter()
-        report.stopped_early = stop.is_set()
-        report.peak_in_flight = max(
-            (w.report.peak_in_flight for w in workers if w.report), default=0
-        )
-        if on_progress is not None:
-            on_progress(report)
-    if not report.outcomes["filtered"]:
-        del report.outcomes["filtered"]
-    return report
-
-
-def _finished(report: RunReport, results: _Results, workers: Sequence[_StageWorker]) -> bool:
-    if report.done >= report.read:
-        return True
-    # Some inputs produced no result (filtered, or repeated ids in the input):
-    # finished once the first stage has read everything produced, every stage
-    # committed all it read, and results went quiet. Without the first check a
-    # slow start (a group still joining on a loaded machine) looks settled: a
-    # consumer that has not fetched since the input was produced sees no lag.
-    first = workers[0].report if workers else None
-    if first is None or first.read < report.read:
-        return False
-    quiet = time.monotonic() - results.last_at > _QUIET_SECONDS
-    return quiet and all(w.settled() for w in workers)

@@ -7,12 +7,15 @@ import math
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from streamflow.events import dumps
-from streamflow.testing._http11 import Reply
+from streamflow.events import dumps, loads
+from streamflow.testing._schema_answer import answer_for_schema, schema_in_text
 
 __all__ = [
+    "Reply",
+    "broken_json",
     "chat_reply",
     "count_tokens",
     "default_reply",
@@ -27,6 +30,30 @@ __all__ = [
 ]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+_PASSAGE = re.compile(r"^\[([A-Za-z][\w.-]*)\][^\n]*\n([^\n]+)", re.MULTILINE)
+_SENTENCE = re.compile(r"^(.+?[.!?])(?:\s|$)")
+
+
+@dataclass
+class Reply:
+    """One HTTP answer: a whole body, or ``chunks`` sent one by one (SSE).
+
+    Attributes:
+        status: the HTTP status.
+        body: the body of a whole answer.
+        headers: extra headers (content type, Retry-After).
+        chunks: the server-sent events of a streamed answer, or None.
+        prompt_tokens, completion_tokens: the usage the answer reports.
+    """
+
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    chunks: list[bytes] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
 _PIECE = re.compile(r"\s*\S+\s*|\s+")
 
 
@@ -183,21 +210,58 @@ def text_of(content: Any) -> str:
 
 
 def default_reply(payload: dict[str, Any]) -> str:
+    """The test model's answer: JSON shaped as the request asks, or text drawn from the prompt.
+
+    A structured-output request (``response_format`` of type ``json_schema``,
+    or ``json_object`` with a JSON schema quoted in a message) gets one JSON
+    object that fits the schema. A prompt that carries passages as
+    ``[id] title`` followed by a line of text is answered with the first
+    sentence of the first passage and its ``[id]``, as a grounded answer would;
+    anything else is echoed back.
+    """
+    messages = payload["messages"]
     question = ""
-    for message in reversed(payload["messages"]):
+    for message in reversed(messages):
         if message.get("role") == "user":
             question = " ".join(text_of(message.get("content")).split())
             break
+    prompt = "\n".join(text_of(m.get("content")) for m in messages)
+    response_format = payload.get("response_format") or {}
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind in ("json_object", "json_schema"):
+        schema: Any = None
+        if kind == "json_schema":
+            spec = response_format.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            schema = schema_in_text(prompt)
+        if isinstance(schema, dict):
+            return dumps(answer_for_schema(schema, prompt=prompt, question=question)).decode()
+        return dumps({"answer": _echo(question), "question": question}).decode()
+    last_user = next(
+        (text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+    )
+    passage = _PASSAGE.search(last_user)
+    if passage is not None:
+        found = _SENTENCE.match(passage.group(2).strip())
+        sentence = found.group(1) if found else passage.group(2).strip()
+        return f"{sentence} [{passage.group(1)}]"
+    return _echo(question)
+
+
+def _echo(question: str) -> str:
     if len(question) > 200:
         question = question[:197] + "..."
-    answer = f'You asked: "{question}". This is a short answer from the local test model.'
-    response_format = payload.get("response_format") or {}
-    if isinstance(response_format, dict) and response_format.get("type") in (
-        "json_object",
-        "json_schema",
-    ):
-        return dumps({"answer": answer, "question": question}).decode()
-    return answer
+    return f'You asked: "{question}". This is a short answer from the local test model.'
+
+
+def broken_json(content: str) -> str:
+    """``content`` cut short so it no longer parses as JSON (the invalid-JSON fault)."""
+    try:
+        loads(content.encode())
+    except Exception:
+        return content
+    return content[: max(1, len(content) // 2)]
 
 
 def _truncate_tokens(text: str, limit: int) -> str:

@@ -1,8 +1,7 @@
 """A local HTTP server that speaks the OpenAI wire format, for tests and demos.
 
-Real HTTP/1.1 on 127.0.0.1 (an ephemeral port unless one is given), built on
-``asyncio.start_server`` with h11 doing the HTTP framing (keep-alive,
-Content-Length, chunked bodies). It serves::
+Real HTTP on 127.0.0.1 (an ephemeral port unless one is given): a Starlette
+application served by uvicorn (install ``streamflow-ai[testing]``). It serves::
 
     POST /v1/chat/completions   plain, or ``stream: true`` as server-sent events
                                 (usage in a last chunk with stream_options.include_usage)
@@ -11,7 +10,10 @@ Content-Length, chunked bodies). It serves::
 
 Everything it does is deterministic for a given seed: replies are a function of
 the prompt (or of a ``reply`` callable), token counts come from the text, and
-the injected 429s and 5xx follow a seeded random stream. Every request is
+the injected faults follow a seeded random stream. Structured-output requests
+(``response_format`` of type ``json_schema``, or ``json_object`` with the schema
+quoted in the prompt) get a JSON object that fits the requested schema. Faults:
+500s, 429s with ``Retry-After``, hangs, answers whose JSON is broken, slow streams. Every request is
 recorded server-side (:class:`ServedRequest`) so a test can count rates and
 sum usage on the server's side of the wire.
 
@@ -33,19 +35,18 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import h11
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from streamflow.errors import ConfigError, DecodeError
 from streamflow.events import loads
-from streamflow.testing._http11 import (
-    ABANDONED,
-    ClientGone,
-    Exchange,
-    Reply,
-    send_reply,
-    serve_connection,
-)
+from streamflow.testing._asgi import ABANDONED, UvicornServer, sleep_unless_gone
 from streamflow.testing._openai_wire import (
+    Reply,
+    broken_json,
     chat_reply,
     count_tokens,
     default_reply,
@@ -105,9 +106,11 @@ class ServedRequest:
         method, path: the HTTP method and path.
         model: the ``model`` of the request body, when it had one.
         status: the HTTP status sent; 499 when the client went away first.
-        prompt_tokens, completion_tokens: usage billed for this request (0 unless 200).
+        prompt_tokens, completion_tokens: usage the answer reported (0 unless a 200
+            reached the client whole).
         stream: whether the reply was streamed.
         abandoned: the client closed the connection before the response ended.
+        invalid_json: the answer's content was JSON broken on purpose.
     """
 
     started_at: float
@@ -120,11 +123,12 @@ class ServedRequest:
     completion_tokens: int = 0
     stream: bool = False
     abandoned: bool = False
+    invalid_json: bool = False
 
 
 @dataclass(frozen=True)
 class Fault:
-    """A scripted error answer, served before any other rule applies.
+    """A scripted answer, served before any other rule applies.
 
     Attributes:
         status: the HTTP status to send (429, 500, 503, 400, ...).
@@ -132,12 +136,18 @@ class Fault:
         retry_after_header: a raw ``Retry-After`` value (an HTTP date, say); wins
             over ``retry_after``.
         message: the error message in the body.
+        hang_s: instead of an error, hold the request this long before answering
+            normally (a hung endpoint, from the client's side).
+        invalid_json: instead of an error, answer 200 with usage but content whose
+            JSON is cut short (billed, and not what was asked for).
     """
 
-    status: int
+    status: int = 500
     retry_after: float | None = None
     retry_after_header: str | None = None
     message: str = "injected fault"
+    hang_s: float | None = None
+    invalid_json: bool = False
 
 
 class OpenAIServer:
@@ -154,7 +164,10 @@ class OpenAIServer:
         rate_limit_rate: probability of a 429 answer with ``Retry-After: retry_after``.
         retry_after: seconds sent in ``Retry-After`` on random 429s.
         capacity_rps: requests per second above which it answers 429 (sliding 1 s window).
-        reply: ``reply(request_json) -> str`` for chat content; default echoes the prompt.
+        hang_rate: probability that a request is held ``hang_s`` seconds first.
+        hang_s: how long a hung request is held.
+        invalid_json_rate: probability that a structured-output answer's JSON is broken.
+        reply: ``reply(request_json) -> str`` for chat content; default follows the request.
         embedding_dims: length of embedding vectors unless a request asks for ``dimensions``.
         models: the names listed by ``GET /v1/models``.
         api_key: when set, requests must carry ``Authorization: Bearer <api_key>``.
@@ -174,6 +187,9 @@ class OpenAIServer:
         rate_limit_rate: float = 0.0,
         retry_after: float = 1.0,
         capacity_rps: float | None = None,
+        hang_rate: float = 0.0,
+        hang_s: float = 3600.0,
+        invalid_json_rate: float = 0.0,
         reply: ReplyFn | None = None,
         embedding_dims: int = 64,
         models: Sequence[str] = ("streamflow-test", "streamflow-embed"),
@@ -182,8 +198,12 @@ class OpenAIServer:
         tokenizer: Callable[[str], int] = count_tokens,
         seed: int = 0,
     ) -> None:
-        if not 0 <= error_rate <= 1 or not 0 <= rate_limit_rate <= 1:
-            raise ConfigError("error_rate and rate_limit_rate must be between 0 and 1")
+        rates = (error_rate, rate_limit_rate, hang_rate, invalid_json_rate)
+        if not all(0 <= rate <= 1 for rate in rates):
+            raise ConfigError(
+                "error_rate, rate_limit_rate, hang_rate and invalid_json_rate must be "
+                "between 0 and 1"
+            )
         if capacity_rps is not None and capacity_rps <= 0:
             raise ConfigError(f"capacity_rps must be > 0, got {capacity_rps}")
         if embedding_dims < 1:
@@ -196,6 +216,9 @@ class OpenAIServer:
         self.rate_limit_rate = rate_limit_rate
         self.retry_after = retry_after
         self.capacity_rps = capacity_rps
+        self.hang_rate = hang_rate
+        self.hang_s = hang_s
+        self.invalid_json_rate = invalid_json_rate
         self.reply = reply
         self.embedding_dims = embedding_dims
         self.models = tuple(models)
@@ -208,10 +231,20 @@ class OpenAIServer:
         self._requests: list[ServedRequest] = []
         self._lock = threading.Lock()
         self._changed: asyncio.Condition | None = None
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._server: UvicornServer | None = None
         self._counter = 0
-        self._closing = False
+        self._app = Starlette(
+            routes=[
+                Route("/{path:path}", self._answer, methods=["GET", "POST", "PUT", "DELETE"]),
+            ]
+        )
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI application (mount it elsewhere, or let :meth:`start` serve it)."""
+        # Stamp the arrival before routing and body reading, so rate checks on
+        # ``started_at`` see when the request came, not when it was answered.
+        scope["streamflow.arrived"] = time.time()
+        await self._app(scope, receive, send)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -223,20 +256,13 @@ class OpenAIServer:
     async def start(self) -> None:
         """Start listening; ``port`` holds the bound port afterwards."""
         self._changed = asyncio.Condition()
-        self._server = await asyncio.start_server(self._on_connection, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server = UvicornServer(self.app, self.host, self.port)
+        self.port = await self._server.start()
 
     async def aclose(self) -> None:
         """Stop listening and drop every open connection."""
-        self._closing = True
         if self._server is not None:
-            self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+            await self._server.stop()
             self._server = None
 
     async def __aenter__(self) -> OpenAIServer:
@@ -311,61 +337,38 @@ class OpenAIServer:
 
     # -- HTTP ----------------------------------------------------------------
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            await serve_connection(reader, writer, self._answer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            # Cancelled by aclose(): end quietly, since asyncio's stream callback
-            # on Python 3.11 reports a cancelled connection task as an error.
-            if not self._closing:
-                raise
-        finally:
-            self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _answer(self, exchange: Exchange, head: h11.Request, body: bytes) -> None:
-        started = time.time()
-        method = head.method.decode("ascii", "replace")
-        path = head.target.decode("ascii", "replace").split("?", 1)[0]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in head.headers}
+    async def _answer(self, request: Request) -> Response:
+        started = float(request.scope.get("streamflow.arrived") or time.time())
+        method = request.method
+        path = request.url.path
+        headers = {k.lower(): v for k, v in request.headers.items()}
         payload: dict[str, Any] = {}
         model: str | None = None
         reply: Reply
+        broken = False
         try:
+            body = await request.body()
             if body:
                 parsed = loads(body)
                 if not isinstance(parsed, dict):
                     raise DecodeError("the request body must be a JSON object")
                 payload = parsed
                 model = payload.get("model") if isinstance(payload.get("model"), str) else None
-            reply = await self._route(exchange, method, path, headers, payload)
+            reply, broken = await self._route(request, method, path, headers, payload)
         except DecodeError as exc:
             reply = error_reply(400, f"invalid JSON body: {exc}", "invalid_request_error")
-        except ClientGone:
+        except _ClientGone:
             await self._record(
                 ServedRequest(started, time.time(), method, path, model, ABANDONED, abandoned=True)
             )
-            raise ConnectionResetError("client went away") from None
+            return Response(status_code=ABANDONED)
         except Exception as exc:
             # A failing reply or latency function is the test's bug: say so in a 500.
             reply = error_reply(500, f"the test server failed: {exc!r}", "server_error")
-        abandoned = False
-        try:
-            await send_reply(exchange, reply, self.chunk_delay)
-        except (ClientGone, ConnectionError):
-            abandoned = True
-        billed = reply.status == 200 and not abandoned
-        await self._record(
-            ServedRequest(
+
+        def record(abandoned: bool) -> ServedRequest:
+            billed = reply.status == 200 and not abandoned
+            return ServedRequest(
                 started_at=started,
                 finished_at=time.time(),
                 method=method,
@@ -376,49 +379,92 @@ class OpenAIServer:
                 completion_tokens=reply.completion_tokens if billed else 0,
                 stream=reply.chunks is not None,
                 abandoned=abandoned,
+                invalid_json=broken,
             )
+
+        if reply.chunks is None:
+            await self._record(record(False))
+            return Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
+        return StreamingResponse(
+            self._stream(request, reply.chunks, record),
+            status_code=reply.status,
+            headers=dict(reply.headers),
         )
-        if abandoned:
-            raise ConnectionResetError("client went away")
+
+    async def _stream(
+        self,
+        request: Request,
+        chunks: list[bytes],
+        record: Callable[[bool], ServedRequest],
+    ) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            for i, chunk in enumerate(chunks):
+                if i and self.chunk_delay > 0:
+                    await asyncio.sleep(self.chunk_delay)
+                yield chunk
+            finished = True
+        finally:
+            # Starlette cancels this generator when the client disconnects.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._record(record(not finished)))
 
     async def _route(
         self,
-        exchange: Exchange,
+        request: Request,
         method: str,
         path: str,
         headers: dict[str, str],
         payload: dict[str, Any],
-    ) -> Reply:
+    ) -> tuple[Reply, bool]:
         routes = {
             "/v1/chat/completions": "POST",
             "/v1/embeddings": "POST",
             "/v1/models": "GET",
         }
         if path not in routes:
-            return error_reply(404, f"no route for {path}", "invalid_request_error")
+            return error_reply(404, f"no route for {path}", "invalid_request_error"), False
         if method != routes[path]:
-            return error_reply(405, f"{method} is not allowed on {path}", "invalid_request_error")
+            reply = error_reply(405, f"{method} is not allowed on {path}", "invalid_request_error")
+            return reply, False
         auth = self._check_auth(headers)
         if auth is not None:
-            return auth
+            return auth, False
         if path == "/v1/models":
             data = [{"id": m, "object": "model", "owned_by": "streamflow"} for m in self.models]
-            return json_reply(200, {"object": "list", "data": data})
+            return json_reply(200, {"object": "list", "data": data}), False
         problem = invalid_request(path, payload)
         if problem is not None:
-            return error_reply(400, problem, "invalid_request_error")
-        refusal = self._refusal(headers)
+            return error_reply(400, problem, "invalid_request_error"), False
+        fault = self._next_fault()
+        refusal = self._refusal(fault, headers)
         if refusal is not None:
-            return refusal
+            return refusal, False
         delay = self.latency(payload) if callable(self.latency) else self.latency
-        if delay > 0:
-            await exchange.sleep(delay)
+        if fault is not None and fault.hang_s is not None:
+            delay += fault.hang_s
+        elif self.hang_rate and self._draw() < self.hang_rate:
+            delay += self.hang_s
+        if delay > 0 and await sleep_unless_gone(request, delay):
+            raise _ClientGone
         if path == "/v1/embeddings":
-            return embeddings_reply(payload, dims=self.embedding_dims, tokenizer=self.tokenizer)
+            reply = embeddings_reply(payload, dims=self.embedding_dims, tokenizer=self.tokenizer)
+            return reply, False
         content = self.reply(payload) if self.reply is not None else default_reply(payload)
+        broken = (fault is not None and fault.invalid_json) or (
+            _structured(payload)
+            and bool(self.invalid_json_rate)
+            and self._draw() < self.invalid_json_rate
+        )
+        if broken:
+            content = broken_json(content)
         self._counter += 1
         ident = f"chatcmpl-{self._counter:08d}"
-        return chat_reply(payload, content, ident=ident, tokenizer=self.tokenizer)
+        return chat_reply(payload, content, ident=ident, tokenizer=self.tokenizer), broken
+
+    def _draw(self) -> float:
+        with self._lock:
+            return self._rng.random()
 
     def _check_auth(self, headers: dict[str, str]) -> Reply | None:
         if self.api_key is None or headers.get("authorization") == f"Bearer {self.api_key}":
@@ -432,11 +478,13 @@ class OpenAIServer:
             return message
         return f"{message}; request headers: {headers}"
 
-    def _refusal(self, headers: dict[str, str]) -> Reply | None:
-        """The 429/5xx answer this request gets, if any (faults, capacity, random)."""
+    def _next_fault(self) -> Fault | None:
         with self._lock:
-            fault = self._faults.popleft() if self._faults else None
-        if fault is not None:
+            return self._faults.popleft() if self._faults else None
+
+    def _refusal(self, fault: Fault | None, headers: dict[str, str]) -> Reply | None:
+        """The 429/5xx answer this request gets, if any (faults, capacity, random)."""
+        if fault is not None and fault.hang_s is None and not fault.invalid_json:
             reply = error_reply(fault.status, self._with_headers(fault.message, headers), "fault")
             if fault.retry_after_header is not None:
                 reply.headers.append(("retry-after", fault.retry_after_header))
@@ -445,24 +493,41 @@ class OpenAIServer:
             return reply
         if self.capacity_rps is not None:
             now = time.monotonic()
-            while self._admitted and now - self._admitted[0] >= 1.0:
-                self._admitted.popleft()
-            if len(self._admitted) >= self.capacity_rps:
+            with self._lock:
+                while self._admitted and now - self._admitted[0] >= 1.0:
+                    self._admitted.popleft()
+                full = len(self._admitted) >= self.capacity_rps
+                if full:
+                    wait = 1.0 - (now - self._admitted[0])
+                else:
+                    self._admitted.append(now)
+            if full:
                 reply = error_reply(
                     429, "capacity exceeded: too many requests", "rate_limit_exceeded"
                 )
-                reply.headers.extend(retry_after_headers(1.0 - (now - self._admitted[0])))
+                reply.headers.extend(retry_after_headers(wait))
                 return reply
-            self._admitted.append(now)
-        if self.rate_limit_rate and self._rng.random() < self.rate_limit_rate:
+        if self.rate_limit_rate and self._draw() < self.rate_limit_rate:
             reply = error_reply(429, "rate limit reached", "rate_limit_exceeded")
             reply.headers.extend(retry_after_headers(self.retry_after))
             return reply
-        if self.error_rate and self._rng.random() < self.error_rate:
+        if self.error_rate and self._draw() < self.error_rate:
             return error_reply(
                 500, self._with_headers("the server had an error", headers), "server_error"
             )
         return None
+
+
+class _ClientGone(Exception):
+    """The client closed the connection while its request was held."""
+
+
+def _structured(payload: dict[str, Any]) -> bool:
+    response_format = payload.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    )
 
 
 @contextlib.asynccontextmanager
@@ -552,6 +617,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate-limit-rate", type=float, default=0.0, help="probability of a 429")
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After on 429s")
     parser.add_argument("--capacity-rps", type=float, default=None, help="429 above this rate")
+    parser.add_argument("--hang-rate", type=float, default=0.0, help="probability of a hang")
+    parser.add_argument("--hang-s", type=float, default=3600.0, help="seconds a hang lasts")
+    parser.add_argument(
+        "--invalid-json-rate",
+        type=float,
+        default=0.0,
+        help="probability that a structured answer's JSON is broken",
+    )
     parser.add_argument("--dims", type=int, default=64, help="embedding dimensions")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -566,6 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_limit_rate=args.rate_limit_rate,
             retry_after=args.retry_after,
             capacity_rps=args.capacity_rps,
+            hang_rate=args.hang_rate,
+            hang_s=args.hang_s,
+            invalid_json_rate=args.invalid_json_rate,
             embedding_dims=args.dims,
             seed=args.seed,
         ) as server:

@@ -1,17 +1,33 @@
 """Transports: where records come from and where events go."""
 
-from streamflow.transports._base import Emit, Record, Sink, Source
+from streamflow.transports._base import Emit, FullSink, Record, Sink, Source
 from streamflow.transports._files import (
     IterableSource,
     JsonlFileSource,
     JsonlSink,
+    OutputPaths,
+    ResultFile,
     StdinSource,
+    WriteMode,
+    plan_outputs,
     side_paths,
 )
+from streamflow.transports._objects import (
+    END_OF_INPUT,
+    AsyncIterableSource,
+    CollectingSink,
+    QueueSource,
+)
+from streamflow.transports._routing import EVENT_HEADER, has_event_header
 from streamflow.transports.memory import MemoryBroker, MemoryMessage, MemorySink, MemorySource
 
 __all__ = [
+    "END_OF_INPUT",
+    "EVENT_HEADER",
+    "AsyncIterableSource",
+    "CollectingSink",
     "Emit",
+    "FullSink",
     "IterableSource",
     "JsonlFileSource",
     "JsonlSink",
@@ -19,9 +35,15 @@ __all__ = [
     "MemoryMessage",
     "MemorySink",
     "MemorySource",
+    "OutputPaths",
+    "QueueSource",
     "Record",
+    "ResultFile",
     "Sink",
     "Source",
     "StdinSource",
+    "WriteMode",
+    "has_event_header",
+    "plan_outputs",
     "side_paths",
 ]

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from streamflow.errors import StreamflowError
 from streamflow.events import Event
 from streamflow.flow import CreditWindow, Ticket
 
-__all__ = ["Emit", "Record", "Sink", "Source"]
+__all__ = ["Emit", "FullSink", "Record", "Sink", "Source"]
 
 
 @dataclass(slots=True)
 class Record:
     """One record as a transport read it: bytes plus where they came from.
+
+    A source of Python objects (:class:`~streamflow.transports.AsyncIterableSource`)
+    leaves ``value`` empty and hands the object itself in ``item``.
 
     Attributes:
         value: the record's bytes.
@@ -25,6 +28,7 @@ class Record:
         key: the transport's key (Kafka key), if any.
         headers: transport headers.
         topic, partition, offset: the Kafka position, when there is one.
+        item: the Python object read (a payload or an Event), for object sources.
     """
 
     value: bytes
@@ -34,6 +38,7 @@ class Record:
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
+    item: Any = None
 
 
 Emit = Callable[[Record, Ticket], None]
@@ -54,11 +59,29 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    """Writes finished events; releases each event's ticket once the write is durable."""
+    """Writes finished events. Only :meth:`write` is required.
 
-    def write(self, event: Event) -> None:
+    Credit belongs to the runtime: when ``write`` returns (or, for a ``write``
+    that returns an awaitable, when that completes), the runtime gives the
+    event's credit back, so a sink written from this method list alone cannot
+    stall the run. A sink whose writes become durable later (Kafka) says
+    ``acknowledges = True`` and releases each event's ticket itself when the
+    acknowledgement arrives.
+
+    The optional methods, when a sink has them: ``reject(record, error,
+    ticket)`` dead-letters a record that never became an event (default: the
+    runtime logs it); ``abandon(event)`` takes an event still in flight when a
+    stop ran out of time; ``flush()`` waits until everything written is
+    durable; ``aclose()`` releases resources (the caller's job).
+    """
+
+    def write(self, event: Event) -> Awaitable[None] | None:
         """Write ``event`` where its outcome says (output, review, dead letters)."""
         ...
+
+
+class FullSink(Sink, Protocol):
+    """A sink with every optional method (see :class:`Sink`)."""
 
     def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
         """Dead-letter a record that never became an event (with the reason)."""

@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
-from streamflow.errors import ConfigError, StreamflowError
-from streamflow.events import DeadLetter, ErrorInfo, Event, dumps, encode_event, ticket_of
+from streamflow.errors import ConfigError, EncodeError, StreamflowError
+from streamflow.events import (
+    DEFAULT_LIMITS,
+    ErrorInfo,
+    Event,
+    RecordLimits,
+    encode_bounded,
+    encode_dead_letter,
+    make_dead_letter,
+    ticket_of,
+)
 from streamflow.flow import CreditWindow, Ticket
 from streamflow.transports._base import Emit, Record
 
-__all__ = ["IterableSource", "JsonlFileSource", "JsonlSink", "StdinSource", "side_paths"]
+__all__ = [
+    "IterableSource",
+    "JsonlFileSource",
+    "JsonlSink",
+    "OutputPaths",
+    "ResultFile",
+    "StdinSource",
+    "WriteMode",
+    "plan_outputs",
+    "side_paths",
+]
 
 # Yield to the loop every so many records even when credit is plentiful, so
 # signals, progress and completions get their turn.
@@ -67,16 +89,39 @@ class JsonlFileSource:
 
 
 class IterableSource:
-    """Emits records from an in-memory sequence of bytes (tests, benchmarks)."""
+    """Emits records from an in-memory sequence of bytes (tests, benchmarks).
 
-    def __init__(self, values: Iterable[bytes], *, name: str = "memory") -> None:
+    Args:
+        values: the records' bytes.
+        name: the origin prefix (``name:1``, ``name:2``...).
+        headers: headers every record carries (events re-entering a pipeline mark
+            themselves with the event header).
+    """
+
+    def __init__(
+        self,
+        values: Iterable[bytes],
+        *,
+        name: str = "memory",
+        headers: Iterable[tuple[str, bytes]] = (),
+    ) -> None:
         self.values = values
         self.name = name
+        self.headers = tuple(headers)
 
     async def run(self, emit: Emit, window: CreditWindow, stop: asyncio.Event) -> None:
         """Emit every value against credit until exhausted or ``stop``."""
         lines = ((value, f"{self.name}:{i}") for i, value in enumerate(self.values, 1))
-        await _emit_all(lines, emit, window, stop)
+        if not self.headers:
+            await _emit_all(lines, emit, window, stop)
+            return
+        headers = self.headers
+
+        def emit_with_headers(record: Record, ticket: Ticket) -> None:
+            record.headers = headers
+            emit(record, ticket)
+
+        await _emit_all(lines, emit_with_headers, window, stop)
 
 
 class StdinSource:
@@ -118,11 +163,182 @@ def side_paths(output: str | Path) -> tuple[Path, Path]:
     return out.with_name(f"{stem}.dlq.jsonl"), out.with_name(f"{stem}.review.jsonl")
 
 
+WriteMode = Literal["create", "overwrite", "append"]
+"""What a run may do to result files that exist: nothing, replace them, or add to them."""
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where a run writes: answers (None: stdout), dead letters and parked events.
+
+    Attributes:
+        output: the answers file, or None for standard output.
+        dlq: the dead-letter file.
+        review: the file of events parked for review.
+        filtered: the file of filtered events, when asked for.
+    """
+
+    output: Path | None
+    dlq: Path
+    review: Path
+    filtered: Path | None = None
+
+    def files(self) -> list[tuple[str, Path]]:
+        """Return ``(option, path)`` for every file, the option that names it first."""
+        found = [("--output", self.output)] if self.output is not None else []
+        extra = [("--filtered", self.filtered)] if self.filtered is not None else []
+        return [*found, ("--dlq", self.dlq), ("review file", self.review), *extra]
+
+
+def plan_outputs(
+    output: str,
+    *,
+    dlq: str | None = None,
+    inputs: Iterable[str] = (),
+    mode: WriteMode = "create",
+    filtered: str | None = None,
+) -> OutputPaths:
+    """Check where a run will write before anything is read or created.
+
+    With ``output`` ``-`` answers go to standard output and ``dlq`` is
+    required (a file in the working folder would be a surprise); the review
+    file sits beside the dead letters then, else beside the output.
+
+    Args:
+        output: the answers file, or ``-``.
+        dlq: the dead-letter file (default: beside the output).
+        inputs: files the run reads; no result file may be one of them (same inode).
+        mode: ``create`` refuses result files that exist, ``overwrite`` replaces them,
+            ``append`` adds to them.
+        filtered: the file for filtered events (default: none is written).
+
+    Returns:
+        The checked paths. Nothing is created.
+
+    Raises:
+        ConfigError: a result file is an input, is used twice, exists (mode ``create``),
+            is a folder, or cannot be created; or ``-`` without ``dlq``.
+    """
+    if output == "-":
+        if not dlq or dlq == "-":
+            raise ConfigError(
+                "--output - writes answers to stdout; name a file for dead letters with --dlq FILE"
+            )
+        dlq_path = Path(dlq)
+        stem = dlq_path.name.removesuffix(".jsonl").removesuffix(".dlq")
+        paths = OutputPaths(None, dlq_path, dlq_path.with_name(f"{stem}.review.jsonl"))
+    else:
+        default_dlq, review = side_paths(output)
+        paths = OutputPaths(Path(output), Path(dlq) if dlq else default_dlq, review)
+    if filtered:
+        paths = replace(paths, filtered=Path(filtered))
+    sources = [Path(p) for p in inputs if p != "-" and Path(p).exists()]
+    seen: list[tuple[str, Path]] = []
+    for option, path in paths.files():
+        for source in sources:
+            if _same_file(path, source):
+                raise ConfigError(
+                    f"{option} {str(path)!r} is the input file; write the results somewhere else"
+                )
+        for other_option, other in seen:
+            if _same_file(path, other):
+                raise ConfigError(
+                    f"{option} {str(path)!r} is also the {other_option} file; give each its own"
+                )
+        seen.append((option, path))
+        _check_writable(option, path, mode)
+    return paths
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.absolute() == b.absolute()
+
+
+def _check_writable(option: str, path: Path, mode: WriteMode) -> None:
+    """Refuse ``path`` unless the run can write it without destroying anything."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {str(path)!r} is a folder; give a file path")
+    if path.exists():
+        if mode == "create":
+            raise ConfigError(
+                f"{option} {str(path)!r} exists; pass --overwrite to replace the results "
+                "or --append to add to them"
+            )
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"{option} {str(path)!r} is not writable")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {str(path)!r}: {str(folder)!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {str(path)!r}: cannot write in {str(folder)!r}")
+
+
+class ResultFile:
+    """One result file: appended to, written in place, or written aside and renamed.
+
+    Renaming at the end means a reader never sees half a run, and a run that
+    dies leaves the previous results untouched (the partial file stays aside).
+
+    Args:
+        path: the file.
+        append: add to the file if it exists.
+        atomic: write under a temporary name in the same folder and rename on
+            :meth:`close` (ignored with ``append``).
+
+    Raises:
+        ConfigError: the folder or the file cannot be created.
+    """
+
+    def __init__(self, path: Path, *, append: bool, atomic: bool) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create folder for {path}: {exc.strerror}") from exc
+        self._aside = (
+            path.with_name(f".{path.name}.{os.getpid()}.partial") if atomic and not append else None
+        )
+        target = self._aside or path
+        try:
+            self.handle: BinaryIO = target.open("ab" if append else "wb")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        """Flush, close and (when written aside) move into place."""
+        self.handle.flush()
+        if self._aside is not None:
+            os.fsync(self.handle.fileno())
+        self.handle.close()
+        if self._aside is not None:
+            os.replace(self._aside, self.path)
+            self._aside = None
+
+
 class JsonlSink:
     """Writes events as JSONL: answers to the output, dead letters and reviews beside it.
 
     A file write is durable enough for one process, so each ticket is
-    released as soon as its line is written.
+    released as soon as its line is written. An event that cannot be written
+    (not serialisable, or above ``limits.max_record_bytes``) becomes a dead
+    letter, and every dead letter is bounded the same way.
+
+    Args:
+        output: the answers file, or ``-`` for standard output.
+        dlq: the dead-letter file (default: beside the output).
+        review: the review file (default: beside the output).
+        append: add to files that exist instead of replacing them.
+        atomic: write each file under a temporary name in its folder and rename it
+            into place on :meth:`aclose` (ignored with ``append``).
+        filtered: a file for filtered events (default: they are only counted).
+        limits: the size bounds of what is written.
+
+    Raises:
+        ConfigError: a folder or file cannot be created.
     """
 
     def __init__(
@@ -131,58 +347,105 @@ class JsonlSink:
         *,
         dlq: str | Path | None = None,
         review: str | Path | None = None,
+        append: bool = False,
+        atomic: bool = False,
+        filtered: str | Path | None = None,
+        limits: RecordLimits = DEFAULT_LIMITS,
     ) -> None:
+        self.limits = limits
         default_dlq, default_review = side_paths(output)
         self.output_path = None if str(output) == "-" else Path(output)
         self.dlq_path = Path(dlq) if dlq else default_dlq
         self.review_path = Path(review) if review else default_review
-        for path in (self.output_path, self.dlq_path, self.review_path):
-            if path is not None:
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise ConfigError(f"cannot create folder for {path}: {exc.strerror}") from exc
-        self._out: BinaryIO = self.output_path.open("wb") if self.output_path else sys.stdout.buffer
-        self._dlq = self.dlq_path.open("wb")
-        self._review = self.review_path.open("wb")
+        opened: list[ResultFile] = []
+        try:
+            for path in (self.output_path, self.dlq_path, self.review_path):
+                if path is not None:
+                    opened.append(ResultFile(path, append=append, atomic=atomic))
+        except ConfigError:
+            for done in opened:
+                done.handle.close()
+            raise
+        self.filtered_path = Path(filtered) if filtered else None
+        self._filtered: BinaryIO | None = None
+        if self.filtered_path is not None:
+            try:
+                filtered_file = ResultFile(self.filtered_path, append=append, atomic=atomic)
+            except ConfigError:
+                for done in opened:
+                    done.handle.close()
+                raise
+            self._filtered = filtered_file.handle
+        self._files = opened
+        *_, dlq_file, review_file = opened
+        if self._filtered is not None:
+            self._files.append(filtered_file)
+        self._out: BinaryIO = opened[0].handle if self.output_path else sys.stdout.buffer
+        self._dlq = dlq_file.handle
+        self._review = review_file.handle
         self.written = {"ok": 0, "review": 0, "dead_lettered": 0, "filtered": 0}
+        self.unwritable: Counter[str] = Counter()
 
     def write(self, event: Event) -> None:
-        """Write ``event`` to the file its outcome names and release its ticket."""
-        if event.outcome == "ok":
-            self._out.write(encode_event(event) + b"\n")
-            self.written["ok"] += 1
-        elif event.outcome == "review":
-            self._review.write(encode_event(event) + b"\n")
-            self.written["review"] += 1
-        elif event.outcome == "failed":
+        """Write ``event`` to the file its outcome names and release its ticket.
+
+        An ``ok`` or ``review`` event that cannot be written goes to the dead
+        letters instead, counted in :attr:`unwritable` under the outcome it had.
+        """
+        outcome = event.outcome
+        written = "filtered"
+        if outcome in ("ok", "review"):
+            try:
+                value = encode_bounded(event, self.limits)
+            except EncodeError as exc:
+                info = ErrorInfo(type=type(exc).__name__, message=str(exc), step="encode")
+                self._dead_letter(event, info)
+                self.unwritable[outcome] += 1
+                written = "dead_lettered"
+            else:
+                (self._out if outcome == "ok" else self._review).write(value + b"\n")
+                written = outcome
+        elif outcome == "failed":
             self._dead_letter(event)
-        else:
-            self.written["filtered"] += 1
+            written = "dead_lettered"
+        elif self._filtered is not None:
+            try:
+                self._filtered.write(encode_bounded(event, self.limits) + b"\n")
+            except EncodeError as exc:
+                info = ErrorInfo(type=type(exc).__name__, message=str(exc), step="encode")
+                self._dead_letter(event, info)
+                self.unwritable["filtered"] += 1
+                written = "dead_lettered"
+        self.written[written] += 1
         _release(event)
 
-    def _dead_letter(self, event: Event, stage: str | None = None) -> None:
-        error = event.error or ErrorInfo(type="Unknown", message=event.reason or "failed")
-        letter = DeadLetter(
-            id=event.id,
+    def _dead_letter(
+        self, event: Event, error: ErrorInfo | None = None, stage: str | None = None
+    ) -> None:
+        error = error or event.error or ErrorInfo(type="Unknown", message=event.reason or "failed")
+        origin = event._origin if isinstance(event._origin, Record) else None
+        letter = make_dead_letter(
+            event_id=event.id,
             stage=stage or event._failed_in or error.step,
             error=error,
             attempts=event.attempts,
+            origin=origin.origin if origin is not None else None,
             event=event,
+            limits=self.limits,
         )
-        self._dlq.write(dumps(letter) + b"\n")
-        self.written["dead_lettered"] += 1
+        self._dlq.write(encode_dead_letter(letter, self.limits) + b"\n")
 
     def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
-        """Dead-letter an undecodable record with the reason, then release it."""
-        letter = DeadLetter(
-            id=error.event_id,
+        """Dead-letter an undecodable record with the reason and its bytes, then release it."""
+        letter = make_dead_letter(
+            event_id=error.event_id,
             stage="decode",
             error=ErrorInfo(type=type(error).__name__, message=str(error), step="decode"),
-            original=record.value.decode("utf-8", errors="replace"),
+            original=record.value,
             origin=record.origin,
+            limits=self.limits,
         )
-        self._dlq.write(dumps(letter) + b"\n")
+        self._dlq.write(encode_dead_letter(letter, self.limits) + b"\n")
         self.written["dead_lettered"] += 1
         ticket.release()
 
@@ -192,20 +455,21 @@ class JsonlSink:
             type="Interrupted", message="shutdown before the event finished", step="shutdown"
         )
         self._dead_letter(event.model_copy(update={"outcome": "failed", "error": info}))
+        self.written["dead_lettered"] += 1
         _release(event)
 
     async def flush(self) -> None:
-        """Flush all three files."""
-        for handle in (self._out, self._dlq, self._review):
-            handle.flush()
+        """Flush every result file."""
+        for handle in (self._out, self._dlq, self._review, self._filtered):
+            if handle is not None:
+                handle.flush()
 
     async def aclose(self) -> None:
-        """Flush and close the files (stdout stays open)."""
+        """Flush and close the files (stdout stays open); files written aside move into place."""
         await self.flush()
-        for handle in (self._dlq, self._review):
-            handle.close()
-        if self.output_path is not None:
-            self._out.close()
+        files, self._files = self._files, []
+        for file in files:
+            file.close()
 
 
 def _release(event: Event) -> None:

@@ -23,6 +23,8 @@ class _StopAfter:
         self.left = count
         self.stop = stop
 
+    acknowledges = True  # the wrapped topic sink releases credit on its acknowledgement
+
     def _one(self) -> None:
         self.left -= 1
         if self.left <= 0:

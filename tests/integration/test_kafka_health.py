@@ -56,6 +56,7 @@ async def test_healthz_reports_a_lost_broker_and_the_worker_still_stops() -> Non
                 metrics_port=port,
                 stop=stop,
                 drain_timeout=2,
+                create_topics=True,
             )
         )
         url = f"http://127.0.0.1:{port}/healthz"

@@ -100,20 +100,30 @@ def test_run_with_broker_writes_each_ticket_once_and_dlq_replay_sends_them_back(
     assert all(e.key is not None and e.key.startswith("c-") for e in answers)
     assert "latency per stage" in run.stderr and "201 events" in run.stderr
 
-    replay = _streamflow(
-        "dlq",
-        "replay",
-        str(pipeline_file),
-        "--broker",
-        kafka_broker,
-        "--stage",
-        "classify",
-        "--idle-timeout",
-        "2",
-    )
+    def replay(*flags: str) -> subprocess.CompletedProcess[str]:
+        done = _streamflow(
+            "dlq",
+            "replay",
+            str(pipeline_file),
+            "--broker",
+            kafka_broker,
+            "--stage",
+            "classify",
+            *flags,
+        )
+        assert done.returncode == 0, done.stderr
+        return done
 
-    assert replay.returncode == 0, replay.stderr
-    assert "replayed 50" in replay.stdout and "never decoded (not replayed) 1" in replay.stdout
+    listed = replay("--dry-run")
+    assert "would replay 50" in listed.stdout, listed.stdout
+    assert f"t-003\t-> {name}.in" in listed.stdout
+    first = replay()
+    assert "replayed 50" in first.stdout and "never decoded (not replayed) 1" in first.stdout
+    # The replay group committed what it sent: nothing new arrived since.
+    second = replay()
+    assert "dead letters read 0: replayed 0" in second.stdout, second.stdout
+    again = replay("--from-beginning", "--dry-run")
+    assert "would replay 50" in again.stdout, again.stdout
     consumed = _streamflow(
         "consume",
         name,

@@ -26,7 +26,8 @@ from operators.models.openai import (
 from operators.models.pricing import PriceTable
 from streamflow.errors import RateLimited, StepFailed, StepTimeout, StreamflowError, Unavailable
 from streamflow.events import Event, encode_event, loads
-from streamflow.ops import RetryPolicy, run_step
+from streamflow.ops import RetryPolicy
+from streamflow.ops._map_async import run_step
 from streamflow.testing import (
     Fault,
     OpenAIServer,

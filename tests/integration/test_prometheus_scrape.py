@@ -98,6 +98,7 @@ def test_prometheus_scrapes_events_total_of_two_workers(tmp_path: Path, kafka_br
                             kafka_broker,
                             "--metrics-port",
                             str(port),
+                            "--create-topics",
                         ],
                         stdout=log,
                         stderr=subprocess.STDOUT,

@@ -22,8 +22,9 @@ from streamflow.cli import main
 from streamflow.cli._load import load_pipeline
 from streamflow.events import Event, decode_event, dumps, loads
 from streamflow.runtime import Pipeline
+from streamflow.runtime._produce import produce_input
 from streamflow.runtime._review import decisions_topic
-from streamflow.runtime._worker import produce_input, run_worker
+from streamflow.runtime._worker import run_worker
 from streamflow.transports.kafka import KafkaSettings, consume_events
 
 pytestmark = pytest.mark.kafka
@@ -93,7 +94,9 @@ async def _until(condition: Callable[[], bool], what: str, timeout: float = 60.0
 async def _workers(pipeline: Pipeline, settings: KafkaSettings) -> AsyncIterator[None]:
     stop = asyncio.Event()
     tasks = [
-        asyncio.create_task(run_worker(pipeline, s.name, settings, stop=stop, drain_timeout=5))
+        asyncio.create_task(
+            run_worker(pipeline, s.name, settings, stop=stop, drain_timeout=5, create_topics=True)
+        )
         for s in pipeline.stages
     ]
     try:

@@ -44,7 +44,7 @@ STATUS = {200: "ok", 429: "429", 500: "5xx"}
 # The server runs in a thread of this process and reads requests late when both
 # loops compete for two cores; the limiter's guard covers that delay, so the
 # server's own 1 s windows must hold the limit exactly.
-JITTER_GUARD_S = 0.5
+JITTER_GUARD_S = 1.0
 
 _PASSAGE = re.compile(r"^\[([\w.-]+)\] .*\n(.+)$", re.MULTILINE)
 

@@ -179,7 +179,10 @@ def test_train_command_writes_the_model_the_pipeline_then_loads(
                 "tickets",
                 [
                     Stage("classify", classify(model={str(model)!r}, examples={str(examples)!r})),
-                    Stage("other", classify(model={str(model)!r}, examples={str(examples)!r})),
+                    Stage(
+                        "other",
+                        classify(model={str(model)!r}, examples={str(examples)!r}, name="second"),
+                    ),
                 ],
             )
             """

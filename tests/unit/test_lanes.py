@@ -1,4 +1,4 @@
-"""The lane engine: per-event coroutines under the same bounds as the stream engine."""
+"""The engine: per-event coroutines under the bounds of every stage and step."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamflow import Event, Pipeline, Stage, map_async
-from streamflow.errors import CapacityExceeded, ConfigError, StepFailed, StreamflowError
+from streamflow.errors import CapacityExceeded, StepFailed, StreamflowError
 from streamflow.events import ticket_of
-from streamflow.ops import Slots, StagePlace, Ticket, current_stage, filter_events, route, tap
-from streamflow.runtime import run_flow
+from streamflow.flow import Slots, Ticket
+from streamflow.ops import current_stage, filter, route, tap
+from streamflow.ops._context import StagePlace
+from streamflow.runtime import Runtime, run_flow
 from streamflow.transports import IterableSource, JsonlSink, Record
 
 
@@ -72,9 +74,7 @@ async def test_step_and_stage_bounds_hold_per_event(tmp_path: Path) -> None:
         window=64,
     )
 
-    report = await run_flow(
-        pipeline, IterableSource(_lines(200)), JsonlSink(tmp_path / "o.jsonl"), engine="lanes"
-    )
+    report = await run_flow(pipeline, IterableSource(_lines(200)), JsonlSink(tmp_path / "o.jsonl"))
 
     assert report.done == 200
     assert peak["step"] == 3  # map_async's concurrency, reached and never passed
@@ -104,13 +104,13 @@ async def test_steps_see_their_stage_and_inactive_events_skip_steps(tmp_path: Pa
     pipeline = Pipeline(
         "stages",
         [
-            Stage("first", [filter_events(lambda e: e.id != "t1"), step("a")]),
+            Stage("first", [filter(lambda e: e.id != "t1"), step("a")]),
             Stage("second", [tap(lambda e: tapped.append(e.outcome)), step("b")]),
         ],
     )
     sink = _Sink(tmp_path / "o.jsonl")
 
-    await run_flow(pipeline, IterableSource(_lines(3)), sink, engine="lanes")
+    await run_flow(pipeline, IterableSource(_lines(3)), sink)
 
     assert seen == {"a": {"first"}, "b": {"second"}}
     assert "t1" not in called
@@ -130,31 +130,12 @@ async def test_route_runs_per_event_and_keeps_unknown_labels_out(tmp_path: Path)
     assert chooser.lane is not None
     sink = _Sink(tmp_path / "o.jsonl")
 
-    await run_flow(
-        Pipeline("routes", [Stage("r", chooser)]), IterableSource(_lines(6)), sink, engine="lanes"
-    )
+    await run_flow(Pipeline("routes", [Stage("r", chooser)]), IterableSource(_lines(6)), sink)
 
     by_id = {e.id: e for e in sink.events}
     assert {i for i, e in by_id.items() if e.payload.get("path") == "even"} == {"t0", "t2", "t4"}
     assert by_id["t3"].outcome == "failed"
     assert "no branch for label 'nowhere'" in (by_id["t3"].reason or "")
-
-
-async def test_auto_takes_the_stream_engine_for_ordered_stages(tmp_path: Path) -> None:
-    async def jitter(event: Event) -> Event:
-        await asyncio.sleep(0.001 * (hash(event.id) % 3))
-        return event
-
-    pipeline = Pipeline("ordered", [Stage("s", map_async(jitter, concurrency=8, ordered=True))])
-    sink = _Sink(tmp_path / "o.jsonl")
-
-    await run_flow(pipeline, IterableSource(_lines(60)), sink)
-
-    assert [e.id for e in sink.events] == [f"t{i}" for i in range(60)]
-    with pytest.raises(ConfigError, match=r"no per-event form.*engine='auto'"):
-        await run_flow(
-            pipeline, IterableSource(_lines(1)), JsonlSink(tmp_path / "x.jsonl"), engine="lanes"
-        )
 
 
 async def test_an_error_outside_any_event_stops_the_run(tmp_path: Path) -> None:
@@ -166,9 +147,7 @@ async def test_an_error_outside_any_event_stops_the_run(tmp_path: Path) -> None:
 
     pipeline = Pipeline("broken", [Stage("s", map_async(_identity))], window=4)
 
-    report = await run_flow(
-        pipeline, IterableSource(_lines(100)), Broken(tmp_path / "o.jsonl"), engine="lanes"
-    )
+    report = await run_flow(pipeline, IterableSource(_lines(100)), Broken(tmp_path / "o.jsonl"))
 
     assert isinstance(report.error, OSError)
     assert report.read < 100
@@ -184,7 +163,12 @@ async def test_the_collector_is_left_as_it_was(tmp_path: Path) -> None:
         return event
 
     pipeline.stages[0].op = map_async(look)
-    await run_flow(pipeline, IterableSource(_lines(3)), JsonlSink(tmp_path / "o.jsonl"))
+    await run_flow(
+        pipeline,
+        IterableSource(_lines(3)),
+        JsonlSink(tmp_path / "o.jsonl"),
+        runtime=Runtime(tune_gc=True),
+    )
 
     assert seen[0][0] > before[0]  # raised while the run lasted
     assert gc.get_threshold() == before
@@ -281,8 +265,9 @@ def test_lanes_keep_every_bound_and_lose_nothing(
     lines = _lines(len(latencies))
     loop = looptime.new_event_loop(start=0)
     try:
+        # Virtual time: a serial worst case (30 steps of 3 s) must not meet the drain timeout.
         report = loop.run_until_complete(
-            run_flow(pipeline, IterableSource(lines), Sink(), engine="lanes")
+            run_flow(pipeline, IterableSource(lines), Sink(), drain_timeout=10_000)
         )
     finally:
         loop.close()
@@ -306,7 +291,6 @@ async def test_a_step_that_returns_no_event_fails_only_that_event(tmp_path: Path
         Pipeline("sloppy", [Stage("s", map_async(sloppy))]),
         IterableSource(_lines(3)),
         sink,
-        engine="lanes",
     )
 
     by_id = {e.id: e for e in sink.events}
@@ -351,20 +335,20 @@ async def test_workers_are_reused_and_a_disposed_engine_starts_none() -> None:
     lanes = engine()
     for i in range(3):
         lanes.push(Event(id=f"a{i}", payload={}))
-    assert not lanes.workers  # started once per loop turn, not once per push
+    assert not lanes.segments[0].workers  # started once per loop turn, not once per push
     await asyncio.sleep(0.01)
-    assert sorted(delivered) == ["a0", "a1", "a2"] and len(lanes.workers) == 3
+    assert sorted(delivered) == ["a0", "a1", "a2"] and len(lanes.segments[0].workers) == 3
     for i in range(3):
         lanes.push(Event(id=f"b{i}", payload={}))
     await asyncio.sleep(0.01)
-    assert len(delivered) == 6 and len(lanes.workers) == 3  # the idle workers took them
+    assert len(delivered) == 6 and len(lanes.segments[0].workers) == 3  # the idle workers took them
     await lanes.dispose()
 
     late = engine()
     late.push(Event(id="late", payload={}))
     await late.dispose()
     await asyncio.sleep(0.01)
-    assert not late.workers and len(delivered) == 6
+    assert not late.segments[0].workers and len(delivered) == 6
 
 
 def _raise(error: Exception) -> None:

@@ -37,8 +37,9 @@ async def test_batch_flushes_as_soon_as_it_holds_max_size() -> None:
 
     result = await run_marbles(op, "abc-de|")
 
-    assert embed.batches == [(2.0, ["a", "b", "c"]), (6.0, ["d", "e"])]
-    assert result.pairs == [(2.0, "a"), (2.0, "b"), (2.0, "c"), (6.0, "d"), (6.0, "e")]
+    # The end of the input is not a flush: the last batch goes when its timer runs out.
+    assert embed.batches == [(2.0, ["a", "b", "c"]), (14.0, ["d", "e"])]
+    assert result.pairs == [(2.0, "a"), (2.0, "b"), (2.0, "c"), (14.0, "d"), (14.0, "e")]
     assert [e.payload for e in result.events] == [{"vector": [3]}] * 3 + [{"vector": [2]}] * 2
     assert result.events[0].trace[-1].step == "embed"
     assert result.events[0].trace[-1].detail == "batch of 3"
@@ -86,7 +87,7 @@ async def test_batch_returning_the_wrong_count_fails_the_batch() -> None:
     async def lossy(events: list[Event]) -> list[Event]:
         return events[:1]
 
-    result = await run_marbles(batch_async(lossy, max_size=2, max_wait=1), "ab|")
+    result = await run_marbles(batch_async(lossy, max_size=2, max_wait=5), "ab|")
 
     assert [e.outcome for e in result.events] == ["failed", "failed"]
     error = result.events[0].error
@@ -97,7 +98,7 @@ async def test_batch_returning_the_wrong_count_fails_the_batch() -> None:
 
 async def test_batch_with_concurrency_one_keeps_input_order_behind_a_slow_batch() -> None:
     embed = EmbedRecorder(delays=[5.0, 1.0, 1.0])
-    op = batch_async(embed, max_size=2, max_wait=1, concurrency=1)
+    op = batch_async(embed, max_size=2, max_wait=1.5, concurrency=1)
 
     result = await run_marbles(op, "abcde|")
 

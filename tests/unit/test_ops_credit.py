@@ -15,7 +15,8 @@ from reactivex.subject import Subject
 
 from streamflow.errors import ConfigError, StepFailed
 from streamflow.events import Event
-from streamflow.ops import CreditWindow, Ticket, map_async, pipe
+from streamflow.flow import CreditWindow, Ticket
+from streamflow.ops import map_async, pipe
 
 T = TypeVar("T")
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from reactivex import operators as rx_ops
 from reactivex.subject import Subject
 
 from streamflow.errors import CapacityExceeded, ConfigError
 from streamflow.events import Event
-from streamflow.ops import BoundedChannel, ChannelStatistics, filter, gate, map_async
+from streamflow.ops import as_operator, filter, map_async
+from streamflow.ops._gate import BoundedChannel, ChannelStatistics, gate
 from streamflow.testing.marbles import run_marbles
 
 pytestmark = pytest.mark.looptime
@@ -85,7 +87,11 @@ async def test_channel_overflow_raises_capacity_exceeded() -> None:
 
 
 async def test_synchronous_inner_operator_drains_without_recursion() -> None:
-    stage = gate(filter(lambda e: int(e.id) % 2 == 0), concurrency=1, capacity=2000, name="f")
+    # A user's own reactivex operator emits while it is being fed.
+    def mark(event: Event) -> Event:
+        return event if int(event.id) % 2 == 0 else event.evolve(outcome="filtered")
+
+    stage = gate(as_operator(rx_ops.map(mark)), concurrency=1, capacity=2000, name="f")
     source: Subject[Event] = Subject()
     out: list[Event] = []
     stage(source).subscribe(out.append)

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from reactivex.subject import Subject
 
-import streamflow.ops._rate_limit as _rate_limit_module
+import streamflow.ops._limiter as _limiter_module
+import streamflow.ops._rate_limit as operator_module
 from streamflow.errors import ConfigError, Unavailable
 from streamflow.events import Event, StepRecord
-from streamflow.ops import (
-    CreditWindow,
-    RetryPolicy,
-    Ticket,
-    current_stage,
-    instrumentation,
-    map_async,
-    pipe,
-)
-from streamflow.ops._rate_limit import (
-    RateLimiter,
-    RateLimitStatistics,
-    rate_limit,
-    reset_shared_limiters,
-    shared_limiter,
-)
+from streamflow.flow import CreditWindow, Ticket
+from streamflow.ops import RetryPolicy, current_stage, instrumentation, map_async, pipe
+from streamflow.ops._limiter import RateLimiter, RateLimitStatistics
+from streamflow.ops._limiter_registry import reset_shared_limiters, shared_limiter
+from streamflow.ops._rate_limit import rate_limit
 from streamflow.testing.marbles import run_marbles
 
 pytestmark = pytest.mark.looptime
@@ -64,13 +56,34 @@ async def run_all(op: object, events: list[Event]) -> list[Event]:
     return out
 
 
+# -- the layout ----------------------------------------------------------------
+
+
+def test_the_limiter_lives_apart_from_its_operator() -> None:
+    # The limiter is counting only; the operator is the one piece that knows reactivex.
+    assert RateLimiter.__module__ == "streamflow.ops._limiter"
+    assert shared_limiter.__module__ == "streamflow.ops._limiter_registry"
+    assert rate_limit.__module__ == "streamflow.ops._rate_limit"
+    assert not hasattr(operator_module, "Permit")
+    tree = ast.parse(Path(_limiter_module.__file__).read_text())
+    imported = {
+        node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert not any(name.split(".")[0] == "reactivex" for name in imported)
+
+
 # -- the operator --------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
 def _exact_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     # Timings below are exact; the jitter guard is tested on its own.
-    monkeypatch.setattr(_rate_limit_module, "DEFAULT_GUARD", 0.0)
+    monkeypatch.setattr(_limiter_module, "DEFAULT_GUARD", 0.0)
 
 
 async def test_the_jitter_guard_widens_every_window() -> None:

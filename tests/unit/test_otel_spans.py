@@ -14,7 +14,7 @@ from streamflow import Event, Pipeline, Stage, map_async
 from streamflow.errors import StepFailed
 from streamflow.runtime import EventSpans, run_flow
 from streamflow.runtime._otel import spans_from_env
-from streamflow.transports import IterableSource, JsonlSink
+from streamflow.transports import EVENT_HEADER, IterableSource, JsonlSink
 
 
 async def _answer(event: Event) -> Event:
@@ -77,7 +77,7 @@ async def test_workers_of_single_stages_export_each_event_once(tmp_path: Path) -
     passed_on = between.read_bytes().splitlines()
     await run_flow(
         pipeline,
-        IterableSource(passed_on),
+        IterableSource(passed_on, headers=[(EVENT_HEADER, b"a")]),
         JsonlSink(tmp_path / "b.jsonl"),
         stages=["b"],
         spans=spans,

@@ -16,12 +16,19 @@ def test_top_level_public_names_are_pinned() -> None:
         "ErrorInfo",
         "Event",
         "EventError",
+        "EventFailed",
+        "EventFiltered",
+        "EventParked",
+        "Flow",
+        "FlowClosed",
+        "FlowFull",
         "Operator",
         "Pipeline",
         "RateLimiter",
         "RetriableError",
         "RetryPolicy",
         "RunReport",
+        "Runtime",
         "Stage",
         "StepRecord",
         "StreamflowError",
@@ -30,8 +37,9 @@ def test_top_level_public_names_are_pinned() -> None:
         "batch_async",
         "circuit_breaker",
         "fallback",
-        "filter_events",
+        "filter",
         "map_async",
+        "open",
         "parallel",
         "pipe",
         "rate_limit",
@@ -42,6 +50,30 @@ def test_top_level_public_names_are_pinned() -> None:
     ]
     for name in streamflow.__all__:
         assert getattr(streamflow, name) is not None
+
+
+def test_ops_exports_what_pipelines_are_built_from_and_no_engine_internals() -> None:
+    import streamflow.ops
+
+    exported = set(streamflow.ops.__all__)
+    for internal in ("Slots", "Relay", "gate", "StagePlace", "run_step", "StepLane", "Ticket"):
+        assert internal not in exported, f"{internal} is an engine internal"
+        assert not hasattr(streamflow.ops, internal)
+    assert {"map_async", "batch_async", "route", "parallel", "filter", "tap", "rate_limit"} <= (
+        exported
+    )
+    for name in streamflow.ops.__all__:
+        assert getattr(streamflow.ops, name) is not None
+
+
+def test_each_operator_has_one_name_as_the_readme_spells_it() -> None:
+    import streamflow.ops
+    from streamflow import filter, route
+
+    assert filter is streamflow.ops.filter and route is streamflow.ops.route
+    for alias in ("filter_events", "branch"):
+        assert not hasattr(streamflow, alias) and not hasattr(streamflow.ops, alias)
+    assert filter(lambda e: True).kind == "filter"
 
 
 def test_every_error_descends_from_one_root_and_is_drawn_in_the_tree() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Literal
 
 import pytest
 from pydantic import BaseModel
@@ -13,17 +12,9 @@ from streamflow import Event, Pipeline, RetriableError, RetryPolicy, Stage, map_
 from streamflow.errors import ConfigError, TopologyError
 from streamflow.events import loads
 from streamflow.metrics import CollectorRegistry, PipelineMetrics
-from streamflow.ops import filter_events
+from streamflow.ops import filter
 from streamflow.runtime import run_flow
 from streamflow.transports import IterableSource, JsonlSink
-
-Engine = Literal["lanes", "stream"]
-
-
-@pytest.fixture(params=["lanes", "stream"])
-def engine(request: pytest.FixtureRequest) -> Engine:
-    """Each runner behaviour holds for both engines."""
-    return request.param  # type: ignore[no-any-return]
 
 
 class Ticket(BaseModel):
@@ -62,7 +53,7 @@ def _pipeline(window: int = 32) -> Pipeline:
                 "check",
                 [
                     map_async(_flaky, retry=RetryPolicy(max_attempts=2, base_delay=0.001)),
-                    filter_events(lambda e: not e.id.endswith("5")),
+                    filter(lambda e: not e.id.endswith("5")),
                 ],
             ),
         ],
@@ -73,11 +64,11 @@ def _pipeline(window: int = 32) -> Pipeline:
 
 
 async def test_every_input_line_lands_exactly_once_in_output_review_or_dead_letters(
-    tmp_path: Path, engine: Engine
+    tmp_path: Path,
 ) -> None:
     lines = [*_lines(200), b"{not json", b'{"id":"bad","text":"no customer"}', b"[1,2]"]
     out = tmp_path / "answers.jsonl"
-    report = await run_flow(_pipeline(), IterableSource(lines), JsonlSink(out), engine=engine)
+    report = await run_flow(_pipeline(), IterableSource(lines), JsonlSink(out))
 
     answers = _read(out)
     reviews = _read(tmp_path / "answers.review.jsonl")
@@ -100,9 +91,9 @@ async def test_every_input_line_lands_exactly_once_in_output_review_or_dead_lett
     assert all(d["original"] for d in decode_letters)
 
 
-async def test_failed_events_carry_error_attempts_and_stage(tmp_path: Path, engine: Engine) -> None:
+async def test_failed_events_carry_error_attempts_and_stage(tmp_path: Path) -> None:
     out = tmp_path / "o.jsonl"
-    await run_flow(_pipeline(), IterableSource(_lines(20)), JsonlSink(out), engine=engine)
+    await run_flow(_pipeline(), IterableSource(_lines(20)), JsonlSink(out))
     letters = [d for d in _read(tmp_path / "o.dlq.jsonl") if d["stage"] != "decode"]
     assert {d["id"] for d in letters} == {"t3", "t13"}
     for letter in letters:
@@ -111,21 +102,18 @@ async def test_failed_events_carry_error_attempts_and_stage(tmp_path: Path, engi
         assert letter["event"]["trace"][-1]["attempt"] == 2  # type: ignore[index]
 
 
-async def test_events_in_flight_never_exceed_the_window(tmp_path: Path, engine: Engine) -> None:
+async def test_events_in_flight_never_exceed_the_window(tmp_path: Path) -> None:
     report = await run_flow(
         _pipeline(window=16),
         IterableSource(_lines(300)),
         JsonlSink(tmp_path / "o.jsonl"),
-        engine=engine,
     )
     assert report.peak_in_flight <= 16
     assert report.peak_in_flight >= 8  # the window was actually used
     assert report.done == 300
 
 
-async def test_stop_drains_in_flight_work_and_accounts_for_the_rest(
-    tmp_path: Path, engine: Engine
-) -> None:
+async def test_stop_drains_in_flight_work_and_accounts_for_the_rest(tmp_path: Path) -> None:
     stop = asyncio.Event()
 
     async def slow(event: Event) -> Event:
@@ -144,7 +132,6 @@ async def test_stop_drains_in_flight_work_and_accounts_for_the_rest(
         JsonlSink(out),
         stop=stop,
         drain_timeout=0.5,
-        engine=engine,
     )
     assert report.stopped_early
     assert report.read < 1000
@@ -154,7 +141,7 @@ async def test_stop_drains_in_flight_work_and_accounts_for_the_rest(
     assert [d["id"] for d in interrupted] == ["t2"]
 
 
-async def test_stage_metrics_count_outcomes_and_durations(tmp_path: Path, engine: Engine) -> None:
+async def test_stage_metrics_count_outcomes_and_durations(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry, "tickets")
     await run_flow(
@@ -162,7 +149,6 @@ async def test_stage_metrics_count_outcomes_and_durations(tmp_path: Path, engine
         IterableSource(_lines(50)),
         JsonlSink(tmp_path / "o.jsonl"),
         metrics=metrics,
-        engine=engine,
     )
 
     def value(name: str, **labels: str) -> float:
@@ -232,7 +218,7 @@ async def test_results_read_back_from_topics_cost_the_stages_as_the_run_did(
     # cost per stage must match what the stage hooks counted in one process.
     from streamflow.events import StepRecord
     from streamflow.runtime import RunReport
-    from streamflow.runtime._worker import _ResultFiles, _Results
+    from streamflow.runtime._distributed import _ResultFiles, _Results
 
     def priced(step: str, cost: float) -> StepRecord:
         return StepRecord(step=step, started_at=0.0, duration_s=0.0, model="m", cost_usd=cost)

@@ -8,16 +8,29 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamflow.errors import ConfigError, DecodeError
 from streamflow.events import loads
+from streamflow.transports.kafka._clients import (
+    connection_error,
+    make_admin,
+    make_consumer,
+    make_producer,
+)
 from streamflow.transports.kafka._errors import map_kafka_error
 from streamflow.transports.kafka._settings import KafkaSettings
 
-__all__ = ["consume_events", "create_topics", "describe_topics", "produce_lines"]
+__all__ = [
+    "consume_events",
+    "create_topics",
+    "describe_topics",
+    "missing_topics",
+    "produce_lines",
+    "topic_partitions",
+]
 
 _TOPIC_WAIT_S = 10.0
 """How long a read without a group waits for a topic that is being created."""
@@ -26,8 +39,27 @@ _TOPIC_WAIT_S = 10.0
 _TOPIC_EXISTS = TopicAlreadyExistsError.errno
 
 
+@contextlib.asynccontextmanager
+async def _admin(settings: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = make_admin(settings)
+    try:
+        try:
+            await admin.start()
+        except Exception as exc:
+            raise await connection_error(settings, exc) from exc
+        yield admin
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
 async def create_topics(
-    settings: KafkaSettings, topics: list[str], *, partitions: int = 3, replication: int = 1
+    settings: KafkaSettings,
+    topics: list[str],
+    *,
+    partitions: int = 3,
+    replication: int = 1,
+    configs: dict[str, str] | None = None,
 ) -> list[str]:
     """Create ``topics``; ones that exist already are left as they are.
 
@@ -36,6 +68,7 @@ async def create_topics(
         topics: topic names.
         partitions: partitions per new topic.
         replication: replication factor per new topic.
+        configs: topic configs of new topics (``retention.ms``, ``min.insync.replicas``).
 
     Returns:
         The topics that were created now.
@@ -43,21 +76,12 @@ async def create_topics(
     Raises:
         TransportError: the broker could not be reached or refused a topic.
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap,
-        client_id=settings.client_id,
-        request_timeout_ms=settings.request_timeout_ms,
-    )
+    new = [NewTopic(name, partitions, replication, topic_configs=configs or {}) for name in topics]
     try:
-        await admin.start()
-        response = await admin.create_topics(
-            [NewTopic(name, partitions, replication) for name in topics]
-        )
+        async with _admin(settings) as admin:
+            response = await admin.create_topics(new)
     except (KafkaError, OSError) as exc:
         raise map_kafka_error(exc) from exc
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
     created = []
     for row in response.topic_errors:
         name, code = row[0], row[1]
@@ -68,6 +92,50 @@ async def create_topics(
             error = KafkaError(f"creating topic {name!r} failed with code {code}: {message}")
             raise map_kafka_error(error, topic=name)
     return created
+
+
+async def missing_topics(settings: KafkaSettings, topics: list[str]) -> list[str]:
+    """Return those of ``topics`` the cluster does not have (without creating any).
+
+    Args:
+        settings: where the broker is.
+        topics: topic names.
+
+    Returns:
+        The missing ones, in the order given.
+
+    Raises:
+        TransportError: the broker could not be reached.
+    """
+    try:
+        async with _admin(settings) as admin:
+            # The whole list, not a metadata request for these names: that request
+            # may create the topics on a broker that allows auto-creation.
+            existing = set(await admin.list_topics())
+    except (KafkaError, OSError) as exc:
+        raise map_kafka_error(exc) from exc
+    return [topic for topic in topics if topic not in existing]
+
+
+async def topic_partitions(admin: AIOKafkaAdminClient, topic: str) -> set[int]:
+    """The partition numbers of ``topic`` (none when it does not exist).
+
+    Args:
+        admin: a started admin client.
+        topic: the topic.
+
+    Returns:
+        Its partition numbers.
+    """
+    if topic not in set(await admin.list_topics()):
+        return set()
+    described = await admin.describe_topics([topic])
+    return {
+        int(part["partition"])
+        for entry in described
+        if entry.get("topic") == topic and not entry.get("error_code")
+        for part in entry.get("partitions", [])
+    }
 
 
 async def describe_topics(
@@ -94,18 +162,15 @@ async def describe_topics(
         TransportError: the broker could not be reached.
     """
     groups = groups or []
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
-        client_id=settings.client_id,
-        enable_auto_commit=False,
-        request_timeout_ms=settings.request_timeout_ms,
-    )
+    consumer = make_consumer(settings, enable_auto_commit=False)
     result: dict[str, dict[str, Any]] = {}
     try:
-        await consumer.start()
+        await _start(settings, consumer)
         all_tps: list[TopicPartition] = []
+        async with _admin(settings) as admin:
+            numbered = {topic: sorted(await topic_partitions(admin, topic)) for topic in topics}
         for topic in topics:
-            numbers = sorted(await _partitions(consumer, topic, wait=0.0))
+            numbers = numbered[topic]
             result[topic] = {"partitions": len(numbers), "end_offsets": {}, "committed": {}}
             all_tps.extend(TopicPartition(topic, p) for p in numbers)
         ends = await _end_offsets(consumer, all_tps) if all_tps else {}
@@ -144,16 +209,10 @@ async def _end_offsets(
 async def _committed(
     settings: KafkaSettings, group: str, tps: list[TopicPartition]
 ) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
-        client_id=settings.client_id,
-        group_id=group,
-        enable_auto_commit=False,
-        request_timeout_ms=settings.request_timeout_ms,
-    )
+    consumer = make_consumer(settings, group_id=group, enable_auto_commit=False)
     offsets = {}
     try:
-        await consumer.start()
+        await _start(settings, consumer)
         for tp in tps:
             value = await consumer.committed(tp)
             if value is not None:
@@ -188,18 +247,11 @@ async def produce_lines(
         DecodeError: a line is not JSON while ``key_field`` is set.
         TransportError: the broker could not be reached or refused a write.
     """
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap,
-        client_id=settings.client_id,
-        acks="all",
-        enable_idempotence=False,
-        linger_ms=5,
-        request_timeout_ms=settings.request_timeout_ms,
-    )
+    producer = make_producer(settings, acks="all", enable_idempotence=False, linger_ms=5)
     pending: list[asyncio.Future[Any]] = []
     count = 0
     try:
-        await producer.start()
+        await _start(settings, producer, topic=topic)
 
         async def send(line: bytes) -> None:
             nonlocal count
@@ -241,6 +293,7 @@ async def consume_events(
     group: str | None,
     count: int | None,
     idle_timeout: float | None,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[tuple[str, bytes]]:
     """Yield ``(topic, value)`` from ``topics`` from the start (or the group's position).
 
@@ -251,38 +304,44 @@ async def consume_events(
             (None: read from the beginning without a group).
         count: stop after this many records (None: no limit).
         idle_timeout: stop after this many seconds without a record (None: never).
+        stop: set it to end the reading at once, even while no record arrives.
 
     Raises:
+        ConfigError: a topic does not exist (reading without a group).
         TransportError: the broker could not be reached.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
-        client_id=settings.client_id,
+    consumer = make_consumer(
+        settings,
         group_id=group,
         enable_auto_commit=group is not None,
         auto_offset_reset="earliest",
-        request_timeout_ms=settings.request_timeout_ms,
     )
     seen = 0
+    stopped = stop or asyncio.Event()
     try:
-        await consumer.start()
+        await _start(settings, consumer)
         if group is None:
             tps: list[TopicPartition] = []
-            for topic in topics:
-                parts = await _partitions(consumer, topic, wait=_TOPIC_WAIT_S)
-                if not parts:
-                    raise ConfigError(
-                        f"topic {topic!r} does not exist; create it with `streamflow topics create`"
-                    )
-                tps.extend(TopicPartition(topic, p) for p in sorted(parts))
+            async with _admin(settings) as admin:
+                for topic in topics:
+                    parts = await _partitions(admin, topic, wait=_TOPIC_WAIT_S)
+                    if not parts:
+                        raise ConfigError(
+                            f"topic {topic!r} does not exist; "
+                            "create it with `streamflow topics create`"
+                        )
+                    tps.extend(TopicPartition(topic, p) for p in sorted(parts))
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
         else:
             consumer.subscribe(topics)
         last = time.monotonic()
-        while count is None or seen < count:
-            batch = await consumer.getmany(
-                timeout_ms=200, max_records=None if count is None else count - seen
+        while (count is None or seen < count) and not stopped.is_set():
+            batch = await _poll(
+                consumer,
+                stopped,
+                timeout_ms=200,
+                max_records=None if count is None else count - seen,
             )
             if not batch:
                 if idle_timeout is not None and time.monotonic() - last >= idle_timeout:
@@ -300,18 +359,43 @@ async def consume_events(
             await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str, *, wait: float) -> set[int]:
+async def _poll(
+    consumer: AIOKafkaConsumer, stop: asyncio.Event, *, timeout_ms: int, max_records: int | None
+) -> dict[TopicPartition, list[Any]]:
+    """One ``getmany``, cut short (empty) when ``stop`` is set meanwhile."""
+    fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not fetch.done():
+        fetch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fetch
+        return {}
+    result: dict[TopicPartition, list[Any]] = fetch.result()
+    return result
+
+
+async def _start(
+    settings: KafkaSettings, client: AIOKafkaConsumer | Any, *, topic: str | None = None
+) -> None:
+    try:
+        await client.start()
+    except Exception as exc:
+        raise await connection_error(settings, exc, topic=topic) from exc
+
+
+async def _partitions(admin: AIOKafkaAdminClient, topic: str, *, wait: float) -> set[int]:
     """The partitions of ``topic``; none when it still has none after ``wait`` seconds.
 
-    The metadata is refreshed at least once. Reading without a group assigns
-    partitions once, so a topic that is being created is worth waiting for.
+    Reading without a group assigns partitions once, so a topic that is being
+    created is worth waiting for.
     """
     deadline = time.monotonic() + wait
     while True:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic)
+        parts = await topic_partitions(admin, topic)
         if parts or time.monotonic() >= deadline:
-            return set(parts or ())
+            return parts
         await asyncio.sleep(0.25)

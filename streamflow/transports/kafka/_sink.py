@@ -8,11 +8,14 @@ import logging
 from collections import deque
 
 from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kafka_errors
 from aiokafka.errors import KafkaError
 
 from streamflow.errors import TransportClosed, TransportRetriable
+from streamflow.events import DEFAULT_LIMITS, RecordLimits
 from streamflow.flow import Ticket
-from streamflow.transports._routing import Outgoing, RoutingSink
+from streamflow.transports._routing import Outgoing, RoutingSink, oversized_reject
+from streamflow.transports.kafka._clients import connection_error, make_producer
 from streamflow.transports.kafka._errors import map_kafka_error
 from streamflow.transports.kafka._settings import KafkaSettings
 
@@ -25,6 +28,14 @@ log = logging.getLogger("streamflow.transports.kafka")
 _MAX_RESENDS = 3
 _LINGER_MS = 5
 _MAX_BATCH_BYTES = 256 * 1024
+# The broker refuses these for the record itself, not for the connection: the
+# record goes to the dead letters and the partition goes on.
+_RECORD_REFUSED: tuple[type[BaseException], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.CorruptRecordException,
+)
 
 
 class KafkaSink(RoutingSink):
@@ -41,6 +52,7 @@ class KafkaSink(RoutingSink):
         dlq_topic: where dead letters go.
         review_topic: where ``review`` events go.
         stage: the stage writing (dead-letter context).
+        limits: the size bounds of what is written.
     """
 
     def __init__(
@@ -51,10 +63,21 @@ class KafkaSink(RoutingSink):
         dlq_topic: str,
         review_topic: str,
         stage: str,
+        limits: RecordLimits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__(
-            output_topic=output_topic, dlq_topic=dlq_topic, review_topic=review_topic, stage=stage
+            output_topic=output_topic,
+            dlq_topic=dlq_topic,
+            review_topic=review_topic,
+            stage=stage,
+            limits=limits,
         )
+        self.acknowledged = {"ok": 0, "review": 0, "dead_lettered": 0}
+        self._outcome_of = {
+            output_topic: "ok",
+            review_topic: "review",
+            dlq_topic: "dead_lettered",
+        }
         self.settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._queue: deque[tuple[Outgoing, Ticket | None, int]] = deque()
@@ -64,6 +87,7 @@ class KafkaSink(RoutingSink):
         self._idle: asyncio.Future[None] | None = None
         self._broken: str | None = None
         self._closed = False
+        self.rerouted = 0
 
     async def start(self) -> None:
         """Connect the producer and start the writer.
@@ -73,23 +97,21 @@ class KafkaSink(RoutingSink):
         """
         if self._producer is not None:
             return
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap,
-            client_id=self.settings.client_id,
+        producer = make_producer(
+            self.settings,
             acks="all",
             # The broker may not support InitProducerId; ordering per partition
             # comes from the single writer instead.
             enable_idempotence=False,
             linger_ms=_LINGER_MS,
             max_batch_size=_MAX_BATCH_BYTES,
-            request_timeout_ms=self.settings.request_timeout_ms,
         )
         try:
             await producer.start()
-        except (KafkaError, OSError) as exc:
+        except Exception as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            raise map_kafka_error(exc) from exc
+            raise await connection_error(self.settings, exc) from exc
         self._producer = producer
         self._wakeup = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
@@ -136,6 +158,9 @@ class KafkaSink(RoutingSink):
         if exc is not None:
             self._send_failed(message, ticket, resends, exc)
             return
+        outcome = self._outcome_of.get(message.topic)
+        if outcome is not None:
+            self.acknowledged[outcome] += 1
         if ticket is not None:
             ticket.release()
         self._done_one()
@@ -144,6 +169,22 @@ class KafkaSink(RoutingSink):
         self, message: Outgoing, ticket: Ticket | None, resends: int, exc: BaseException
     ) -> None:
         error = map_kafka_error(exc, topic=message.topic)
+        if isinstance(exc, _RECORD_REFUSED) and message.topic != self.dlq_topic:
+            # One record the broker will never take must not stop the partition:
+            # its bounded dead letter takes its place (and its ticket).
+            log.warning("%s refused one record, dead-lettering it: %s", message.topic, error)
+            letter = oversized_reject(
+                message,
+                error.message,
+                dlq_topic=self.dlq_topic,
+                stage=self.stage,
+                limits=self.limits,
+            )
+            self.rerouted += 1
+            self._queue.append((letter, ticket, 0))
+            if self._wakeup is not None:
+                self._wakeup.set()
+            return
         if isinstance(error, TransportRetriable) and resends < _MAX_RESENDS and not self._closed:
             log.warning("send to %s failed, sending again: %s", message.topic, error)
             self._queue.append((message, ticket, resends + 1))
@@ -193,6 +234,16 @@ class KafkaSink(RoutingSink):
                     await self._producer.stop()
                 except (KafkaError, OSError) as exc:
                     log.warning("stopping the producer failed: %s", exc)
+
+    @property
+    def broken(self) -> str | None:
+        """Why the sink stopped writing (None while it writes)."""
+        return self._broken
+
+    @property
+    def pending(self) -> int:
+        """Messages handed to the sink and not acknowledged yet."""
+        return self._pending
 
     def healthy(self) -> tuple[bool, str]:
         """Return (ok, reason): False once sends keep failing (the sink is broken)."""

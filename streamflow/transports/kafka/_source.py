@@ -20,12 +20,14 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from streamflow.errors import TransportBroken, TransportRetriable
 from streamflow.flow import CreditWindow
 from streamflow.transports._base import Emit, Record
 from streamflow.transports._offsets import OffsetTicket, PartitionOffsets, SourceStatistics
+from streamflow.transports.kafka._clients import connection_error, make_admin, make_consumer
 from streamflow.transports.kafka._errors import map_kafka_error
 from streamflow.transports.kafka._settings import KafkaSettings
 
@@ -45,6 +47,7 @@ _KEEPALIVE_NO_CREDIT_S = 30.0
 # (Tansu) ignore the per-partition limit and honour only the total, so both are set.
 _MAX_PARTITION_FETCH_BYTES = 256 * 1024
 _FETCH_MAX_BYTES = 1024 * 1024
+# How long one poll waits for records; the broker-side wait is fetch_max_wait_ms.
 _FETCH_WAIT_MS = 100
 _CREDIT_WAIT_S = 0.1
 # Consecutive failed polls/commits before the source reports itself unhealthy.
@@ -85,6 +88,7 @@ class KafkaSource:
         self.stage = stage
         self.name = f"kafka://{topic}?group={group}"
         self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
         self._trackers: dict[TopicPartition, PartitionOffsets] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._end_offsets: dict[TopicPartition, int] = {}
@@ -110,48 +114,50 @@ class KafkaSource:
         """
         if self._consumer is not None:
             return
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap,
-            client_id=self.settings.client_id,
+        consumer = make_consumer(
+            self.settings,
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset=self.settings.auto_offset_reset,
-            request_timeout_ms=self.settings.request_timeout_ms,
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 3),
             max_partition_fetch_bytes=_MAX_PARTITION_FETCH_BYTES,
             fetch_max_bytes=_FETCH_MAX_BYTES,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            fetch_min_bytes=self.settings.fetch_min_bytes,
         )
+        # Liveness probes go through their own admin client: aiokafka offers no
+        # public way to refresh a consumer's metadata or to see its coordinator.
+        admin = make_admin(self.settings)
         consumer.subscribe([self.topic], listener=_Listener(self))
         try:
             await consumer.start()
-        except (KafkaError, OSError) as exc:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            raise map_kafka_error(exc, topic=self.topic) from exc
+            await admin.start()
+        except Exception as exc:
+            for client in (consumer.stop, admin.close):
+                with contextlib.suppress(Exception):
+                    await client()
+            raise await connection_error(self.settings, exc, topic=self.topic) from exc
+        self._admin = admin
         self._consumer = consumer
         self._probe = asyncio.get_running_loop().create_task(self._probe_liveness())
 
     async def _probe_liveness(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._consumer is not None and not self._closed:
-            consumer = self._consumer
-            # Metadata of the subscribed topic only (consumer.topics() would fetch every
-            # topic of the cluster); aiokafka answers False when no broker replied.
+        while self._consumer is not None and self._admin is not None and not self._closed:
+            admin = self._admin
+            # Metadata of the subscribed topic only (every topic of a cluster can be many).
             try:
-                refreshed = await asyncio.wait_for(
-                    consumer._client.force_metadata_update(), _PROBE_TIMEOUT_S
-                )
-                if not refreshed:
-                    raise KafkaConnectionError("no broker answered a metadata request")
+                await asyncio.wait_for(admin.describe_topics([self.topic]), _PROBE_TIMEOUT_S)
             except (KafkaError, OSError, TimeoutError) as exc:
                 self._unreachable = map_kafka_error(exc, topic=self.topic).message
             else:
                 self._unreachable = None
-            # Group membership has no public flag; the coordinator id is what
-            # aiokafka itself clears when heartbeats fail.
-            coordinator = getattr(getattr(consumer, "_coordinator", None), "coordinator_id", 0)
-            if coordinator is None:
+            # The group needs a coordinator; without one for a session timeout the
+            # member is gone even if the process still runs.
+            try:
+                await asyncio.wait_for(admin.find_coordinator(self.group), _PROBE_TIMEOUT_S)
+            except (KafkaError, OSError, TimeoutError):
                 if self._coordinator_lost_at is None:
                     self._coordinator_lost_at = loop.time()
             else:
@@ -175,6 +181,7 @@ class KafkaSource:
         self._window = window
         loop = asyncio.get_running_loop()
         low_tide = max(1, window.size // 4)
+        poll_cap = self.settings.max_poll_records or window.size
         last_poll = last_commit = loop.time()
         make_record = Record
         make_ticket = OffsetTicket
@@ -208,7 +215,7 @@ class KafkaSource:
                     # Naming the partitions leaves the prefetched results of paused
                     # ones alone; a plain getmany would discard them.
                     batch = await consumer.getmany(
-                        *allowed, timeout_ms=_FETCH_WAIT_MS, max_records=free
+                        *allowed, timeout_ms=_FETCH_WAIT_MS, max_records=min(free, poll_cap)
                     )
                 else:
                     batch = await consumer.getmany(
@@ -368,6 +375,9 @@ class KafkaSource:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._admin.close(), _STOP_TIMEOUT_S)
         consumer = self._consumer
         if consumer is None:
             return
