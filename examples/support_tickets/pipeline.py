@@ -31,6 +31,7 @@ from operators import (
     retrieve,
 )
 from streamflow import Pipeline, Stage
+from streamflow.runtime import ReviewPolicy
 
 __all__ = ["REPLY_TEMPLATES", "pipeline"]
 
@@ -39,6 +40,9 @@ DATA = Path(__file__).resolve().parent / "data"
 # subject/body or text, and label); both can be pointed elsewhere.
 CLASSIFIER_MODEL = Path(os.environ.get("SUPPORT_CLASSIFIER_MODEL", DATA / "classifier.model"))
 TRAINING = Path(os.environ.get("SUPPORT_TRAINING_EXAMPLES", DATA / "training.jsonl"))
+
+REWORK = ReviewPolicy(rework_stage="generate", feedback_field="check")
+"""A reviewer's rejection goes back to generate, the note written as a failed check."""
 
 REPLY_TEMPLATES = {
     "billing": AnswerTemplate(
@@ -92,6 +96,9 @@ def offline_pipeline() -> Pipeline:
         input_model=Ticket,
         key_field="customer_id",
         summary_field="classification.label",
+        # A rejected answer is drafted again, with the reviewer's note where generate
+        # reads a failed check's reasons.
+        review=REWORK,
         stages=[
             Stage(
                 "classify",
