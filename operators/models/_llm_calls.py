@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from operators.models._results import ChatResult, RequestInfo, Usage
 from operators.models._wire import schema_hint
-from streamflow.ops import RateLimiter, RetryPolicy, instrumentation
+from streamflow.ops import Limiter, RetryPolicy, instrumentation
 
 if TYPE_CHECKING:
     from operators.models.openai import ModelClient
@@ -56,7 +56,7 @@ class CallPolicy:
         timeout: seconds per read of each call (None: the endpoint's default).
     """
 
-    limiter: RateLimiter | None = None
+    limiter: Limiter | None = None
     retry: RetryPolicy | None = field(default=DEFAULT_MODEL_RETRY)
     count_tokens: Callable[[str], int] = estimate_tokens
     timeout: float | None = None

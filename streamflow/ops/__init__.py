@@ -18,10 +18,13 @@ from streamflow.ops._context import (
     instrumentation,
     run_scope,
 )
-from streamflow.ops._limiter import (
-    Permit,
-    RateLimiter,
-    RateLimitStatistics,
+from streamflow.ops._limiter import Limiter, Permit, RateLimiter, RateLimitStatistics
+from streamflow.ops._limiter_registry import (
+    InProcessLimiters,
+    LimiterBackend,
+    LimiterRegistry,
+    SharedLimiter,
+    current_limiters,
     reset_shared_limiters,
     shared_limiter,
 )
@@ -55,8 +58,12 @@ __all__ = [
     "BreakerStatistics",
     "CircuitBreaker",
     "EventOperator",
+    "InProcessLimiters",
     "Instrumentation",
     "Lane",
+    "Limiter",
+    "LimiterBackend",
+    "LimiterRegistry",
     "MapStatistics",
     "Operator",
     "Ordering",
@@ -65,10 +72,12 @@ __all__ = [
     "RateLimiter",
     "RetryPolicy",
     "RunScope",
+    "SharedLimiter",
     "StepFn",
     "as_operator",
     "batch_async",
     "circuit_breaker",
+    "current_limiters",
     "current_scope",
     "current_stage",
     "fallback",
