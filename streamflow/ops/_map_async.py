@@ -21,6 +21,7 @@ from streamflow.ops._limiter import Limiter, Permit
 from streamflow.ops._operator import Lane, Operator, Ordering
 from streamflow.ops._order import InputOrder, KeyOrder
 from streamflow.ops._retry import RetryPolicy
+from streamflow.ops._typed import event_step, step_types
 
 __all__ = ["MapStatistics", "StepFn", "StepLane", "map_async", "run_step"]
 
@@ -48,7 +49,7 @@ class MapStatistics:
 
 
 def map_async(
-    fn: StepFn,
+    fn: StepFn | Callable[[Any], Any],
     *,
     concurrency: int | AdaptiveConcurrency = 16,
     ordered: bool | Literal["key"] = False,
@@ -75,8 +76,13 @@ def map_async(
     attempt the event leaves as a failed event carrying its error, attempts and
     step, headed for the dead letters. One failing event never ends the stream.
 
+    A step of the payload (``async def classify(t: Ticket) -> Classified``,
+    or a plain ``def``) gets the payload and returns the new one; its trace
+    entry is recorded the same way. The first parameter's hint decides: an
+    ``Event`` (or no hint) means a step of the envelope.
+
     Args:
-        fn: the async step, ``Event -> Event``.
+        fn: the step, async or not: ``Event -> Event``, or payload -> payload.
         concurrency: most calls in flight at once, or an
             :class:`AdaptiveConcurrency` whose current limit is read each time
             a call starts and which learns from each attempt's latency and 429s.
@@ -98,6 +104,7 @@ def map_async(
     Raises:
         ConfigError: on a non-positive concurrency, timeout or capacity, or
             ``tokens`` without a ``limiter``.
+        TopologyError: a step of the envelope whose hint says it returns no Event.
     """
     adaptive = concurrency if isinstance(concurrency, AdaptiveConcurrency) else None
     most = concurrency if isinstance(concurrency, int) else concurrency.max
@@ -112,6 +119,8 @@ def map_async(
     if ordered not in (False, True, "key"):
         raise ConfigError(f"map_async: ordered must be False, True or 'key', got {ordered!r}")
     step: str = name or str(getattr(fn, "__name__", "step"))
+    types = step_types(fn, step)
+    call_fn: StepFn = event_step(fn, step, types)
     mode: Ordering = "input" if ordered is True else "key" if ordered == "key" else "unordered"
     states: list[Slots | InputOrder | KeyOrder] = []
 
@@ -121,7 +130,7 @@ def map_async(
         if limiter is not None or adaptive is not None:
             options.update(limiter=limiter, tokens=tokens, adaptive=adaptive)
         direct = timeout is None and retry is None and limiter is None and adaptive is None
-        call = StepLane(fn, step, slots, options, direct=direct)
+        call = StepLane(call_fn, step, slots, options, direct=direct)
         if mode == "unordered":
             states.append(slots)
             return call
@@ -137,6 +146,8 @@ def map_async(
         requires=None if mode == "unordered" else mode,
         capacity=capacity,
         stats=lambda: _merge_stats(states, capacity),
+        payload_in=types.payload_in,
+        payload_out=types.payload_out,
     )
 
 

@@ -97,6 +97,7 @@ def rate_limit(
         ordering="input",
         capacity=capacity,
         stats=bound.statistics,
+        keeps_payload=True,
     )
 
 
