@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -15,6 +15,10 @@ from streamflow.ops import EventOperator, Operator, as_operator, pipe
 from streamflow.ops._gate import gate
 from streamflow.ops._operator import check_ordering
 from streamflow.ops._typed import compatible, type_name
+
+if TYPE_CHECKING:
+    # Only a type here: the review package imports this module.
+    from streamflow.runtime.review import ReviewPolicy
 
 __all__ = ["Pipeline", "Stage", "StageHooks"]
 
@@ -85,8 +89,9 @@ class Pipeline:
         id_field: payload field that becomes the event id (else derived from position).
         summary_field: dotted payload path whose value groups the run summary.
         window: most events inside the pipeline (one process) or one worker at once.
-        rework_stage: the stage a rejected review goes back to (default: the stage
-            named ``generate`` if there is one, else the first stage).
+        review: how a reviewer's rejection is reworked: the stage it goes back to and the
+            payload field of the note (default: the stage that parked the event, and
+            ``feedback``). See :class:`streamflow.runtime.review.ReviewPolicy`.
         limits: the record size and JSON depth every input must respect, and the
             bound of what is written (default: :data:`streamflow.events.DEFAULT_LIMITS`).
         input_topic: the topic the first stage reads, to plug into a topic that
@@ -110,7 +115,7 @@ class Pipeline:
         id_field: str | None = "id",
         summary_field: str | None = None,
         window: int = 1024,
-        rework_stage: str | None = None,
+        review: ReviewPolicy | None = None,
         limits: RecordLimits | None = None,
         input_topic: str | None = None,
         output_topic: str | None = None,
@@ -140,10 +145,11 @@ class Pipeline:
             seen.add(stage.name)
         if window < 1:
             raise ConfigError(f"pipeline '{name}': window must be >= 1, got {window}")
+        rework_stage = review.rework_stage if review is not None else None
         if rework_stage is not None and rework_stage not in seen:
             raise ConfigError(
-                f"pipeline '{name}': rework_stage '{rework_stage}' is not a stage; its stages "
-                "are " + ", ".join(s.name for s in stages)
+                f"pipeline '{name}': the review policy's rework_stage '{rework_stage}' is not a "
+                "stage; its stages are " + ", ".join(s.name for s in stages)
             )
         self.name = name
         self.stages = list(stages)
@@ -154,9 +160,8 @@ class Pipeline:
         self.id_field = id_field
         self.summary_field = summary_field
         self.window = window
+        self.review = review
         self.limits = limits or DEFAULT_LIMITS
-        default_rework = "generate" if "generate" in seen else self.stages[0].name
-        self.rework_stage: str = rework_stage or default_rework
         check_ordering([s.op for s in self.stages], where=f"pipeline '{name}'")
         _check_step_names(self.name, self.stages)
         _check_payload_types(self.name, self.stages, input_model)
