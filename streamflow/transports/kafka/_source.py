@@ -27,7 +27,7 @@ from streamflow.errors import TransportBroken, TransportRetriable
 from streamflow.flow import CreditWindow
 from streamflow.transports._base import Emit, Record
 from streamflow.transports._offsets import OffsetTicket, PartitionOffsets, SourceStatistics
-from streamflow.transports.kafka._clients import connection_error, make_admin, make_consumer
+from streamflow.transports.kafka._clients import make_admin, make_consumer, start_client
 from streamflow.transports.kafka._errors import map_kafka_error
 from streamflow.transports.kafka._settings import KafkaSettings
 
@@ -130,14 +130,13 @@ class KafkaSource:
         # public way to refresh a consumer's metadata or to see its coordinator.
         admin = make_admin(self.settings)
         consumer.subscribe([self.topic], listener=_Listener(self))
+        await start_client(self.settings, consumer, topic=self.topic)
         try:
-            await consumer.start()
-            await admin.start()
-        except Exception as exc:
-            for client in (consumer.stop, admin.close):
-                with contextlib.suppress(Exception):
-                    await client()
-            raise await connection_error(self.settings, exc, topic=self.topic) from exc
+            await start_client(self.settings, admin, topic=self.topic)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
         self._admin = admin
         self._consumer = consumer
         self._probe = asyncio.get_running_loop().create_task(self._probe_liveness())
