@@ -11,7 +11,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["BrokerProcess", "broker_binary", "free_port", "running_broker", "start_broker"]
+__all__ = [
+    "BrokerProcess",
+    "TlsBroker",
+    "broker_binary",
+    "free_port",
+    "running_broker",
+    "running_tls_broker",
+    "start_broker",
+]
 
 
 def broker_binary() -> str | None:
@@ -71,18 +79,40 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], deadline: float
     return False
 
 
-def start_broker(binary: str, *, startup_timeout: float = 20.0) -> BrokerProcess:
+def start_broker(
+    binary: str,
+    *,
+    startup_timeout: float = 20.0,
+    advertised_port: int | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> BrokerProcess:
     """Start Tansu on a free 127.0.0.1 port and wait until it accepts connections.
+
+    Args:
+        binary: the Tansu binary.
+        startup_timeout: seconds to wait for it to listen.
+        advertised_port: the port clients are told to use (a TLS terminator in
+            front of the broker); default: the broker's own.
+        extra_args: more broker arguments (``--authentication``).
 
     Raises:
         RuntimeError: the broker exited or did not listen in time (with its log).
     """
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     fd, log_path = tempfile.mkstemp(prefix="tansu-", suffix=".log")
     with os.fdopen(fd, "wb") as log:
         process = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                advertised,
+                *extra_args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -102,4 +132,64 @@ def running_broker(binary: str) -> Iterator[BrokerProcess]:
     try:
         yield broker
     finally:
+        broker.stop()
+
+
+@dataclass
+class TlsBroker:
+    """A broker behind a TLS terminator: clients reach it only at ``bootstrap``, over TLS."""
+
+    bootstrap: str
+    cafile: str
+    broker: BrokerProcess
+
+
+@contextlib.contextmanager
+def running_tls_broker(binary: str, workdir: str) -> Iterator[TlsBroker]:
+    """Run Tansu behind stunnel, with a CA and a server certificate made for the test.
+
+    The Tansu release used here accepts ``--cert`` on a ``tls://`` listener but
+    then speaks plain Kafka on it (no handshake), so TLS is terminated by
+    stunnel and the broker advertises stunnel's address.
+
+    Raises:
+        RuntimeError: stunnel is not installed, or did not listen in time.
+    """
+    import shutil
+
+    import trustme
+
+    stunnel = shutil.which("stunnel4") or shutil.which("stunnel")
+    if stunnel is None:
+        raise RuntimeError("stunnel is not installed (Debian: apt-get install stunnel4)")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    cafile = os.path.join(workdir, "ca.pem")
+    certfile = os.path.join(workdir, "server.pem")
+    ca.cert_pem.write_to_path(cafile)
+    server.private_key_and_cert_chain_pem.write_to_path(certfile)
+    tls_port = free_port()
+    broker = start_broker(binary, advertised_port=tls_port)
+    config = os.path.join(workdir, "stunnel.conf")
+    with open(config, "w") as handle:
+        handle.write(
+            f"foreground = yes\npid =\n[kafka]\naccept = 127.0.0.1:{tls_port}\n"
+            f"connect = {broker.bootstrap}\ncert = {certfile}\n"
+        )
+    log = open(os.path.join(workdir, "stunnel.log"), "wb")  # noqa: SIM115
+    terminator = subprocess.Popen(
+        [stunnel, config], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    try:
+        if not _wait_listening(tls_port, terminator, time.monotonic() + 20):
+            raise RuntimeError(f"stunnel did not listen on {tls_port}")
+        yield TlsBroker(f"127.0.0.1:{tls_port}", cafile, broker)
+    finally:
+        terminator.terminate()
+        try:
+            terminator.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            terminator.kill()
+            terminator.wait(timeout=10)
+        log.close()
         broker.stop()

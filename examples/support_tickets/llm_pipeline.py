@@ -47,11 +47,15 @@ from operators.models.llm import (
 )
 from streamflow import Pipeline, Stage
 from streamflow.errors import ConfigError
-from streamflow.ops import RateLimiter, RetryPolicy, shared_limiter
+from streamflow.ops import Limiter, RetryPolicy, shared_limiter
+from streamflow.runtime import ReviewPolicy
 
 __all__ = ["CATEGORIES", "HARD_CATEGORIES", "SIMPLE_CATEGORIES", "build_pipeline"]
 
 DATA = Path(__file__).resolve().parent / "data"
+
+REWORK = ReviewPolicy(rework_stage="generate", feedback_field="check")
+"""A reviewer's rejection goes back to generate, the note written as a failed check."""
 
 SIMPLE_CATEGORIES = ("shipping", "account_access", "feature_request")
 """Drafted by the cheap model first."""
@@ -80,7 +84,7 @@ def build_pipeline(
     strong: str,
     embed: str,
     judge: str | None = None,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     retry: RetryPolicy | None = None,
     count_tokens: Callable[[str], int] = estimate_tokens,
     max_rounds: int = 3,
@@ -127,6 +131,9 @@ def build_pipeline(
         input_model=Ticket,
         key_field="customer_id",
         summary_field="classification.label",
+        # A rejected answer is drafted again, with the reviewer's note where generate
+        # reads a failed check's reasons.
+        review=REWORK,
         stages=[
             Stage(
                 "classify",

@@ -510,13 +510,17 @@ def consume(
                 async for _, value in records:
                     out.write(value + b"\n")
                     written += 1
-                    if output_path == "-":
-                        out.flush()
+                    # Whoever tails the output sees each record as it arrives.
+                    out.flush()
 
     try:
         asyncio.run(main())
-    finally:
-        stderr.print(f"consumed {written} records from {source}")
+    except StreamflowError:
+        # A failed start wrote nothing: the error line alone says it all.
+        if written:
+            stderr.print(f"consumed {written} records from {source}", markup=False)
+        raise
+    stderr.print(f"consumed {written} records from {source}", markup=False)
 
 
 # -- dlq replay --------------------------------------------------------------------

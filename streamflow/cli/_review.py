@@ -9,6 +9,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from streamflow.cli import cli, pipeline_argument
 from streamflow.cli._kafka import BROKER_ENV, broker_option, settings_for
@@ -16,14 +17,14 @@ from streamflow.cli._load import load_pipeline
 from streamflow.events import Event, dumps
 from streamflow.runtime import Pipeline
 from streamflow.runtime._report import lookup_field
-from streamflow.runtime._review import (
+from streamflow.runtime.review import (
     FileReviewQueue,
     KafkaReviewQueue,
     ReviewResult,
     parked_stage,
 )
 
-__all__ = ["review", "review_rows"]
+__all__ = ["printable", "review", "review_rows"]
 
 _PREVIEW = 60
 
@@ -90,10 +91,32 @@ def review_rows(pipeline: Pipeline, events: list[Event]) -> list[dict[str, Any]]
     return rows
 
 
-def _short(text: str | None) -> str:
-    if not text:
+def printable(value: object) -> str:
+    """Return ``value`` as one line a terminal shows as it is: control characters escaped.
+
+    Ids, keys and reasons come from input records; an escape sequence in one
+    must not reach the terminal, and a newline must not break the line.
+
+    Args:
+        value: any value (None gives an empty string).
+
+    Returns:
+        The text, with every non-printable character written as a Python escape.
+    """
+    if value is None:
         return ""
-    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…"
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def _cell(value: object, *, preview: bool = False) -> Text:
+    """A table cell that is text, never rich markup."""
+    text = printable(value)
+    if preview and len(text) > _PREVIEW:
+        text = text[: _PREVIEW - 1] + "…"
+    return Text(text)
 
 
 @cli.group()
@@ -122,7 +145,8 @@ def review_list(pipeline: str, output_path: str | None, broker: str | None, as_j
         console.print("nothing waits for review")
         return
     table = Table(
-        title=f"{queue.pipeline.name}: {len(rows)} waiting for review", title_justify="left"
+        title=Text(f"{queue.pipeline.name}: {len(rows)} waiting for review"),
+        title_justify="left",
     )
     table.add_column("id", no_wrap=True)
     table.add_column("key", no_wrap=True)
@@ -132,10 +156,14 @@ def review_list(pipeline: str, output_path: str | None, broker: str | None, as_j
     table.add_column("reason")
     table.add_column("answer")
     for row in rows:
-        cells = [row["id"], row["key"] or ""]
+        cells = [_cell(row["id"]), _cell(row["key"])]
         if queue.pipeline.summary_field:
-            cells.append(row["category"] or "")
-        cells += [row["stage"] or "", _short(row["reason"]), _short(row["answer"])]
+            cells.append(_cell(row["category"]))
+        cells += [
+            _cell(row["stage"]),
+            _cell(row["reason"], preview=True),
+            _cell(row["answer"], preview=True),
+        ]
         table.add_row(*cells)
     console.print(table)
 
@@ -156,11 +184,11 @@ def _report(result: ReviewResult, as_json: bool) -> None:
         )
         return
     where = "the output" if result.sent_to == "output" else f"stage {result.sent_to}"
-    line = f"{decision.id}: {decision.decision}, sent to {where}"
+    line = f"{printable(decision.id)}: {decision.decision}, sent to {where}"
     if result.outcome is not None and result.sent_to != "output":
         line += f"; it came out {result.outcome}"
         if result.event.reason:
-            line += f" ({result.event.reason})"
+            line += f" ({printable(result.event.reason)})"
     click.echo(line)
 
 
@@ -179,7 +207,13 @@ def review_approve(
     note: str | None,
     as_json: bool,
 ) -> None:
-    """Approve event ID: it goes on to the output as it is."""
+    """Approve event ID: it goes on unchanged from where it was parked.
+
+    Parked by the last stage, it is written to the output. Parked earlier (a
+    classifier unsure of a label), it runs the stages after the one that parked
+    it, and their result is appended to the output, review or dead-letter file
+    (with Kafka, the running workers pick it up).
+    """
     queue = _queue(pipeline, output_path, broker)
     _report(asyncio.run(queue.approve(event_id, note)), as_json)
 
@@ -199,8 +233,10 @@ def review_reject(
     note: str,
     as_json: bool,
 ) -> None:
-    """Reject event ID: it goes back to the rework stage with --note as feedback.
+    """Reject event ID: it runs again from the rework stage with --note as feedback.
 
+    The pipeline's review policy names the rework stage and the payload field
+    of the note (by default the stage that parked the event, and `feedback`).
     In one process the event runs again at once and its result is appended to
     the output, review or dead-letter file; with Kafka the running workers pick it up.
     """

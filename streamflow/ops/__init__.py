@@ -18,10 +18,13 @@ from streamflow.ops._context import (
     instrumentation,
     run_scope,
 )
-from streamflow.ops._limiter import (
-    Permit,
-    RateLimiter,
-    RateLimitStatistics,
+from streamflow.ops._limiter import Limiter, Permit, RateLimiter, RateLimitStatistics
+from streamflow.ops._limiter_registry import (
+    InProcessLimiters,
+    LimiterBackend,
+    LimiterRegistry,
+    SharedLimiter,
+    current_limiters,
     reset_shared_limiters,
     shared_limiter,
 )
@@ -43,11 +46,12 @@ from streamflow.ops._resilience import (
     circuit_breaker,
     fallback,
 )
-from streamflow.ops._retry import RetryPolicy
+from streamflow.ops._retry import DEFAULT_RETRY_ON, RetryOutcome, RetryPolicy, retry_call
 from streamflow.ops._route import route
 from streamflow.ops._simple import filter, tap
 
 __all__ = [
+    "DEFAULT_RETRY_ON",
     "AdaptiveConcurrency",
     "AdaptiveStatistics",
     "BatchStatistics",
@@ -55,20 +59,27 @@ __all__ = [
     "BreakerStatistics",
     "CircuitBreaker",
     "EventOperator",
+    "InProcessLimiters",
     "Instrumentation",
     "Lane",
+    "Limiter",
+    "LimiterBackend",
+    "LimiterRegistry",
     "MapStatistics",
     "Operator",
     "Ordering",
     "Permit",
     "RateLimitStatistics",
     "RateLimiter",
+    "RetryOutcome",
     "RetryPolicy",
     "RunScope",
+    "SharedLimiter",
     "StepFn",
     "as_operator",
     "batch_async",
     "circuit_breaker",
+    "current_limiters",
     "current_scope",
     "current_stage",
     "fallback",
@@ -80,6 +91,7 @@ __all__ = [
     "pipe",
     "rate_limit",
     "reset_shared_limiters",
+    "retry_call",
     "route",
     "run_scope",
     "shared_limiter",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import reactivex
 from reactivex import Observable, abc
@@ -43,6 +44,9 @@ def per_event(
     capacity: int | None = None,
     branches: tuple[tuple[str, Operator], ...] = (),
     stats: Callable[[], object] | None = None,
+    payload_in: type[Any] | None = None,
+    payload_out: type[Any] | None = None,
+    keeps_payload: bool = False,
 ) -> Operator:
     """Make an Operator from its per-event form; its reactivex form is :func:`stream_of`.
 
@@ -55,6 +59,9 @@ def per_event(
         capacity: its bound on events waiting inside it (None: the default bound).
         branches: labelled sub-operators.
         stats: returns its statistics.
+        payload_in: the payload type it takes (None: any).
+        payload_out: the payload type it hands on (None: not known).
+        keeps_payload: it never changes the payload.
 
     Returns:
         An Operator that runs the same code per event (runtime) and as a stream.
@@ -69,6 +76,9 @@ def per_event(
         branches=branches,
         stats=stats,
         lane=lane,
+        payload_in=payload_in,
+        payload_out=payload_out,
+        keeps_payload=keeps_payload,
     )
 
 

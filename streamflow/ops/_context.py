@@ -14,6 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streamflow.ops._limiter_registry import LimiterRegistry
 
 __all__ = [
     "Instrumentation",
@@ -106,12 +110,13 @@ class RunScope:
 
     Attributes:
         instrumentation: the run's metrics hooks.
-        limiters: the limiter registry of the runtime the run belongs to (None:
-            the rate-limiting layer's default).
+        limiters: the limiter registry of the runtime the run belongs to, which
+            :func:`~streamflow.ops.shared_limiter` handles draw from (None: the
+            registry for code outside any runtime).
     """
 
     instrumentation: Instrumentation = field(default_factory=Instrumentation)
-    limiters: object | None = None
+    limiters: LimiterRegistry | None = None
 
 
 _scope: ContextVar[RunScope | None] = ContextVar("streamflow_run_scope", default=None)

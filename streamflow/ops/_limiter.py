@@ -1,9 +1,10 @@
 """A budget of requests and tokens per model endpoint, counted in this process.
 
 A provider limits an *endpoint* (requests and tokens per minute), not one
-call site, so every step that calls the same endpoint in a process must draw
-from the same budget: :func:`shared_limiter` hands out one
-:class:`RateLimiter` per key. The operator that waits on a limiter is
+call site, so every step that calls the same endpoint must draw from the same
+budget. :class:`RateLimiter` is that budget counted in this process; the
+registry that hands out one limiter per endpoint key is
+:mod:`streamflow.ops._registry`, and the operator that waits on a limiter is
 :func:`streamflow.ops.rate_limit`.
 """
 
@@ -11,20 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from streamflow.errors import ConfigError
 from streamflow.ops._context import instrumentation
 
 __all__ = [
     "DEFAULT_GUARD",
+    "Limiter",
     "Permit",
     "RateLimitStatistics",
     "RateLimiter",
-    "reset_shared_limiters",
-    "shared_limiter",
+    "check_limits",
+    "describe_limits",
 ]
 
 # Loop clocks are floats; looptime moves in 1e-6 s ticks. An entry this close
@@ -33,6 +37,47 @@ _EPSILON = 1e-9
 
 DEFAULT_GUARD = 0.05
 """Seconds added to every window unless a limiter says otherwise (see RateLimiter)."""
+
+
+def check_limits(
+    name: str,
+    *,
+    requests_per_min: int | None,
+    requests_per_s: int | None,
+    tokens_per_min: int | None,
+) -> dict[str, int | None]:
+    """Check the limits of a budget and return them by name.
+
+    Args:
+        name: the limiter's name, for the message.
+        requests_per_min: most calls in any 60 s.
+        requests_per_s: most calls in any second.
+        tokens_per_min: most tokens in any 60 s.
+
+    Returns:
+        ``{"requests_per_min": ..., "requests_per_s": ..., "tokens_per_min": ...}``.
+
+    Raises:
+        ConfigError: no limit given, or a limit below 1.
+    """
+    limits = {
+        "requests_per_min": requests_per_min,
+        "requests_per_s": requests_per_s,
+        "tokens_per_min": tokens_per_min,
+    }
+    for label, value in limits.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"rate limiter '{name}': {label} must be >= 1, got {value}")
+    if all(value is None for value in limits.values()):
+        raise ConfigError(
+            f"rate limiter '{name}': give requests_per_min, requests_per_s or tokens_per_min"
+        )
+    return limits
+
+
+def describe_limits(limits: dict[str, int | None]) -> str:
+    """``requests_per_min=500, tokens_per_min=200000``: the limits that are set."""
+    return ", ".join(f"{k}={v}" for k, v in limits.items() if v is not None) or "no limits"
 
 
 class _Admission:
@@ -103,11 +148,16 @@ class _Window:
 class Permit:
     """One admitted call; :meth:`settle` corrects its token estimate afterwards."""
 
-    __slots__ = ("_entry", "_limiter", "estimate", "settled")
+    __slots__ = ("_on_settle", "estimate", "settled")
 
-    def __init__(self, limiter: RateLimiter, estimate: int, entry: _Admission | None) -> None:
-        self._limiter = limiter
-        self._entry = entry
+    def __init__(self, estimate: int, on_settle: Callable[[Permit, int], None]) -> None:
+        """Create a permit; limiters do, callers get one from ``acquire``.
+
+        Args:
+            estimate: the tokens charged on admission.
+            on_settle: corrects the limiter's charge, called once by :meth:`settle`.
+        """
+        self._on_settle = on_settle
         self.estimate = estimate
         self.settled = False
 
@@ -120,7 +170,7 @@ class Permit:
         if self.settled:
             return
         self.settled = True
-        self._limiter._settle(self, actual_tokens)
+        self._on_settle(self, actual_tokens)
 
 
 @dataclass(frozen=True)
@@ -146,6 +196,37 @@ class RateLimitStatistics:
     waiting: int
     requests_in_window: int
     tokens_in_window: int
+
+
+class Limiter(Protocol):
+    """What steps and operators wait on: a budget of requests and tokens for one endpoint.
+
+    :class:`RateLimiter` counts in this process; a runtime may hand out
+    limiters that count elsewhere (Redis, shared by every process), through
+    a :class:`~streamflow.ops.LimiterRegistry`.
+    """
+
+    @property
+    def name(self) -> str:
+        """The endpoint (or step) the budget belongs to."""
+        ...
+
+    @property
+    def limits(self) -> dict[str, int | None]:
+        """``requests_per_min``, ``requests_per_s`` and ``tokens_per_min`` (None: no limit)."""
+        ...
+
+    def try_acquire(self, tokens: int = 0) -> Permit | None:
+        """Admit one call now if that needs no waiting, else None (the caller then awaits)."""
+        ...
+
+    async def acquire(self, tokens: int = 0) -> Permit:
+        """Wait until one more call of ``tokens`` fits every budget, then charge it."""
+        ...
+
+    def statistics(self) -> RateLimitStatistics:
+        """Return a snapshot of the limiter."""
+        ...
 
 
 class RateLimiter:
@@ -187,18 +268,12 @@ class RateLimiter:
         Raises:
             ConfigError: no limit given, or a limit below 1.
         """
-        limits = {
-            "requests_per_min": requests_per_min,
-            "requests_per_s": requests_per_s,
-            "tokens_per_min": tokens_per_min,
-        }
-        for label, value in limits.items():
-            if value is not None and value < 1:
-                raise ConfigError(f"rate limiter '{name}': {label} must be >= 1, got {value}")
-        if all(value is None for value in limits.values()):
-            raise ConfigError(
-                f"rate limiter '{name}': give requests_per_min, requests_per_s or tokens_per_min"
-            )
+        limits = check_limits(
+            name,
+            requests_per_min=requests_per_min,
+            requests_per_s=requests_per_s,
+            tokens_per_min=tokens_per_min,
+        )
         self.name = name
         self.on_wait = on_wait
         self.limits = limits
@@ -241,7 +316,7 @@ class RateLimiter:
         entry = self._token_window.admit(now, tokens) if self._token_window is not None else None
         self.requests += 1
         self.tokens += max(tokens, 0)
-        return Permit(self, tokens, entry)
+        return Permit(tokens, functools.partial(self._settle, entry))
 
     def try_acquire(self, tokens: int = 0) -> Permit | None:
         """Admit one call now if nobody waits and every budget has room, else None.
@@ -314,12 +389,12 @@ class RateLimiter:
                     break
                 self._queue.popleft()
 
-    def _settle(self, permit: Permit, actual: int) -> None:
+    def _settle(self, entry: _Admission | None, permit: Permit, actual: int) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
         self.tokens += actual - permit.estimate
         if self._token_window is not None:
-            self._token_window.correct(permit._entry, now, actual)
+            self._token_window.correct(entry, now, actual)
         if actual < permit.estimate and self._nudge is not None:
             _resolve(self._nudge)
 
@@ -346,70 +421,9 @@ class RateLimiter:
         )
 
     def __repr__(self) -> str:
-        limits = ", ".join(f"{k}={v}" for k, v in self.limits.items() if v is not None)
-        return f"RateLimiter({limits}, name={self.name!r})"
+        return f"RateLimiter({describe_limits(self.limits)}, name={self.name!r})"
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-_SHARED: dict[str, RateLimiter] = {}
-
-
-def shared_limiter(
-    key: str,
-    *,
-    requests_per_min: int | None = None,
-    requests_per_s: int | None = None,
-    tokens_per_min: int | None = None,
-) -> RateLimiter:
-    """Return the process-wide limiter for ``key``, creating it on first use.
-
-    Every step that calls the same endpoint should use the same key (for
-    example ``"openai:gpt-4o-mini"``), so they share one budget.
-
-    Args:
-        key: names the endpoint.
-        requests_per_min: most calls in any 60 s.
-        requests_per_s: most calls in any second.
-        tokens_per_min: most tokens in any 60 s.
-
-    Returns:
-        The same :class:`RateLimiter` for the same key.
-
-    Raises:
-        ConfigError: the key was declared before with other limits, or no limit given.
-    """
-    limits = {
-        "requests_per_min": requests_per_min,
-        "requests_per_s": requests_per_s,
-        "tokens_per_min": tokens_per_min,
-    }
-    existing = _SHARED.get(key)
-    if existing is not None:
-        if existing.limits != limits:
-            raise ConfigError(
-                f"rate limit key '{key}' is declared twice with different limits: "
-                f"{_describe(existing.limits)} and {_describe(limits)}; an endpoint has one "
-                "budget, so give every step that uses this key the same limits"
-            )
-        return existing
-    limiter = RateLimiter(
-        requests_per_min=requests_per_min,
-        requests_per_s=requests_per_s,
-        tokens_per_min=tokens_per_min,
-        name=key,
-    )
-    _SHARED[key] = limiter
-    return limiter
-
-
-def reset_shared_limiters() -> None:
-    """Forget every shared limiter (tests, or a process that reloads its pipelines)."""
-    _SHARED.clear()
-
-
-def _describe(limits: dict[str, int | None]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in limits.items() if v is not None) or "no limits"

@@ -17,10 +17,11 @@ from streamflow.events import Event, StepRecord
 from streamflow.flow._adaptive import AdaptiveConcurrency
 from streamflow.flow._slots import Slots
 from streamflow.ops._adapter import DEFAULT_CAPACITY, per_event
-from streamflow.ops._limiter import Permit, RateLimiter
+from streamflow.ops._limiter import Limiter, Permit
 from streamflow.ops._operator import Lane, Operator, Ordering
 from streamflow.ops._order import InputOrder, KeyOrder
-from streamflow.ops._retry import RetryPolicy
+from streamflow.ops._retry import RetryPolicy, retry_call
+from streamflow.ops._typed import event_step, step_types
 
 __all__ = ["MapStatistics", "StepFn", "StepLane", "map_async", "run_step"]
 
@@ -48,7 +49,7 @@ class MapStatistics:
 
 
 def map_async(
-    fn: StepFn,
+    fn: StepFn | Callable[[Any], Any],
     *,
     concurrency: int | AdaptiveConcurrency = 16,
     ordered: bool | Literal["key"] = False,
@@ -56,7 +57,7 @@ def map_async(
     retry: RetryPolicy | None = None,
     name: str | None = None,
     capacity: int = DEFAULT_CAPACITY,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     tokens: TokenEstimate | None = None,
 ) -> Operator:
     """Run ``fn`` on each active event, at most ``concurrency`` calls at once.
@@ -75,8 +76,13 @@ def map_async(
     attempt the event leaves as a failed event carrying its error, attempts and
     step, headed for the dead letters. One failing event never ends the stream.
 
+    A step of the payload (``async def classify(t: Ticket) -> Classified``,
+    or a plain ``def``) gets the payload and returns the new one; its trace
+    entry is recorded the same way. The first parameter's hint decides: an
+    ``Event`` (or no hint) means a step of the envelope.
+
     Args:
-        fn: the async step, ``Event -> Event``.
+        fn: the step, async or not: ``Event -> Event``, or payload -> payload.
         concurrency: most calls in flight at once, or an
             :class:`AdaptiveConcurrency` whose current limit is read each time
             a call starts and which learns from each attempt's latency and 429s.
@@ -98,6 +104,7 @@ def map_async(
     Raises:
         ConfigError: on a non-positive concurrency, timeout or capacity, or
             ``tokens`` without a ``limiter``.
+        TopologyError: a step of the envelope whose hint says it returns no Event.
     """
     adaptive = concurrency if isinstance(concurrency, AdaptiveConcurrency) else None
     most = concurrency if isinstance(concurrency, int) else concurrency.max
@@ -112,6 +119,8 @@ def map_async(
     if ordered not in (False, True, "key"):
         raise ConfigError(f"map_async: ordered must be False, True or 'key', got {ordered!r}")
     step: str = name or str(getattr(fn, "__name__", "step"))
+    types = step_types(fn, step)
+    call_fn: StepFn = event_step(fn, step, types)
     mode: Ordering = "input" if ordered is True else "key" if ordered == "key" else "unordered"
     states: list[Slots | InputOrder | KeyOrder] = []
 
@@ -121,7 +130,7 @@ def map_async(
         if limiter is not None or adaptive is not None:
             options.update(limiter=limiter, tokens=tokens, adaptive=adaptive)
         direct = timeout is None and retry is None and limiter is None and adaptive is None
-        call = StepLane(fn, step, slots, options, direct=direct)
+        call = StepLane(call_fn, step, slots, options, direct=direct)
         if mode == "unordered":
             states.append(slots)
             return call
@@ -137,6 +146,8 @@ def map_async(
         requires=None if mode == "unordered" else mode,
         capacity=capacity,
         stats=lambda: _merge_stats(states, capacity),
+        payload_in=types.payload_in,
+        payload_out=types.payload_out,
     )
 
 
@@ -218,7 +229,7 @@ async def run_step(
     step: str,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     tokens: TokenEstimate | None = None,
     adaptive: AdaptiveConcurrency | None = None,
 ) -> Event:
@@ -234,16 +245,16 @@ async def run_step(
     """
     # Durations use the loop clock, the clock timeouts are measured on.
     clock = asyncio.get_running_loop().time
-    attempt = 0
-    while True:
-        attempt += 1
-        permit = None
-        try:
-            if limiter is not None:
+    # The latest attempt's wall-clock start, loop-clock start and limiter permit.
+    started, t0, permit = time.time(), clock(), None
+
+    async def attempt() -> Event:
+        nonlocal started, t0, permit
+        if limiter is not None:
+            try:
                 permit = await limiter.acquire(tokens(event) if tokens is not None else 0)
-        except Exception as exc:
-            # A broken token estimate fails this event, never the stream.
-            return event.failed(exc, step).evolve(attempts=event.attempts + attempt)
+            except Exception as exc:
+                raise _EstimateFailed(exc) from exc
         started = time.time()
         t0 = clock()
         try:
@@ -264,16 +275,33 @@ async def run_step(
         except Exception as exc:
             if adaptive is not None:
                 adaptive.on_failure(t0, clock(), exc)
-            if retry is not None and retry.should_retry(exc, attempt):
-                await asyncio.sleep(retry.delay(attempt, getattr(exc, "retry_after", None)))
-                continue
-            return _failure(event, exc, step, started, clock() - t0, attempt)
-        t1 = clock()
-        if adaptive is not None:
-            adaptive.on_success(t0, t1)
-        if permit is not None:
-            _settle(permit, event, result, step)
-        return _with_record(event, result, step, started, t1 - t0, attempt)
+            raise
+        return result
+
+    tried = await retry_call(
+        attempt, retry, retry_if=lambda exc: not isinstance(exc, _EstimateFailed)
+    )
+    error = tried.error
+    if isinstance(error, _EstimateFailed):
+        # A broken token estimate fails this event, never the stream.
+        return event.failed(error.error, step).evolve(attempts=event.attempts + tried.attempts)
+    if error is not None:
+        return _failure(event, error, step, started, clock() - t0, tried.attempts)
+    result = tried.unwrap()
+    t1 = clock()
+    if adaptive is not None:
+        adaptive.on_success(t0, t1)
+    if permit is not None:
+        _settle(permit, event, result, step)
+    return _with_record(event, result, step, started, t1 - t0, tried.attempts)
+
+
+class _EstimateFailed(Exception):
+    """A token estimate raised before the step ran: the event fails, unretried."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _not_an_event(step: str, result: object, event: Event) -> StepFailed:

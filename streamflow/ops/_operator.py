@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from reactivex import Observable
 
@@ -56,6 +56,10 @@ class Operator:
         capacity: the bound of its largest internal buffer, if it has one.
         branches: labelled sub-operators (route, parallel) or the steps of a chain.
         stats: returns the operator's buffer statistics.
+        payload_in: the payload type its step takes (None: any), from a typed step's hint.
+        payload_out: the payload type it hands on (None: not known).
+        keeps_payload: it never changes the payload (filter, tap, rate_limit), so
+            what comes out has the type that went in.
         lane: makes the operator's per-event form. Every streamflow operator is
             written as one (and its ``fn`` derived from it by
             :func:`~streamflow.ops._adapter.stream_of`); the runtime awaits it
@@ -72,6 +76,9 @@ class Operator:
     branches: tuple[tuple[str, Operator], ...] = field(default=())
     stats: Callable[[], object] | None = field(default=None, compare=False, repr=False)
     lane: LaneFactory | None = field(default=None, compare=False, repr=False)
+    payload_in: type[Any] | None = None
+    payload_out: type[Any] | None = None
+    keeps_payload: bool = False
 
     def statistics(self) -> object:
         """Return the operator's buffer statistics, or None if it keeps no buffer."""
@@ -130,6 +137,11 @@ def pipe(*ops: Operator | EventOperator, name: str = "chain") -> Operator:
         ordering = _weakest(ordering, step.ordering)
     capacities = [s.capacity for s in steps if s.capacity is not None]
     capacity = min(capacities) if capacities else None
+    payload_out: type[Any] | None = None
+    keeps = True
+    for step in steps:
+        if not step.keeps_payload:
+            payload_out, keeps = step.payload_out, False
     return Operator(
         # One adapter over the chained lanes when every step has one (fewer hops).
         fn=chain if lane is None else stream_of(lane, name=name, capacity=capacity),
@@ -140,6 +152,9 @@ def pipe(*ops: Operator | EventOperator, name: str = "chain") -> Operator:
         capacity=capacity,
         branches=tuple((s.name, s) for s in steps),
         lane=lane,
+        payload_in=next((s.payload_in for s in steps if not s.keeps_payload), None),
+        payload_out=payload_out,
+        keeps_payload=keeps,
     )
 
 

@@ -83,6 +83,7 @@ def parallel(
         ordering="unordered",
         capacity=min(capacities) if capacities else None,
         branches=tuple(ops.items()),
+        payload_out=dict if merge is merge_into_dict else None,
     )
 
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from streamflow.errors import CapacityExceeded, ConfigError
 from streamflow.events import Event
 from streamflow.ops._adapter import per_event
-from streamflow.ops._limiter import RateLimiter, shared_limiter
+from streamflow.ops._limiter import Limiter, RateLimiter
+from streamflow.ops._limiter_registry import shared_limiter
 from streamflow.ops._operator import Lane, Operator
 
 __all__ = ["DEFAULT_CAPACITY", "TokenEstimate", "rate_limit"]
@@ -23,7 +24,7 @@ DEFAULT_CAPACITY = 4096
 
 
 def rate_limit(
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     *,
     tokens: TokenEstimate | None = None,
     requests_per_s: int | None = None,
@@ -96,6 +97,7 @@ def rate_limit(
         ordering="input",
         capacity=capacity,
         stats=bound.statistics,
+        keeps_payload=True,
     )
 
 
@@ -109,7 +111,7 @@ class _Held:
     """
 
     def __init__(
-        self, limiter: RateLimiter, tokens: TokenEstimate | None, name: str, capacity: int
+        self, limiter: Limiter, tokens: TokenEstimate | None, name: str, capacity: int
     ) -> None:
         self.limiter = limiter
         self.tokens = tokens

@@ -84,6 +84,8 @@ def route(
         return call
 
     capacities = [op.capacity for op in ops.values() if op.capacity is not None]
+    outs = {op.payload_out for op in ops.values() if not op.keeps_payload}
+    keeping = sum(op.keeps_payload for op in ops.values())
     return per_event(
         lane,
         name=name,
@@ -91,4 +93,7 @@ def route(
         ordering="unordered" if len(ops) > 1 else next(iter(ops.values())).ordering,
         capacity=min(capacities) if capacities else None,
         branches=tuple(ops.items()),
+        # What comes out is what every branch hands on, when they agree.
+        payload_out=outs.pop() if len(outs) == 1 and not keeping else None,
+        keeps_payload=keeping == len(ops),
     )

@@ -43,7 +43,7 @@ def filter(predicate: Callable[[Event], bool], *, name: str = "filter") -> Opera
         record = StepRecord.timed(name, started, 0.0, outcome="filtered")
         return event.traced(record, outcome="filtered", reason=f"filtered by {name}")
 
-    return per_event(_lane(decide), name=name, kind="filter", ordering="input")
+    return per_event(_lane(decide), name=name, kind="filter", ordering="input", keeps_payload=True)
 
 
 def tap(action: Callable[[Event], object], *, name: str = "tap") -> Operator:
@@ -67,7 +67,7 @@ def tap(action: Callable[[Event], object], *, name: str = "tap") -> Operator:
             return event.traced(record)
         return event
 
-    return per_event(_lane(run), name=name, kind="tap", ordering="input")
+    return per_event(_lane(run), name=name, kind="tap", ordering="input", keeps_payload=True)
 
 
 def _lane(fn: Callable[[Event], Event]) -> Callable[[], Lane]:

@@ -6,10 +6,13 @@ from streamflow.runtime._library import Flow, expect_ok, open_flow
 from streamflow.runtime._otel import EventSpans
 from streamflow.runtime._pipeline import Pipeline, Stage, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
-from streamflow.runtime._review import (
+from streamflow.runtime._runner import run_flow
+from streamflow.runtime._runtime import Runtime
+from streamflow.runtime.review import (
     Decision,
     FileReviewQueue,
     KafkaReviewQueue,
+    ReviewPolicy,
     ReviewResult,
     approved,
     decisions_path,
@@ -17,8 +20,6 @@ from streamflow.runtime._review import (
     parked_stage,
     rejected,
 )
-from streamflow.runtime._runner import run_flow
-from streamflow.runtime._runtime import Runtime
 
 __all__ = [
     "Decision",
@@ -28,6 +29,7 @@ __all__ = [
     "KafkaReviewQueue",
     "LatencySketch",
     "Pipeline",
+    "ReviewPolicy",
     "ReviewResult",
     "RunReport",
     "Runtime",

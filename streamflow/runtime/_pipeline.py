@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -13,6 +14,11 @@ from streamflow.events import DEFAULT_LIMITS, Event, RecordLimits
 from streamflow.ops import EventOperator, Operator, as_operator, pipe
 from streamflow.ops._gate import gate
 from streamflow.ops._operator import check_ordering
+from streamflow.ops._typed import compatible, type_name
+
+if TYPE_CHECKING:
+    # Only a type here: the review package imports this module.
+    from streamflow.runtime.review import ReviewPolicy
 
 __all__ = ["Pipeline", "Stage", "StageHooks"]
 
@@ -28,12 +34,21 @@ class Stage:
         name: lowercase name; topics and groups are derived from it.
         operator: an Operator, a plain reactivex operator, or a list composed in order.
         concurrency: most events inside the stage at once (None: bounded by the window).
+        input_model: the payload model the stage takes; a worker of the stage
+            decodes each payload to it (a payload that does not fit is a dead
+            letter naming the field). Default: what the step before hands on,
+            from its return hint (or the pipeline's input model for the first
+            stage), else what the stage's first typed step takes.
+        payload_model: the model the stage's input is decoded to, set when
+            the pipeline is built (None: payloads stay as decoded, dicts).
     """
 
     name: str
     operator: Operator | EventOperator | Sequence[Operator | EventOperator]
     concurrency: int | None = None
+    input_model: type[BaseModel] | None = None
     op: Operator = field(init=False, repr=False)
+    payload_model: type[Any] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -74,8 +89,9 @@ class Pipeline:
         id_field: payload field that becomes the event id (else derived from position).
         summary_field: dotted payload path whose value groups the run summary.
         window: most events inside the pipeline (one process) or one worker at once.
-        rework_stage: the stage a rejected review goes back to (default: the stage
-            named ``generate`` if there is one, else the first stage).
+        review: how a reviewer's rejection is reworked: the stage it goes back to and the
+            payload field of the note (default: the stage that parked the event, and
+            ``feedback``). See :class:`streamflow.runtime.review.ReviewPolicy`.
         limits: the record size and JSON depth every input must respect, and the
             bound of what is written (default: :data:`streamflow.events.DEFAULT_LIMITS`).
         input_topic: the topic the first stage reads, to plug into a topic that
@@ -99,7 +115,7 @@ class Pipeline:
         id_field: str | None = "id",
         summary_field: str | None = None,
         window: int = 1024,
-        rework_stage: str | None = None,
+        review: ReviewPolicy | None = None,
         limits: RecordLimits | None = None,
         input_topic: str | None = None,
         output_topic: str | None = None,
@@ -129,10 +145,11 @@ class Pipeline:
             seen.add(stage.name)
         if window < 1:
             raise ConfigError(f"pipeline '{name}': window must be >= 1, got {window}")
+        rework_stage = review.rework_stage if review is not None else None
         if rework_stage is not None and rework_stage not in seen:
             raise ConfigError(
-                f"pipeline '{name}': rework_stage '{rework_stage}' is not a stage; its stages "
-                "are " + ", ".join(s.name for s in stages)
+                f"pipeline '{name}': the review policy's rework_stage '{rework_stage}' is not a "
+                "stage; its stages are " + ", ".join(s.name for s in stages)
             )
         self.name = name
         self.stages = list(stages)
@@ -143,11 +160,11 @@ class Pipeline:
         self.id_field = id_field
         self.summary_field = summary_field
         self.window = window
+        self.review = review
         self.limits = limits or DEFAULT_LIMITS
-        default_rework = "generate" if "generate" in seen else self.stages[0].name
-        self.rework_stage: str = rework_stage or default_rework
         check_ordering([s.op for s in self.stages], where=f"pipeline '{name}'")
         _check_step_names(self.name, self.stages)
+        _check_payload_types(self.name, self.stages, input_model)
         for stage in self.stages:
             for op in stage.op.walk():
                 if op.capacity is not None and op.capacity < window:
@@ -271,6 +288,71 @@ class Pipeline:
         lines.append(f"    {previous} -. failed .-> dlq")
         lines.append(f"    {previous} -. review .-> review")
         return "\n".join(lines) + "\n"
+
+
+def _check_payload_types(
+    pipeline: str, stages: Sequence[Stage], input_model: type[BaseModel] | None
+) -> None:
+    """Check that each step takes what the step before it hands on; set each stage's model.
+
+    Raises:
+        TopologyError: naming both ends of the first mismatch and the fix.
+    """
+    current: type[Any] | None = input_model
+    source = "the pipeline's input_model"
+    for stage in stages:
+        declared = stage.input_model
+        if declared is not None:
+            if not compatible(current, declared):
+                raise TopologyError(
+                    f"pipeline '{pipeline}': stage '{stage.name}' declares input_model "
+                    f"{type_name(declared)}, but {source} hands on {type_name(current)}; "
+                    "make them agree"
+                )
+            current, source = declared, f"stage '{stage.name}''s input_model"
+        stage.payload_model = current if current is not None else _first_need(stage.op)
+        current, source = _through(pipeline, stage.op, current, source)
+
+
+def _first_need(op: Operator) -> type[Any] | None:
+    if op.kind in ("chain", "stage"):
+        for _, child in op.branches:
+            need = _first_need(child)
+            if need is not None or not child.keeps_payload:
+                return need
+        return None
+    return op.payload_in
+
+
+def _through(
+    pipeline: str, op: Operator, current: type[Any] | None, source: str
+) -> tuple[type[Any] | None, str]:
+    """The payload type (and who made it) after ``op``, checking each step on the way."""
+    if op.kind in ("chain", "stage"):
+        for _, child in op.branches:
+            current, source = _through(pipeline, child, current, source)
+        return current, source
+    if op.kind in ("route", "parallel"):
+        after = {_through(pipeline, branch, current, source)[0] for _, branch in op.branches}
+        if op.kind == "route":
+            return (
+                (after.pop(), f"the branches of '{op.name}'")
+                if len(after) == 1
+                else (
+                    None,
+                    f"'{op.name}'",
+                )
+            )
+        return op.payload_out, f"'{op.name}'"
+    if not compatible(current, op.payload_in):
+        raise TopologyError(
+            f"pipeline '{pipeline}': step '{op.name}' takes {type_name(op.payload_in)}, but "
+            f"{source} hands on {type_name(current)}; make {source} return a "
+            f"{type_name(op.payload_in)} (or change the hint of '{op.name}')"
+        )
+    if op.keeps_payload:
+        return current, source
+    return op.payload_out, f"step '{op.name}'"
 
 
 def _check_step_names(pipeline: str, stages: Sequence[Stage]) -> None:

@@ -9,6 +9,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from pydantic import BaseModel
+
 from streamflow.errors import DecodeError, EventError, StreamflowError
 from streamflow.events import Event, decode_event, decode_input
 from streamflow.flow import CreditWindow, Ticket
@@ -139,6 +141,11 @@ async def run_flow(
             )
 
     input_model, key_field, id_field = pipeline.input_model, pipeline.key_field, pipeline.id_field
+    # A worker of an inner stage decodes each payload to the model its stage takes,
+    # so a step sees the same type as in one process (one validation per hop).
+    hop_model = chosen[0].payload_model
+    if not (isinstance(hop_model, type) and issubclass(hop_model, BaseModel)):
+        hop_model = None
     limits = pipeline.limits
 
     def emit(record: Record, ticket: Ticket) -> None:
@@ -156,7 +163,7 @@ async def run_flow(
                 # An event streamflow wrote (a review decision, a replay, the
                 # previous stage). Entering at the first stage it runs every stage
                 # like a new input, whatever its envelope claims.
-                event = decode_event(record.value, limits=limits, origin=record.origin)
+                event = decode_event(record.value, hop_model, limits=limits, origin=record.origin)
                 if first_is_input:
                     event.outcome, event.error, event.reason = "ok", None, None
             elif first_is_input:
@@ -196,7 +203,7 @@ async def run_flow(
     stop_watch = loop.create_task(stop.wait())
     stop_watch.add_done_callback(lambda _: credits.wake())
     # Steps started from here (and tasks they start) report to this run's hooks.
-    with runtime.running(metrics):
+    async with runtime.running(metrics):
         try:
             try:
                 await source.run(emit, credits, stop)

@@ -12,11 +12,12 @@ are given.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from streamflow.metrics import PipelineMetrics
-from streamflow.ops import Instrumentation, RunScope, run_scope
+from streamflow.ops import Instrumentation, LimiterRegistry, RunScope, run_scope
 from streamflow.runtime._gc import collector_tuned
+from streamflow.runtime._limiters import limiters_from_env
 
 __all__ = ["Runtime"]
 
@@ -29,17 +30,21 @@ class Runtime:
             and raise its young threshold while they last (see
             :mod:`streamflow.runtime._gc`). The ``streamflow`` CLI turns it on;
             it is off by default so a library call leaves its host's collector alone.
-        limiters: the limiter registry shared by the runs of this runtime (None:
-            the rate-limiting layer's default).
+        limiters: the limiter registry shared by the runs of this runtime
+            (default: a new one, counting in this process unless
+            ``STREAMFLOW_LIMITER_URL`` names a Redis that every process shares).
 
     Attributes:
         tune_gc: as given.
-        limiters: as given; the rate-limiting layer may fill it.
+        limiters: the runtime's limiter registry.
+
+    Raises:
+        ConfigError: ``STREAMFLOW_LIMITER_URL`` is not usable.
     """
 
-    def __init__(self, *, tune_gc: bool = False, limiters: object | None = None) -> None:
+    def __init__(self, *, tune_gc: bool = False, limiters: LimiterRegistry | None = None) -> None:
         self.tune_gc = tune_gc
-        self.limiters = limiters
+        self.limiters = limiters if limiters is not None else limiters_from_env()
 
     def hooks(self, metrics: PipelineMetrics | None) -> Instrumentation:
         """Return the metrics hooks of a run that reports to ``metrics``."""
@@ -49,19 +54,25 @@ class Runtime:
             model_request=metrics.model_request, rate_limit_wait=metrics.rate_limit_wait
         )
 
-    @contextlib.contextmanager
-    def running(self, metrics: PipelineMetrics | None) -> Iterator[RunScope]:
+    @contextlib.asynccontextmanager
+    async def running(self, metrics: PipelineMetrics | None) -> AsyncIterator[RunScope]:
         """Open one run's scope (and, if asked, collector tuning) for the block.
+
+        The limiter registry stays connected while the block runs.
 
         Args:
             metrics: the run's collectors, if any.
 
         Returns:
-            A context manager yielding the run's scope.
+            An async context manager yielding the run's scope.
+
+        Raises:
+            ConfigError: the limiter backend cannot be reached.
         """
         scope = RunScope(instrumentation=self.hooks(metrics), limiters=self.limiters)
-        with collector_tuned(self.tune_gc), run_scope(scope):
-            yield scope
+        async with self.limiters.opened():
+            with collector_tuned(self.tune_gc), run_scope(scope):
+                yield scope
 
     def __repr__(self) -> str:
         return f"Runtime(tune_gc={self.tune_gc}, limiters={self.limiters!r})"

@@ -98,7 +98,7 @@ def test_run_with_broker_writes_each_ticket_once_and_dlq_replay_sends_them_back(
     ]
     assert [d.original for d in letters if d.stage == "decode"] == ["this line is not json"]
     assert all(e.key is not None and e.key.startswith("c-") for e in answers)
-    assert "latency per stage" in run.stderr and "201 events" in run.stderr
+    assert "latency per stage" in run.stderr and "201 read, 201 accounted for" in run.stderr
 
     def replay(*flags: str) -> subprocess.CompletedProcess[str]:
         done = _streamflow(

@@ -23,8 +23,8 @@ from streamflow.cli._load import load_pipeline
 from streamflow.events import Event, decode_event, dumps, loads
 from streamflow.runtime import Pipeline
 from streamflow.runtime._produce import produce_input
-from streamflow.runtime._review import decisions_topic
 from streamflow.runtime._worker import run_worker
+from streamflow.runtime.review import decisions_topic
 from streamflow.transports.kafka import KafkaSettings, consume_events
 
 pytestmark = pytest.mark.kafka
@@ -34,6 +34,7 @@ PIPELINE = textwrap.dedent(
     from operators import generate
     from operators.models import ComposedAnswer
     from streamflow import Pipeline, Stage, map_async
+    from streamflow.runtime import ReviewPolicy
 
     class Composer:
         name = "echo"
@@ -60,6 +61,7 @@ PIPELINE = textwrap.dedent(
         ],
         key_field="customer",
         window=16,
+        review=ReviewPolicy(rework_stage="generate", feedback_field="check"),
     )
     """
 )

@@ -353,6 +353,22 @@ def test_generate_stage_runs_two_replicas(services: dict[str, dict[str, Any]]) -
     assert services["worker-generate"]["deploy"]["replicas"] == 2
 
 
+def test_generate_replicas_share_one_model_budget_in_redis(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    redis = services["redis"]
+    assert _image_ref(redis["image"])[0] == "redis"
+    assert "test" in redis["healthcheck"]
+    generate = services["worker-generate"]
+    url = urlsplit(str(generate["environment"]["STREAMFLOW_LIMITER_URL"]))
+    assert url.scheme == "redis" and url.hostname == "redis", url
+    assert generate["depends_on"]["redis"]["condition"] == "service_healthy"
+    # Its own environment replaces the shared one: it must still reach Kafka.
+    assert generate["environment"]["STREAMFLOW_BROKER"] == "kafka:9092"
+    runs = " ".join(rest for keyword, rest in _dockerfile_instructions() if keyword == "RUN")
+    assert "pip install .[redis]" in runs, "the image lacks the redis client"
+
+
 def test_producer_runs_only_in_demo_profile_and_consumer_by_default(
     services: dict[str, dict[str, Any]],
 ) -> None:

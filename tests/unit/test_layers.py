@@ -46,6 +46,7 @@ def _offenders(
         ("orjson", ("streamflow/events/_codec.py",)),
         ("prometheus_client", ("streamflow/metrics/",)),
         ("opentelemetry", ("streamflow/runtime/_otel.py",)),  # optional: one place imports it
+        ("redis", ("streamflow/limits/",)),  # optional: the shared limiter backend
     ],
 )
 def test_third_party_libraries_stay_in_their_layer(library: str, allowed: tuple[str, ...]) -> None:
@@ -55,6 +56,7 @@ def test_third_party_libraries_stay_in_their_layer(library: str, allowed: tuple[
 
 def test_ops_import_no_io_layers() -> None:
     forbidden = (
+        "streamflow.limits",
         "streamflow.transports",
         "streamflow.runtime",
         "streamflow.metrics",
@@ -91,6 +93,14 @@ def test_importing_streamflow_loads_no_kafka_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_shared_limiter_backends_sit_between_ops_and_runtime() -> None:
+    # Only the runtime picks a backend; the layers below count without knowing of it.
+    forbidden = ("streamflow.runtime", "streamflow.cli", "streamflow.transports")
+    assert _offenders("streamflow/limits", forbidden) == []
+    assert _offenders("streamflow/transports", ("streamflow.limits",)) == []
+    assert _offenders("operators", ("streamflow.limits",)) == []
 
 
 def test_flow_control_sits_below_ops_and_transports() -> None:

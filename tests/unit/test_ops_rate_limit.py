@@ -16,12 +16,8 @@ from streamflow.errors import ConfigError, Unavailable
 from streamflow.events import Event, StepRecord
 from streamflow.flow import CreditWindow, Ticket
 from streamflow.ops import RetryPolicy, current_stage, instrumentation, map_async, pipe
-from streamflow.ops._limiter import (
-    RateLimiter,
-    RateLimitStatistics,
-    reset_shared_limiters,
-    shared_limiter,
-)
+from streamflow.ops._limiter import RateLimiter, RateLimitStatistics
+from streamflow.ops._limiter_registry import reset_shared_limiters, shared_limiter
 from streamflow.ops._rate_limit import rate_limit
 from streamflow.testing.marbles import run_marbles
 
@@ -66,7 +62,7 @@ async def run_all(op: object, events: list[Event]) -> list[Event]:
 def test_the_limiter_lives_apart_from_its_operator() -> None:
     # The limiter is counting only; the operator is the one piece that knows reactivex.
     assert RateLimiter.__module__ == "streamflow.ops._limiter"
-    assert shared_limiter.__module__ == "streamflow.ops._limiter"
+    assert shared_limiter.__module__ == "streamflow.ops._limiter_registry"
     assert rate_limit.__module__ == "streamflow.ops._rate_limit"
     assert not hasattr(operator_module, "Permit")
     tree = ast.parse(Path(_limiter_module.__file__).read_text())

@@ -289,7 +289,7 @@ def test_a_worker_with_events_inside_and_no_progress_says_so() -> None:
 
 async def test_review_decisions_apply_only_to_events_a_stage_parked(tmp_path: Path) -> None:
     from streamflow.events import StepRecord
-    from streamflow.runtime._review import FileReviewQueue
+    from streamflow.runtime.review import FileReviewQueue
 
     pipeline = Pipeline(
         "parked",

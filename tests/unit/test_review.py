@@ -11,8 +11,9 @@ import pytest
 from streamflow import Event, Pipeline, Stage, StepRecord, map_async
 from streamflow.cli import main
 from streamflow.errors import ConfigError
-from streamflow.events import loads
-from streamflow.runtime._review import (
+from streamflow.events import encode_event, loads
+from streamflow.runtime.review import (
+    ReviewPolicy,
     approved,
     parked_stage,
     reject_target,
@@ -27,6 +28,7 @@ PIPELINE = textwrap.dedent(
     from operators import generate
     from operators.models import ComposedAnswer
     from streamflow import Pipeline, Stage, map_async
+    from streamflow.runtime import ReviewPolicy
 
     class Composer:
         name = "echo"
@@ -71,6 +73,7 @@ PIPELINE = textwrap.dedent(
         ],
         key_field="customer",
         summary_field="category",
+        review=ReviewPolicy(rework_stage="generate", feedback_field="check"),
     )
     """
 )
@@ -269,7 +272,7 @@ def _pipeline(*names: str, rework: str | None = None) -> Pipeline:
     return Pipeline(
         "decisions",
         [Stage(n, map_async(_keep, name=n)) for n in names],
-        rework_stage=rework,
+        review=ReviewPolicy(rework_stage=rework) if rework else None,
     )
 
 
@@ -278,19 +281,27 @@ def _parked(*steps: str) -> Event:
     return Event(id="e", payload={"q": "x"}, trace=trace, outcome="review", reason="look")
 
 
-def test_rework_stage_defaults_to_generate_else_the_first_stage_and_must_exist() -> None:
-    assert _pipeline("classify", "generate", "check").rework_stage == "generate"
-    assert _pipeline("classify", "check").rework_stage == "classify"
-    assert _pipeline("classify", "check", rework="check").rework_stage == "check"
+def test_without_a_policy_a_rejection_reruns_the_parking_stage_and_a_bad_policy_fails() -> None:
+    # The framework knows no stage called generate: without a policy, the stage that
+    # parked the event runs again.
+    plain = _pipeline("classify", "generate", "check")
+    assert reject_target(plain, _parked("classify", "generate", "check")) == "check"
+    assert reject_target(plain, _parked("classify")) == "classify"
+    assert reject_target(plain, _parked("elsewhere")) == "classify"
     with pytest.raises(ConfigError, match="rework_stage 'draft' is not a stage"):
         _pipeline("classify", "check", rework="draft")
 
 
-def test_rejected_sets_failed_check_feedback_and_clears_the_review() -> None:
-    event = _parked("classify", "generate", "check").evolve(
-        payload={"q": "x", "check": {"outcome": "review", "reasons": ["weak"]}}
-    )
-    changed = rejected(event, "shorter please")
+def test_rejected_writes_the_note_where_the_policy_says_and_clears_the_review() -> None:
+    event = _parked("classify", "generate", "check")
+    default = rejected(event, "shorter please")
+    assert default.payload["feedback"] == {
+        "outcome": "fail",
+        "reasons": ["reviewer: shorter please"],
+    }
+    assert "check" not in default.payload
+    event = event.evolve(payload={"q": "x", "check": {"outcome": "review", "reasons": ["weak"]}})
+    changed = rejected(event, "shorter please", feedback_field="check")
     assert changed.payload["check"] == {"outcome": "fail", "reasons": ["reviewer: shorter please"]}
     assert (changed.outcome, changed.reason, changed.error) == ("ok", None, None)
     assert changed.trace[-1].step == "review" and changed.trace[-1].outcome == "rejected"
@@ -306,7 +317,7 @@ def test_approved_keeps_the_payload_and_records_the_note() -> None:
 
 
 def test_parked_stage_and_reject_target_follow_the_trace() -> None:
-    pipeline = _pipeline("classify", "retrieve", "generate", "check")
+    pipeline = _pipeline("classify", "retrieve", "generate", "check", rework="generate")
     late = _parked("classify", "retrieve", "generate", "check")
     early = _parked("classify")
     assert parked_stage(pipeline, late) == "check"
@@ -315,3 +326,100 @@ def test_parked_stage_and_reject_target_follow_the_trace() -> None:
     assert reject_target(pipeline, early) == "retrieve"
     assert parked_stage(pipeline, _parked("elsewhere")) is None
     assert reject_target(pipeline, _parked("elsewhere")) == "generate"
+
+
+# -- reruns onto the same files ---------------------------------------------------------
+
+
+def test_a_rerun_onto_the_same_output_parks_events_that_can_be_decided_again(
+    run_files: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline, out = run_files
+    assert main(["review", "approve", "t1", pipeline, "-o", str(out)]) == 0
+    assert main(["review", "reject", "t4", pipeline, "-o", str(out), "--note", "callback"]) == 0
+    source = out.parent.parent / "in.jsonl"
+    argv = ["run", pipeline, "-i", str(source), "-o", str(out), "--no-progress"]
+
+    # The same tickets again: t1 and t4 are parked afresh and wait for a new decision.
+    assert main([*argv, "--overwrite"]) == 0
+    assert set(_pending(pipeline, out, capsys)) == {"t1", "t3", "t4"}
+    assert main(["review", "approve", "t1", pipeline, "-o", str(out)]) == 0
+    assert "t1: approved" in capsys.readouterr().out
+    assert set(_pending(pipeline, out, capsys)) == {"t3", "t4"}
+
+    # Appended: each event is listed once, at its latest parking, and still decidable.
+    assert main([*argv, "--append"]) == 0
+    assert set(_pending(pipeline, out, capsys)) == {"t1", "t3", "t4"}
+    assert main(["review", "reject", "t1", pipeline, "-o", str(out), "--note", "again"]) == 0
+    assert "t1: rejected, sent to stage generate" in capsys.readouterr().out
+    decisions = _jsonl(out.with_name("helpdesk.decisions.jsonl"))
+    assert [(d["id"], d["decision"]) for d in decisions] == [
+        ("t1", "approved"),
+        ("t4", "rejected"),
+        ("t1", "approved"),
+        ("t1", "rejected"),
+    ]
+    assert len({d["parked_at"] for d in decisions if d["id"] == "t1"}) == 3
+
+
+def test_a_pipeline_without_a_policy_reworks_the_parking_stage_with_payload_feedback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = PIPELINE.replace(
+        '    review=ReviewPolicy(rework_stage="generate", feedback_field="check"),\n', ""
+    )
+    assert plain != PIPELINE
+    (tmp_path / "plain.py").write_text(plain)
+    (tmp_path / "in.jsonl").write_text('{"id":"t1","customer":"c1","text":"money please"}\n')
+    out = tmp_path / "plain.jsonl"
+    pipeline = str(tmp_path / "plain.py")
+    assert main(["run", pipeline, "-i", str(tmp_path / "in.jsonl"), "-o", str(out)]) == 0
+    assert main(["review", "reject", "t1", pipeline, "-o", str(out), "--note", "no refund"]) == 0
+    # check parked it, so check runs again; it reads no feedback and parks it again.
+    assert "sent to stage check; it came out review" in capsys.readouterr().out
+    parked = [e for e in _jsonl(out.with_name("plain.review.jsonl")) if e["id"] == "t1"][-1]
+    assert parked["payload"]["feedback"]["reasons"] == ["reviewer: no refund"]
+    assert [r["step"] for r in parked["trace"]] == [
+        "triage",
+        "lookup",
+        "generate",
+        "check",
+        "review",
+        "check",
+    ]
+
+
+def test_ids_and_reasons_print_as_text_with_control_characters_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline = tmp_path / "helpdesk_pipeline.py"
+    pipeline.write_text(PIPELINE)
+    out = tmp_path / "helpdesk.jsonl"
+    hostile = {
+        "T[/bold]1": "unsure [red]money[/red]",
+        "T\x1b[31m2": "unsure\x1b]0;title\x07 again\nand a second line",
+    }
+    parked = [
+        Event(
+            id=event_id,
+            key="c[/]",
+            payload={"text": text, "category": "[bold]billing"},
+            trace=[StepRecord(step="triage", started_at=1.0, duration_s=0.1)],
+            outcome="review",
+            reason=text,
+        )
+        for event_id, text in hostile.items()
+    ]
+    out.with_name("helpdesk.review.jsonl").write_bytes(
+        b"".join(encode_event(event) + b"\n" for event in parked)
+    )
+    assert main(["review", "list", str(pipeline), "-o", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "T[/bold]1" in table and "[/red]" in table and "[bold]billing" in table
+    assert "\x1b" not in table and "\x07" not in table
+    assert "T\\x1b[31m2" in table and "\\nand a second line" in table
+
+    code = main(["review", "approve", "T\x1b[31m2", str(pipeline), "-o", str(out)])
+    assert code == 0
+    line = capsys.readouterr().out
+    assert "\x1b" not in line and line.startswith("T\\x1b[31m2: approved")

@@ -9,7 +9,7 @@ from flow_helpers import ListSink, lines
 
 from streamflow import Event, Pipeline, Stage, map_async
 from streamflow.metrics import CollectorRegistry, PipelineMetrics
-from streamflow.ops import current_scope, instrumentation
+from streamflow.ops import LimiterRegistry, current_scope, instrumentation
 from streamflow.runtime import Runtime, run_flow
 from streamflow.transports import IterableSource
 
@@ -62,8 +62,8 @@ async def test_runs_share_the_limiter_registry_only_of_the_runtime_they_are_give
         return event
 
     pipeline = Pipeline("look", [Stage("look", map_async(look))])
-    shared = Runtime(limiters=object())
-    for runtime in (shared, shared, Runtime(limiters=object())):
+    shared = Runtime(limiters=LimiterRegistry())
+    for runtime in (shared, shared, Runtime(limiters=LimiterRegistry())):
         await run_flow(pipeline, IterableSource(lines(1)), ListSink(), runtime=runtime)
     assert seen[0] is seen[1] is shared.limiters
     assert seen[2] is not shared.limiters

@@ -15,10 +15,10 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from streamflow.errors import ConfigError, DecodeError
 from streamflow.events import loads
 from streamflow.transports.kafka._clients import (
-    connection_error,
     make_admin,
     make_consumer,
     make_producer,
+    start_client,
 )
 from streamflow.transports.kafka._errors import map_kafka_error
 from streamflow.transports.kafka._settings import KafkaSettings
@@ -43,10 +43,7 @@ _TOPIC_EXISTS = TopicAlreadyExistsError.errno
 async def _admin(settings: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = make_admin(settings)
     try:
-        try:
-            await admin.start()
-        except Exception as exc:
-            raise await connection_error(settings, exc) from exc
+        await start_client(settings, admin)
         yield admin
     finally:
         with contextlib.suppress(Exception):
@@ -381,10 +378,7 @@ async def _poll(
 async def _start(
     settings: KafkaSettings, client: AIOKafkaConsumer | Any, *, topic: str | None = None
 ) -> None:
-    try:
-        await client.start()
-    except Exception as exc:
-        raise await connection_error(settings, exc, topic=topic) from exc
+    await start_client(settings, client, topic=topic)
 
 
 async def _partitions(admin: AIOKafkaAdminClient, topic: str, *, wait: float) -> set[int]:

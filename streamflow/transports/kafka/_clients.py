@@ -7,16 +7,19 @@ them. Secret values are read only here, at the moment a client is built.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import inspect
+import logging
+import re
 import ssl
+from collections.abc import Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import AuthenticationFailedError
 from aiokafka.helpers import create_ssl_context
 
 from streamflow.errors import ConfigError, TransportBroken, TransportError
@@ -28,9 +31,10 @@ __all__ = [
     "make_admin",
     "make_consumer",
     "make_producer",
+    "start_client",
 ]
 
-_PROBE_TIMEOUT_S = 5.0
+log = logging.getLogger("streamflow.transports.kafka")
 
 
 _CLIENTS: tuple[type[Any], ...] = (AIOKafkaConsumer, AIOKafkaProducer, AIOKafkaAdminClient)
@@ -188,73 +192,97 @@ def make_admin(settings: KafkaSettings, **given: Any) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**_arguments(AIOKafkaAdminClient, settings, given))
 
 
-async def connection_error(
-    settings: KafkaSettings, exc: BaseException, *, topic: str | None = None
-) -> TransportError:
-    """Explain a failed start: a refused certificate or login says so, in one line.
+@contextlib.contextmanager
+def _bootstrap_errors() -> Iterator[list[str]]:
+    """Collect (and keep off stderr) aiokafka's "Unable connect to" lines while a client starts.
 
     aiokafka reports a bootstrap that failed for any reason as "Unable to
-    bootstrap"; the reason (a certificate the CA does not sign, a SASL
-    login refused) is only logged. For TLS a single handshake with the same
-    context finds it again.
+    bootstrap" and only logs the reason (a certificate the CA does not sign,
+    a refused connection); the reason belongs in streamflow's one-line error.
+    """
+    seen: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Unable connect to"):
+            seen.append(record.getMessage())
+            return False
+        return True
+
+    logger = logging.getLogger("aiokafka")
+    logger.addFilter(keep)
+    try:
+        yield seen
+    finally:
+        logger.removeFilter(keep)
+
+
+async def start_client(settings: KafkaSettings, client: Any, *, topic: str | None = None) -> None:
+    """Start an aiokafka client; a failure becomes one streamflow error that says why.
+
+    Args:
+        settings: the connection settings the client was built with.
+        client: a consumer, producer or admin client.
+        topic: the topic concerned, if any (error context).
+
+    Raises:
+        TransportError: the client could not connect (TLS refused, login refused,
+            no broker reachable); the client is stopped again.
+    """
+    with _bootstrap_errors() as seen:
+        try:
+            await client.start()
+        except Exception as exc:
+            stop = getattr(client, "stop", None) or client.close
+            with contextlib.suppress(Exception):
+                await stop()
+            raise connection_error(settings, exc, seen, topic=topic) from exc
+    for line in seen:
+        # Another bootstrap server answered; still worth knowing that one did not.
+        log.warning("%s", line)
+
+
+def connection_error(
+    settings: KafkaSettings, exc: BaseException, seen: list[str], *, topic: str | None = None
+) -> TransportError:
+    """Explain a failed start in one line: a refused certificate or login says so.
 
     Args:
         settings: the connection settings the client used.
         exc: what ``start()`` raised.
+        seen: aiokafka's logged reasons for each bootstrap server it could not reach.
         topic: the topic concerned, if any.
 
     Returns:
-        A ``TransportBroken`` naming the cause when one was found, else the
-        mapped error.
+        A ``TransportBroken`` naming the cause when one was found, else the mapped error.
     """
     from streamflow.transports.kafka._errors import map_kafka_error
 
     servers = settings.bootstrap_servers
+    refused_login = TransportBroken(
+        f"SASL {settings.sasl_mechanism} login as {settings.sasl_username!r} to {servers} "
+        f"was refused (check {ENV_PREFIX}SASL_USERNAME and {ENV_PREFIX}SASL_PASSWORD)",
+        topic=topic,
+    )
     if settings.sasl_mechanism is not None and isinstance(exc, KeyError | AssertionError):
         # aiokafka's SCRAM client fails this way when the server's final message
         # is an error (unknown user or wrong password).
+        return refused_login
+    if isinstance(exc, AuthenticationFailedError) or any("Authentication" in s for s in seen):
+        return refused_login
+    tls = next((s for s in seen if "SSL" in s or "certificate" in s), None)
+    if tls is not None:
+        reason = _TLS_REASON.search(tls)
         return TransportBroken(
-            f"SASL {settings.sasl_mechanism} login as {settings.sasl_username!r} to {servers} "
-            f"was refused (check {ENV_PREFIX}SASL_USERNAME and {ENV_PREFIX}SASL_PASSWORD)",
+            f"TLS connection to {servers} failed: "
+            f"{reason.group(1) if reason else tls} "
+            f"(check {ENV_PREFIX}SSL_CAFILE and the broker's certificate)",
             topic=topic,
         )
     error = map_kafka_error(exc, topic=topic)
-    if settings.uses_tls:
-        reason = await _tls_refusal(settings)
-        if reason is not None:
-            return TransportBroken(
-                f"TLS connection to {servers} failed: {reason} "
-                f"(check {ENV_PREFIX}SSL_CAFILE and the broker's certificate)",
-                topic=topic,
-            )
-    if "SaslAuthentication" in error.message or "Authentication" in type(exc).__name__:
-        return TransportBroken(
-            f"SASL {settings.sasl_mechanism} login as {settings.sasl_username!r} to {servers} "
-            f"was refused (check {ENV_PREFIX}SASL_USERNAME and {ENV_PREFIX}SASL_PASSWORD)",
-            topic=topic,
-        )
+    if seen:
+        error.message = f"cannot reach the Kafka brokers at {servers}: {seen[0]}"
+        error.args = (error.message,)
     return error
 
 
-async def _tls_refusal(settings: KafkaSettings) -> str | None:
-    try:
-        context = _ssl_context(settings)
-    except ConfigError as exc:
-        return exc.message
-    first = settings.bootstrap_servers.split(",")[0].strip()
-    host, _, port = first.rpartition(":")
-    try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, int(port), ssl=context, server_hostname=host),
-            _PROBE_TIMEOUT_S,
-        )
-    except ssl.SSLCertVerificationError as exc:
-        return f"certificate verify failed: {exc.verify_message}"
-    except ssl.SSLError as exc:
-        return f"TLS handshake failed: {exc.reason or exc}"
-    except (OSError, TimeoutError, ValueError):
-        return None
-    writer.close()
-    with contextlib.suppress(Exception):
-        await writer.wait_closed()
-    return None
+_TLS_REASON = re.compile(r"\] (.*?)(?: \(_ssl\.c:\d+\))?$")

@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from streamflow.errors import ConfigError, TransportBroken
 from streamflow.transports.kafka._admin import topic_partitions
-from streamflow.transports.kafka._clients import connection_error, make_admin, make_consumer
+from streamflow.transports.kafka._clients import make_admin, make_consumer, start_client
 from streamflow.transports.kafka._errors import map_kafka_error
 from streamflow.transports.kafka._settings import KafkaSettings
 
@@ -120,10 +120,10 @@ async def open_group_reader(
     """
     admin = make_admin(settings)
     try:
-        await admin.start()
+        await start_client(settings, admin, topic=topic)
         parts = sorted(await topic_partitions(admin, topic))
-    except Exception as exc:
-        raise await connection_error(settings, exc, topic=topic) from exc
+    except (KafkaError, OSError) as exc:
+        raise map_kafka_error(exc, topic=topic) from exc
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
@@ -136,10 +136,7 @@ async def open_group_reader(
     )
     tps = [TopicPartition(topic, p) for p in parts]
     try:
-        try:
-            await consumer.start()
-        except Exception as exc:
-            raise await connection_error(settings, exc, topic=topic) from exc
+        await start_client(settings, consumer, topic=topic)
         consumer.assign(tps)
         try:
             if from_beginning:

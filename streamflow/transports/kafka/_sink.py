@@ -15,7 +15,7 @@ from streamflow.errors import TransportClosed, TransportRetriable
 from streamflow.events import DEFAULT_LIMITS, RecordLimits
 from streamflow.flow import Ticket
 from streamflow.transports._routing import Outgoing, RoutingSink, oversized_reject
-from streamflow.transports.kafka._clients import connection_error, make_producer
+from streamflow.transports.kafka._clients import make_producer, start_client
 from streamflow.transports.kafka._errors import map_kafka_error
 from streamflow.transports.kafka._settings import KafkaSettings
 
@@ -106,12 +106,7 @@ class KafkaSink(RoutingSink):
             linger_ms=_LINGER_MS,
             max_batch_size=_MAX_BATCH_BYTES,
         )
-        try:
-            await producer.start()
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            raise await connection_error(self.settings, exc) from exc
+        await start_client(self.settings, producer)
         self._producer = producer
         self._wakeup = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())

@@ -27,7 +27,7 @@ from streamflow.errors import TransportBroken, TransportRetriable
 from streamflow.flow import CreditWindow
 from streamflow.transports._base import Emit, Record
 from streamflow.transports._offsets import OffsetTicket, PartitionOffsets, SourceStatistics
-from streamflow.transports.kafka._clients import connection_error, make_admin, make_consumer
+from streamflow.transports.kafka._clients import make_admin, make_consumer, start_client
 from streamflow.transports.kafka._errors import map_kafka_error
 from streamflow.transports.kafka._settings import KafkaSettings
 
@@ -139,14 +139,17 @@ class KafkaSource:
         consumer.subscribe([self.topic], listener=_Listener(self))
         self._joining = consumer
         try:
-            await consumer.start()
-            await admin.start()
-        except Exception as exc:
+            await start_client(self.settings, consumer, topic=self.topic)
+        except BaseException:
             self._joining = None
-            for client in (consumer.stop, admin.close):
-                with contextlib.suppress(Exception):
-                    await client()
-            raise await connection_error(self.settings, exc, topic=self.topic) from exc
+            raise
+        try:
+            await start_client(self.settings, admin, topic=self.topic)
+        except BaseException:
+            self._joining = None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
         self._admin = admin
         self._consumer = consumer
         self._joining = None
