@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py [--only W,W0,overload,kafka]``.
+"""Benchmark entry point: ``python bench/run.py [--only W,W0,overload,kafka,kafka-paced]``.
 
 Every measured variant runs in a fresh subprocess so that peak RSS belongs
 to that variant alone; streamflow and the hand-written baseline alternate
@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 TARGETS = {"W": 0.95, "W0": 0.5}
 OVERLOAD_TARGET = 1.2
 CHILD_TIMEOUT = 600
-ALL = ("W", "W0", "overload", "kafka")
+ALL = ("W", "W0", "overload", "kafka", "kafka-paced")
 
 
 def _child(kind: str, workload: str, events: int | None, args: argparse.Namespace) -> None:
@@ -154,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.kafka_bench import bench_kafka
 
             lines.extend(bench_kafka(args.repeats))
+        elif name == "kafka-paced":
+            from bench.kafka_bench import bench_kafka_paced
+
+            lines.extend(bench_kafka_paced(args.repeats))
     print()
     for line in lines:
         print(line)
