@@ -1,4 +1,4 @@
-"""Benchmark entry point: ``python bench/run.py [--only W,W0,overload,kafka,kafka-paced]``.
+"""Benchmark entry point: ``python bench/run.py [--only NAME,...]`` (names: see ``ALL``).
 
 Every measured variant runs in a fresh subprocess so that peak RSS belongs
 to that variant alone; streamflow and the hand-written baseline alternate
@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 TARGETS = {"W": 0.95, "W0": 0.5}
 OVERLOAD_TARGET = 1.2
 CHILD_TIMEOUT = 600
-ALL = ("W", "W0", "overload", "kafka", "kafka-paced")
+ALL = ("W", "W0", "overload", "kafka", "kafka-paced", "classifier", "worker-start")
 
 
 def _child(kind: str, workload: str, events: int | None, args: argparse.Namespace) -> None:
@@ -43,6 +43,12 @@ def _child(kind: str, workload: str, events: int | None, args: argparse.Namespac
                 args.broker, workload, topic_in, topic_out, args.pipeline, int(args.stage)
             )
         )
+        return
+    if kind.startswith("classifier-"):
+        from bench.classifier_bench import run_classifier_child
+
+        result = run_classifier_child(kind.removeprefix("classifier-"), workload or None)
+        print("RESULT " + json.dumps(result), flush=True)
         return
     from bench.flow import run_streamflow
     from bench.handwritten import run_handwritten
@@ -130,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default=",".join(ALL), help="comma list of " + ",".join(ALL))
     parser.add_argument("--repeats", type=int, default=3, help="pairs per workload (median)")
+    parser.add_argument(
+        "--classifier-data",
+        default=None,
+        help="JSONL of text/label lines for the classifier case (default: generated tickets)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", default="", help=argparse.SUPPRESS)
     parser.add_argument("--events", type=int, help=argparse.SUPPRESS)
@@ -158,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
             from bench.kafka_bench import bench_kafka_paced
 
             lines.extend(bench_kafka_paced(args.repeats))
+        elif name == "classifier":
+            from bench.classifier_bench import bench_classifier
+
+            lines.append(bench_classifier(args.repeats, args.classifier_data, measure))
+        elif name == "worker-start":
+            from bench.worker_start import bench_worker_start
+
+            lines.append(bench_worker_start(args.repeats))
     print()
     for line in lines:
         print(line)

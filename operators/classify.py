@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
+from reactivex import Observable
 
 from operators._batcher import MicroBatcher
+from operators._deferred import DeferredClassifier
 from operators._payload import payload_text, write_fields
 from operators._step import park_for_review, step_record
-from operators.models._linear import LinearTextClassifier
 from operators.models._types import Classifier, Label
 from streamflow.errors import ConfigError
 from streamflow.events import Event
-from streamflow.ops import Operator, RetryPolicy, map_async
+from streamflow.ops import Lane, Operator, RetryPolicy, map_async
 
-__all__ = ["Classification", "classify"]
+__all__ = ["Classification", "DeferredClassifier", "classify", "deferred_classifiers"]
+
+# The classify steps whose model is loaded or trained when their stage starts,
+# so `streamflow train` can find them in a pipeline.
+_DEFERRED: weakref.WeakKeyDictionary[Operator, DeferredClassifier] = weakref.WeakKeyDictionary()
 
 DEFAULT_TEXT_FIELDS = ("subject", "body", "text")
 
@@ -42,7 +49,7 @@ class Classification(BaseModel):
 
 
 def classify(
-    model: Classifier | None = None,
+    model: Classifier | str | Path | None = None,
     *,
     examples: Iterable[tuple[str, str]] | str | Path | None = None,
     text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS,
@@ -71,8 +78,13 @@ def classify(
     ...``); its classification is still written.
 
     Args:
-        model: the classifier backend; None trains a LinearTextClassifier on ``examples``.
-        examples: ``(text, label)`` pairs or a JSONL path, used when ``model`` is None.
+        model: the classifier backend, or the path of a model file written by
+            ``streamflow train`` (or ``LinearTextClassifier.save``); None trains a
+            LinearTextClassifier on ``examples``. A file or examples are loaded
+            or trained when the stage starts, not when the pipeline is built.
+        examples: ``(text, label)`` pairs or a JSONL path: what the default
+            classifier is trained on when ``model`` is None or a model file that
+            does not exist yet (``streamflow train`` writes it from these).
         text_fields: payload fields whose text is classified (missing ones are skipped).
         field: payload field the Classification is written to.
         review_below: confidence under which an event goes to review (0 disables).
@@ -90,12 +102,13 @@ def classify(
         An Operator for ``reactivex.pipe`` or a Stage.
 
     Raises:
-        ConfigError: with neither model nor examples, or bad thresholds.
+        ConfigError: with neither model nor examples, a model file from another
+            scikit-learn version, a missing file, or bad thresholds.
     """
-    if model is None:
-        if examples is None:
-            raise ConfigError("classify: pass model=... or examples=... to train the default")
-        model = LinearTextClassifier.from_examples(examples)
+    deferred: DeferredClassifier | None = None
+    if model is None or isinstance(model, str | Path):
+        deferred = DeferredClassifier(model_path=model, examples=examples)
+        model = deferred
     if not 0.0 <= review_below <= 1.0:
         raise ConfigError(f"classify: review_below must be within 0..1, got {review_below}")
     if max_batch < 1 or max_wait <= 0:
@@ -148,9 +161,40 @@ def classify(
         )
         return event.traced(record, payload=payload)
 
-    return map_async(
-        classify_event, concurrency=concurrency, timeout=timeout, retry=retry, name=name
-    )
+    op = map_async(classify_event, concurrency=concurrency, timeout=timeout, retry=retry, name=name)
+    if deferred is None:
+        return op
+    return _starting(op, deferred)
+
+
+def deferred_classifiers(op: Operator) -> list[tuple[str, DeferredClassifier]]:
+    """The classify steps inside ``op`` that load or train their model on start.
+
+    Args:
+        op: an operator, a stage's composed operator for instance.
+
+    Returns:
+        (step name, its DeferredClassifier) in flow order.
+    """
+    return [(step.name, _DEFERRED[step]) for step in op.walk() if step in _DEFERRED]
+
+
+def _starting(op: Operator, deferred: DeferredClassifier) -> Operator:
+    """``op``, beginning to load or train its model when a run subscribes or makes its lane."""
+    inner_fn, inner_lane = op.fn, op.lane
+
+    def fn(source: Observable[Event]) -> Observable[Event]:
+        deferred.start()
+        return inner_fn(source)
+
+    def lane() -> Lane:
+        deferred.start()
+        assert inner_lane is not None
+        return inner_lane()
+
+    started = dataclasses.replace(op, fn=fn, lane=lane if inner_lane is not None else None)
+    _DEFERRED[started] = deferred
+    return started
 
 
 def _compile_rules(rules: Mapping[str, Sequence[str]]) -> list[tuple[str, re.Pattern[str]]]:

@@ -4,7 +4,10 @@
     streamflow run examples/support_tickets/pipeline.py \\
         --input examples/support_tickets/data/tickets.jsonl --output out/answers.jsonl
 
-Everything runs offline: a linear classifier trained on ``data/training.jsonl``,
+Everything runs offline: a linear classifier trained on ``data/training.jsonl``
+(train it once with ``streamflow train examples/support_tickets/pipeline.py
+--stage classify``, which writes ``data/classifier.model``; without that file
+the classify stage trains when it starts),
 BM25 over ``data/knowledge_base.jsonl``, an extractive reply composer, and
 rule and grounding checks. Swap any step's backend for an OpenAI-compatible
 model without touching the rest.
@@ -33,6 +36,10 @@ from streamflow.runtime import ReviewPolicy
 __all__ = ["REPLY_TEMPLATES", "pipeline"]
 
 DATA = Path(__file__).resolve().parent / "data"
+# Written by `streamflow train ... --stage classify` from the examples (JSONL of
+# subject/body or text, and label); both can be pointed elsewhere.
+CLASSIFIER_MODEL = Path(os.environ.get("SUPPORT_CLASSIFIER_MODEL", DATA / "classifier.model"))
+TRAINING = Path(os.environ.get("SUPPORT_TRAINING_EXAMPLES", DATA / "training.jsonl"))
 
 REWORK = ReviewPolicy(rework_stage="generate", feedback_field="check")
 """A reviewer's rejection goes back to generate, the note written as a failed check."""
@@ -99,7 +106,8 @@ def offline_pipeline() -> Pipeline:
                     # Redact first, so neither the review queue nor a model sees personal data.
                     redact(fields=["subject", "body"], into=SupportCase),
                     classify(
-                        examples=DATA / "training.jsonl",
+                        model=CLASSIFIER_MODEL,
+                        examples=TRAINING,
                         review_below=0.45,
                         rules={"privacy": ["GDPR", "CCPA", "data processing agreement"]},
                     ),
@@ -129,7 +137,8 @@ def offline_pipeline() -> Pipeline:
 
 # With an OpenAI-compatible endpoint configured, the same tickets run on models:
 # cheap or strong chat model by category, redrafts on a failed check, shared rate limits.
-# Only the chosen pipeline is built (the offline one trains its classifier when built).
+# Only the chosen pipeline is built; building it loads no model (each stage loads its own
+# when it starts).
 if os.environ.get("OPENAI_BASE_URL"):
     from llm_pipeline import build_pipeline_from_env
 

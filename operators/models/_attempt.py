@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-import httpx
-
-from operators.models._http import (
-    RequestStatus,
-    error_for_exception,
-    redact_url,
-    request_status,
-)
+from operators.models._errors import RequestStatus, error_for_sdk, request_status
 from operators.models._results import RequestInfo, Usage
 from streamflow.errors import StreamflowError
 
@@ -23,31 +17,30 @@ if TYPE_CHECKING:
 
 __all__ = ["Attempt"]
 
+T = TypeVar("T")
+
 
 class Attempt:
     """Status, tokens and cost of one attempt, reported to the client once when it ends.
 
     ::
 
-        with Attempt(client, model, "chat/completions") as attempt:
-            try:
-                response = await http.post(...)
-            except httpx.HTTPError as exc:
-                raise attempt.unreachable(exc, timeout) from exc
-            attempt.answered(response.status_code)
+        with Attempt(client, model) as attempt:
+            raw = await attempt.call(sdk.chat.completions.with_raw_response.create(...))
+            attempt.answered(raw.http_response.status_code)
             ...
             return data, attempt.usage(tokens_in, tokens_out)
 
-    An attempt that ends any other way, a 2xx whose answer then proves unusable
-    included, counts as ``error``; a cancelled one (the step's own timeout) as
-    ``timeout``.
+    Tokens settled with :meth:`usage` are reported even when the answer then
+    proves unusable (it was billed). An attempt that ends any other way after a
+    2xx counts as ``error``; a cancelled one (the step's own timeout) as ``timeout``.
     """
 
-    def __init__(self, client: ModelClient, model: str, path: str) -> None:
+    def __init__(self, client: ModelClient, model: str) -> None:
         client._check_open()
         self.client = client
         self.model = model
-        self.url = redact_url(client._http.base_url.join(path))
+        self.url = client.url
         self.started = time.time()
         self.t0 = time.perf_counter()
         self.status: RequestStatus = "error"
@@ -61,14 +54,34 @@ class Attempt:
         self.http_status = http_status
         self.status = request_status(http_status)
 
-    def unreachable(self, exc: httpx.HTTPError, timeout: float | None) -> StreamflowError:
-        """The streamflow error for a transport failure (raise it ``from exc``)."""
-        self.status = "timeout" if isinstance(exc, httpx.TimeoutException) else "error"
+    async def call(self, request: Awaitable[T], timeout: float | None = None) -> T:
+        """Await an SDK request; what it raises becomes a streamflow error.
+
+        The error is raised outside the handler, so it does not chain the SDK's
+        exception: that holds the response, whose body may echo the request's
+        headers (the key). The message keeps the scrubbed detail.
+        """
+        try:
+            return await request
+        except Exception as exc:
+            error = self.failed(exc, timeout)
+        raise error
+
+    def failed(self, exc: Exception, timeout: float | None = None) -> Exception:
+        """The streamflow error for what the SDK raised (see :meth:`call`)."""
+        status_code = getattr(exc, "status_code", None)
+        if isinstance(status_code, int):
+            self.answered(status_code)
+        elif type(exc).__name__ == "APITimeoutError":
+            self.status = "timeout"
         limit = timeout if timeout is not None else self.client.endpoint.timeout_s
-        return error_for_exception(exc, model=self.model, url=self.url, timeout=limit)
+        mapped: StreamflowError | None = error_for_sdk(
+            exc, model=self.model, url=self.url, timeout=limit, secrets=self.client.secrets
+        )
+        return mapped if mapped is not None else exc
 
     def usage(self, tokens_in: int, tokens_out: int) -> Usage:
-        """Settle the tokens and cost of a finished answer."""
+        """Settle the tokens and cost of an answer (billed, whether or not it is usable)."""
         self.tokens_in, self.tokens_out = tokens_in, tokens_out
         self.cost = self.client.prices.cost(self.model, tokens_in, tokens_out)
         latency = time.perf_counter() - self.t0

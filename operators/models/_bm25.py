@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from operators.models._optional import require
+from operators.models._optional import require, require_installed
 from operators.models._text import content_tokens
 from operators.models._types import Article, Passage, Retrieved
 from streamflow.errors import ConfigError
@@ -103,10 +103,12 @@ class BM25Index:
         self._name = name
         self._mode = category_mode
         self._boost = category_boost
-        corpus = [content_tokens(f"{a.title} {a.title} {a.body}") for a in self._articles]
-        bm25s = require("bm25s", extra="offline", purpose="BM25Index")
-        self._bm25 = bm25s.BM25(k1=k1, b=b)
-        self._bm25.index(corpus, show_progress=False)
+        self._k1, self._b = k1, b
+        # Built on the first search: building a pipeline (in every process that
+        # loads its file) must not index anything, nor import bm25s.
+        self._bm25: Any = None
+        # ... but a missing extra still fails here, when the pipeline is built.
+        require_installed("bm25s", extra="offline", purpose="BM25Index")
         self._passages = [
             Passage(id=a.id, title=a.title, text=a.body, score=0.0, categories=a.categories)
             for a in self._articles
@@ -150,7 +152,7 @@ class BM25Index:
         tokens = content_tokens(query)
         if not tokens or k < 1:
             return []
-        scores = np.asarray(self._bm25.get_scores(tokens), dtype=np.float64)
+        scores = np.asarray(self._index().get_scores(tokens), dtype=np.float64)
         mask = self._by_category.get(category) if category is not None else None
         if mask is not None:
             if self._mode == "filter":
@@ -167,6 +169,15 @@ class BM25Index:
             for i in best
             if scores[i] > 0.0
         ]
+
+    def _index(self) -> Any:
+        if self._bm25 is None:
+            bm25s = require("bm25s", extra="offline", purpose="BM25Index")
+            corpus = [content_tokens(f"{a.title} {a.title} {a.body}") for a in self._articles]
+            index = bm25s.BM25(k1=self._k1, b=self._b)
+            index.index(corpus, show_progress=False)
+            self._bm25 = index
+        return self._bm25
 
     async def retrieve(self, query: str, *, k: int, category: str | None = None) -> Retrieved:
         """Find passages for ``query`` (inline: it takes microseconds)."""

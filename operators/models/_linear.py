@@ -1,12 +1,14 @@
-"""A trained linear text classifier: TF-IDF features and logistic regression."""
+"""A trained linear text classifier: TF-IDF features, SGD and calibrated confidences."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from operators.models._model_file import read_model_file, write_model_file
 from operators.models._optional import require
 from operators.models._types import Label
 from streamflow.errors import ConfigError
@@ -14,7 +16,15 @@ from streamflow.errors import ConfigError
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-__all__ = ["LinearTextClassifier", "load_labelled_examples"]
+__all__ = ["MODEL_KIND", "LinearTextClassifier", "load_labelled_examples"]
+
+MODEL_KIND = "linear-text-classifier"
+# From this many examples on, a term seen in one text only is dropped: it carries
+# no signal, and dropping it halves the vocabulary (memory, model file, load time).
+PRUNE_FROM = 5_000
+# Calibration needs held-out predictions of every label: below this many
+# examples of some label, the model's own probabilities are used as they are.
+CALIBRATE_FROM = 10
 
 Examples = Iterable[tuple[str, str]] | str | Path
 
@@ -54,28 +64,53 @@ def load_labelled_examples(path: str | Path) -> list[tuple[str, str]]:
 
 
 class LinearTextClassifier:
-    """Word and character n-gram TF-IDF features into a logistic regression.
+    """TF-IDF word and word-pair features into a linear model fitted by SGD.
 
-    Trains in a fraction of a second on a few hundred examples and labels a
-    batch of 32 texts in about five milliseconds; ``predict_proba`` gives the
-    confidence. Character n-grams make it forgiving of typos.
+    The model minimises the logistic loss with stochastic gradient descent:
+    on tens of thousands of texts it fits about as fast as TF-IDF with a
+    linear SVM, at the same accuracy, and unlike the SVM it gives
+    probabilities. Those are calibrated by temperature scaling on
+    cross-fitted predictions (scikit-learn's ``CalibratedClassifierCV``), so a
+    confidence of 0.8 is right about 80% of the time and ``review_below``
+    means what it says. Labelling a batch of 32 texts takes about a
+    millisecond.
+
+    Train once and save (:meth:`save`, or ``streamflow train``); a process
+    that only labels loads the file (:meth:`load`) instead of training.
 
     Attributes:
         name: the model name written into traces.
     """
 
-    def __init__(self, *, name: str = "tfidf-logreg", c: float = 20.0) -> None:
+    def __init__(
+        self,
+        *,
+        name: str = "tfidf-sgd",
+        alpha: float = 2e-5,
+        calibrate: bool = True,
+        min_df: int | None = None,
+        seed: int = 0,
+    ) -> None:
         """Create an untrained classifier.
 
         Args:
             name: the model name written into traces.
-            c: inverse regularisation strength of the logistic regression;
-                higher gives sharper (more confident) probabilities.
+            alpha: L2 regularisation strength; higher gives a smoother, less
+                confident model.
+            calibrate: calibrate the confidences (when every label has at
+                least 10 examples).
+            min_df: drop terms found in fewer texts than this (None: 2 from
+                5,000 examples on, else 1).
+            seed: the random seed of SGD's shuffling (same data, same model).
         """
         self._name = name
-        self._c = c
+        self._alpha = alpha
+        self._calibrate = calibrate
+        self._min_df = min_df
+        self._seed = seed
         self._pipeline: Pipeline | None = None
         self._labels: list[str] = []
+        self._examples = 0
 
     @classmethod
     def from_examples(cls, examples: Examples, **options: Any) -> LinearTextClassifier:
@@ -84,7 +119,7 @@ class LinearTextClassifier:
         Args:
             examples: ``(text, label)`` pairs, or a JSONL path (see
                 :func:`load_labelled_examples`).
-            options: passed to the constructor (``name``, ``c``).
+            options: passed to the constructor (``name``, ``alpha`` ...).
 
         Returns:
             The trained classifier.
@@ -93,6 +128,29 @@ class LinearTextClassifier:
             ConfigError: on a missing file or fewer than two labels.
         """
         return cls(**options).fit(examples)
+
+    @classmethod
+    def load(cls, path: str | Path, *, retrain_hint: str | None = None) -> LinearTextClassifier:
+        """Load a classifier saved by :meth:`save`.
+
+        Args:
+            path: the model file (trusted: loading unpickles it).
+            retrain_hint: the command that writes the file, quoted in errors.
+
+        Returns:
+            The trained classifier.
+
+        Raises:
+            ConfigError: a missing or foreign file, or one written by another
+                scikit-learn version (the message names the fix).
+        """
+        hint = retrain_hint or _default_hint(path)
+        info, pipeline = read_model_file(path, kind=MODEL_KIND, retrain_hint=hint)
+        model = cls(name=info.name)
+        model._pipeline = pipeline
+        model._labels = [str(label) for label in pipeline.classes_]
+        model._examples = info.examples
+        return model
 
     @property
     def name(self) -> str:
@@ -103,6 +161,11 @@ class LinearTextClassifier:
     def labels(self) -> Sequence[str]:
         """The labels seen in training, sorted."""
         return tuple(self._labels)
+
+    @property
+    def trained_on(self) -> int:
+        """How many examples it was trained on (0 untrained)."""
+        return self._examples
 
     def fit(self, examples: Examples) -> LinearTextClassifier:
         """Train on labelled examples, replacing any earlier training.
@@ -116,42 +179,62 @@ class LinearTextClassifier:
         Raises:
             ConfigError: on a missing file or fewer than two labels.
         """
-        pairs = (
-            load_labelled_examples(examples) if isinstance(examples, str | Path) else list(examples)
-        )
-        labels = sorted({label for _, label in pairs})
-        if len(labels) < 2:
-            raise ConfigError(
-                f"LinearTextClassifier needs examples of at least two labels, got {labels}"
-            )
         purpose = "LinearTextClassifier"
+        calibration = require("sklearn.calibration", extra="offline", purpose=purpose)
         text = require("sklearn.feature_extraction.text", extra="offline", purpose=purpose)
         linear = require("sklearn.linear_model", extra="offline", purpose=purpose)
         pipelines = require("sklearn.pipeline", extra="offline", purpose=purpose)
-        features = pipelines.FeatureUnion(
-            [
-                (
-                    "words",
-                    text.TfidfVectorizer(
-                        ngram_range=(1, 2), sublinear_tf=True, min_df=1, strip_accents="unicode"
-                    ),
-                ),
-                (
-                    "chars",
-                    text.TfidfVectorizer(
-                        analyzer="char_wb", ngram_range=(3, 4), sublinear_tf=True, min_df=2
-                    ),
-                ),
-            ]
+        pairs = (
+            load_labelled_examples(examples) if isinstance(examples, str | Path) else list(examples)
         )
-        # saga trains a few hundred examples in tens of milliseconds, where lbfgs
-        # takes about a second: building a pipeline stays fast.
-        model = linear.LogisticRegression(C=self._c, solver="saga", max_iter=2000, random_state=0)
+        counts = Counter(label for _, label in pairs)
+        if len(counts) < 2:
+            raise ConfigError(
+                f"LinearTextClassifier needs examples of at least two labels, got {sorted(counts)}"
+            )
+        min_df = self._min_df or (2 if len(pairs) >= PRUNE_FROM else 1)
+        features = text.TfidfVectorizer(
+            ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, strip_accents="unicode"
+        )
+        sgd = linear.SGDClassifier(loss="log_loss", alpha=self._alpha, random_state=self._seed)
+        model: Any = sgd
+        if self._calibrate and min(counts.values()) >= CALIBRATE_FROM:
+            # ensemble=False: one model fitted on everything, its temperature learnt
+            # from two cross-fitted halves; it costs two extra half-size fits.
+            model = calibration.CalibratedClassifierCV(
+                sgd, method="temperature", cv=2, ensemble=False
+            )
         pipeline = pipelines.Pipeline([("features", features), ("model", model)])
         pipeline.fit([text for text, _ in pairs], [label for _, label in pairs])
         self._pipeline = pipeline
         self._labels = [str(label) for label in pipeline.classes_]
+        self._examples = len(pairs)
         return self
+
+    def save(self, path: str | Path) -> Path:
+        """Write the trained classifier to a versioned model file.
+
+        The file records the library versions; :meth:`load` refuses a file
+        from another scikit-learn version with a message naming the fix.
+
+        Args:
+            path: the file to write (its folder is created).
+
+        Returns:
+            The path written.
+
+        Raises:
+            ConfigError: when the classifier has not been trained.
+        """
+        pipeline = self._trained()
+        return write_model_file(
+            path,
+            pipeline,
+            kind=MODEL_KIND,
+            name=self._name,
+            labels=list(self._labels),
+            examples=self._examples,
+        )
 
     def predict(self, texts: Sequence[str]) -> list[Label]:
         """Label ``texts`` at once (the fast path: one call per batch).
@@ -165,11 +248,10 @@ class LinearTextClassifier:
         Raises:
             ConfigError: when the classifier has not been trained.
         """
-        if self._pipeline is None:
-            raise ConfigError("LinearTextClassifier: call fit() or from_examples() first")
+        pipeline = self._trained()
         if not texts:
             return []
-        probabilities = self._pipeline.predict_proba(list(texts))
+        probabilities = pipeline.predict_proba(list(texts))
         best = probabilities.argmax(axis=1)
         return [
             Label(label=self._labels[int(i)], confidence=round(float(row[int(i)]), 4))
@@ -177,5 +259,14 @@ class LinearTextClassifier:
         ]
 
     async def classify(self, texts: list[str]) -> list[Label]:
-        """Label a batch of texts (runs inline: a batch takes milliseconds)."""
+        """Label a batch of texts (runs inline: a batch takes about a millisecond)."""
         return self.predict(texts)
+
+    def _trained(self) -> Pipeline:
+        if self._pipeline is None:
+            raise ConfigError("LinearTextClassifier: call fit(), from_examples() or load() first")
+        return self._pipeline
+
+
+def _default_hint(path: str | Path) -> str:
+    return f"`LinearTextClassifier.from_examples(...).save('{path}')`"

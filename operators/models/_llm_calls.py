@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from operators.models._results import ChatResult, RequestInfo, Usage
-from operators.models._wire import schema_hint
+from operators.models._structured import schema_hint
 from streamflow.ops import Limiter, RetryPolicy, instrumentation
 
 if TYPE_CHECKING:

@@ -8,11 +8,12 @@ that only calls model endpoints never loads them.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from streamflow.errors import ConfigError
 
-__all__ = ["require"]
+__all__ = ["require", "require_installed"]
 
 
 def require(module: str, *, extra: str, purpose: str) -> ModuleType:
@@ -36,3 +37,19 @@ def require(module: str, *, extra: str, purpose: str) -> ModuleType:
             f"{purpose} needs {module.split('.')[0]}, which is not installed; "
             f"pip install -e '.[{extra}]' in a checkout of streamflow"
         ) from exc
+
+
+def require_installed(module: str, *, extra: str, purpose: str) -> None:
+    """Check that ``module`` can be imported, without importing it.
+
+    For steps that import a package only when their stage starts: a missing
+    extra still fails when the pipeline is built.
+
+    Raises:
+        ConfigError: the package is not installed (names the install command).
+    """
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        raise ConfigError(
+            f"{purpose} needs {module.split('.')[0]}, which is not installed; "
+            f"pip install -e '.[{extra}]' in a checkout of streamflow"
+        )

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from operators.models._http import RequestStatus
+from operators.models._errors import RequestStatus
 from streamflow.errors import ConfigError, StepFailed
 from streamflow.events import StepRecord
 
@@ -29,12 +29,14 @@ class ModelOutputInvalid(StepFailed):
     Attributes:
         model: the model that answered.
         content: what it answered.
+        usage: what the answer cost (it was billed), once the client knows it.
     """
 
     def __init__(self, message: str, *, model: str, content: str) -> None:
         super().__init__(message)
         self.model = model
         self.content = content
+        self.usage: Usage | None = None
 
 
 @dataclass(frozen=True)

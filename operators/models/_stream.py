@@ -1,22 +1,14 @@
-"""Streamed chat completions: server-sent events read as text deltas."""
+"""Streamed chat completions: the SDK's server-sent events read as text deltas."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from operators.models._attempt import Attempt
-from operators.models._http import (
-    error_for_response,
-)
 from operators.models._results import Usage
-from operators.models._wire import chat_tokens, deltas, sse_chunk
-from streamflow.errors import RetriableError, Unavailable
-from streamflow.events import dumps
+from streamflow.errors import Unavailable
 
 if TYPE_CHECKING:
     from operators.models.openai import ModelClient
@@ -25,22 +17,22 @@ __all__ = ["ChatStream"]
 
 
 class ChatStream:
-    """The text deltas of one streamed chat completion.
+    """The text deltas of one streamed chat completion (one HTTP attempt).
 
     An async iterator and an async context manager. After the stream ends,
     ``content`` is the whole text, ``usage`` its usage (tokens are 0 when the
-    server sent none) and ``finish_reason`` why the model stopped.
+    server sent none) and ``finish_reason`` why the model stopped. Retrying is
+    the caller's business: once text went out, a retry would repeat it.
     """
 
     def __init__(
-        self, client: ModelClient, payload: dict[str, Any], model: str, timeout: float | None
+        self, client: ModelClient, options: dict[str, Any], model: str, timeout: float | None
     ) -> None:
         self._client = client
-        self._payload = payload
+        self._options = options
         self._model = model
         self._timeout = timeout
         self._parts: list[str] = []
-        self._yielded = False
         self._gen = self._run()
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
@@ -73,60 +65,44 @@ class ChatStream:
         return self.content
 
     async def _run(self) -> AsyncGenerator[str, None]:
-        retry = self._client._retry
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with contextlib.aclosing(self._attempt()) as deltas:
-                    async for delta in deltas:
-                        yield delta
-                return
-            except RetriableError as exc:
-                # Once text went out, a retry would repeat it: only retry before.
-                if self._yielded or retry is None or not retry.should_retry(exc, attempt):
-                    raise
-                await asyncio.sleep(retry.delay(attempt, exc.retry_after))
-
-    async def _attempt(self) -> AsyncGenerator[str, None]:
         client, model = self._client, self._model
-        with Attempt(client, model, "chat/completions") as attempt:
+        with Attempt(client, model) as attempt:
             try:
-                async with client._http.stream(
-                    "POST",
-                    "chat/completions",
-                    content=dumps(self._payload),
-                    headers={"accept": "text/event-stream"},
-                    timeout=client._timeout(self._timeout),
-                ) as response:
-                    attempt.answered(response.status_code)
-                    if not response.is_success:
-                        body = await response.aread()
-                        raise error_for_response(
-                            response, body, model=model, secrets=client._secrets
-                        )
-                    done = False
-                    async for line in response.aiter_lines():
-                        chunk = sse_chunk(line, model, client._secrets)
-                        if chunk is None:
-                            continue
-                        if isinstance(chunk, str):  # "[DONE]"
-                            done = True
-                            break
-                        usage = chunk.get("usage")
-                        if isinstance(usage, dict):
-                            attempt.tokens_in, attempt.tokens_out = chat_tokens(chunk)
-                        texts, finish = deltas(chunk)
-                        if finish is not None:
-                            self.finish_reason = finish
-                        for delta in texts:
-                            self._parts.append(delta)
-                            self._yielded = True
-                            yield delta
-                    if not done and self.finish_reason is None:
-                        raise Unavailable(
-                            f"model endpoint ended the stream early for {model!r} at {attempt.url}"
-                        )
-            except httpx.HTTPError as exc:
-                raise attempt.unreachable(exc, self._timeout) from exc
-            self.usage = attempt.usage(attempt.tokens_in, attempt.tokens_out)
+                stream: Any = await client.sdk.chat.completions.create(stream=True, **self._options)
+            except Exception as exc:
+                raise attempt.failed(exc, self._timeout) from None
+            attempt.answered(200)
+            tokens = (0, 0)
+            failure: Exception | None = None
+            async with contextlib.aclosing(_chunks(stream)) as chunks:
+                try:
+                    async for chunk in chunks:
+                        usage = getattr(chunk, "usage", None)
+                        if usage is not None:
+                            tokens = (usage.prompt_tokens or 0, usage.completion_tokens or 0)
+                        for choice in chunk.choices or ():
+                            delta = getattr(choice.delta, "content", None)
+                            if choice.finish_reason:
+                                self.finish_reason = str(choice.finish_reason)
+                            if delta:
+                                self._parts.append(delta)
+                                yield delta
+                except Exception as exc:
+                    # Settle what the usage chunk said before failing (it may have come).
+                    attempt.usage(*tokens)
+                    failure = attempt.failed(exc, self._timeout)
+            if failure is not None:
+                raise failure
+            self.usage = attempt.usage(*tokens)
+            if self.finish_reason is None:
+                raise Unavailable(
+                    f"model endpoint ended the stream early for {model!r} at {attempt.url}"
+                )
+
+
+async def _chunks(stream: Any) -> AsyncGenerator[Any, None]:
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.close()

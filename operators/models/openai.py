@@ -1,44 +1,43 @@
-"""An async client for any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp).
+"""An async client for any OpenAI-compatible endpoint, on the official ``openai`` SDK.
 
-One pooled ``httpx.AsyncClient`` per :class:`ModelClient`, opened and closed
-with ``async with``. Every call returns its :class:`Usage` (tokens, latency,
-cost from a :class:`~operators.models.pricing.PriceTable`), which
-:meth:`Usage.to_record` turns into a trace line. Every HTTP attempt is also
-reported to an optional ``on_request`` hook as a :class:`RequestInfo`, so a
-runtime can count requests, tokens and cost without this module knowing of
-Prometheus.
+:class:`ModelClient` wraps one ``openai.AsyncOpenAI`` (built from a
+:class:`ModelEndpoint`, or one you pass: ``AsyncOpenAI``, ``AsyncAzureOpenAI``),
+always with ``max_retries=0``: retries, the shared rate limiter and
+``Retry-After`` stay with streamflow's policy. Every call returns its
+:class:`Usage` (tokens, latency, cost from a
+:class:`~operators.models.pricing.PriceTable`), which :meth:`Usage.to_record`
+turns into a trace line. Every HTTP attempt is also reported to an optional
+``on_request`` hook as a :class:`RequestInfo` (tokens included when the
+answer was billed but unusable), so a runtime can count requests, tokens and
+cost without this module knowing of Prometheus.
 
-Errors are streamflow errors (see :mod:`operators.models._http`): 429 ->
+Errors are streamflow errors (see :mod:`operators.models._errors`): 429 ->
 RateLimited, 5xx and connection errors -> Unavailable, timeouts ->
-StepTimeout, other 4xx -> StepFailed, unparseable structured output ->
-:class:`ModelOutputInvalid`. The client does not retry unless given a
-``retry`` policy; ``map_async(retry=...)`` usually does that job.
+StepTimeout, other 4xx -> StepFailed, a key or URL that cannot be sent ->
+ConfigError, structured output that does not validate ->
+:class:`ModelOutputInvalid`.
 
 The API key is a ``SecretStr``: it is not in reprs, and it is scrubbed from
-every error message, even when an endpoint echoes request headers back.
+every error message, as are credentials in the base URL, even when an
+endpoint echoes request headers back. The SDK is imported on first use, so
+importing :mod:`operators` does not load it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from operators.models._attempt import Attempt
-from operators.models._http import (
-    RequestStatus,
-    error_for_exception,
-    error_for_response,
-    redact_url,
-)
+from operators.models._errors import RequestStatus, redact_url, url_secrets
 from operators.models._results import (
     ChatResult,
     ClientStatistics,
@@ -49,19 +48,19 @@ from operators.models._results import (
     usage_record,
 )
 from operators.models._stream import ChatStream
-from operators.models._wire import (
+from operators.models._structured import (
     Message,
-    chat_payload,
-    chat_tokens,
-    embed_tokens,
-    json_object,
+    StructuredMode,
+    chat_messages,
     parse_structured,
-    unexpected,
+    with_schema_hint,
 )
 from operators.models.pricing import PriceTable
-from streamflow.errors import ConfigError, DecodeError, RetriableError, TransportClosed
-from streamflow.events import dumps
-from streamflow.ops import RetryPolicy
+from streamflow.errors import ConfigError, StepFailed, TransportClosed
+from streamflow.events import loads
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -85,6 +84,11 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 M = TypeVar("M", bound=BaseModel)
 
+# What an HTTP header value may hold: visible ASCII, no whitespace inside a key.
+_KEY_CHARACTERS = re.compile(r"[\x21-\x7e]+")
+# A server that cannot take a JSON schema says so in a 400 naming the field.
+_NO_SCHEMA_SUPPORT = re.compile(r"(?i)response_format|json_schema")
+
 
 class ModelEndpoint(BaseModel):
     """Where the model server is and how to talk to it.
@@ -96,6 +100,10 @@ class ModelEndpoint(BaseModel):
         connect_timeout_s: seconds allowed to connect.
         max_connections: the size of the connection pool.
         stream_usage: ask streamed answers for usage (``stream_options.include_usage``).
+        structured_output: ``json_schema`` (the SDK's parse with the pydantic model)
+            or ``json_object`` (JSON mode with the schema in the prompt, for servers
+            without JSON-schema support; also chosen by itself when a server refuses
+            a schema).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -106,6 +114,17 @@ class ModelEndpoint(BaseModel):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=64, ge=1)
     stream_usage: bool = True
+    structured_output: StructuredMode = "json_schema"
+
+    @field_validator("api_key")
+    @classmethod
+    def _sendable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _KEY_CHARACTERS.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "the API key holds whitespace (a trailing newline?) or characters an HTTP "
+                "header cannot carry; strip it"
+            )
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -140,9 +159,10 @@ class ModelEndpoint(BaseModel):
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
             )
+            names = "OPENAI_API_KEY" if "api_key" in problems else "OPENAI_BASE_URL"
             raise ConfigError(
-                f"model endpoint settings are invalid ({problems}); check OPENAI_BASE_URL "
-                "(for example http://127.0.0.1:8000/v1) and the arguments given"
+                f"model endpoint settings are invalid ({problems}); check {names} "
+                "(a base URL looks like http://127.0.0.1:8000/v1) and the arguments given"
             ) from None
 
     def __repr__(self) -> str:
@@ -164,50 +184,55 @@ class _Totals:
 
 
 class ModelClient:
-    """Calls an OpenAI-compatible endpoint: chat, streamed chat, embeddings.
+    """Calls an OpenAI-compatible endpoint through the OpenAI SDK: chat, streamed chat, embeddings.
 
     Use as ``async with ModelClient(ModelEndpoint.from_env()) as client``; the
-    connection pool is shared by every call and closed on exit.
+    SDK client (and its connection pool) is shared by every call and closed on
+    exit, unless it was passed in, which leaves closing it to its owner.
     """
 
     def __init__(
         self,
         endpoint: ModelEndpoint | None = None,
         *,
+        openai_client: AsyncOpenAI | None = None,
         prices: PriceTable | None = None,
         on_request: Callable[[RequestInfo], None] | None = None,
-        retry: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        """Create a client (its pool opens lazily; close it with ``aclose``).
+        """Create a client (the SDK client is made on first use; close it with ``aclose``).
 
         Args:
-            endpoint: where to call (default: :meth:`ModelEndpoint.from_env`).
+            endpoint: where to call (default: :meth:`ModelEndpoint.from_env`, or what
+                ``openai_client`` says).
+            openai_client: an ``AsyncOpenAI`` or ``AsyncAzureOpenAI`` you configured;
+                it is used with ``max_retries=0``.
             prices: the price table for costs (default: :meth:`PriceTable.defaults`).
             on_request: called after every HTTP attempt with its :class:`RequestInfo`.
-            retry: retry retriable failures inside the client (default: no retry).
-            transport: an httpx transport to use instead of the network.
         """
-        self.endpoint = endpoint if endpoint is not None else ModelEndpoint.from_env()
+        if endpoint is None:
+            endpoint = (
+                ModelEndpoint(base_url=str(openai_client.base_url))
+                if openai_client is not None
+                else ModelEndpoint.from_env()
+            )
+        self.endpoint = endpoint
         self.prices = prices if prices is not None else PriceTable.defaults()
         self._on_request = on_request
-        self._retry = retry
-        headers = {"accept": "application/json", "content-type": "application/json"}
+        self._given = openai_client
+        self._sdk_client: AsyncOpenAI | None = None
         key = self.endpoint.api_key
-        self._secrets = [key.get_secret_value()] if key is not None else []
-        if key is not None:
-            headers["authorization"] = f"Bearer {key.get_secret_value()}"
-        limits = httpx.Limits(
-            max_connections=self.endpoint.max_connections,
-            max_keepalive_connections=self.endpoint.max_connections,
-        )
-        self._http = httpx.AsyncClient(
-            base_url=self.endpoint.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(self.endpoint.timeout_s, connect=self.endpoint.connect_timeout_s),
-            limits=limits,
-            transport=transport,
-        )
+        given_key = getattr(openai_client, "api_key", None)
+        self.secrets: list[str] = [
+            s
+            for s in (
+                key.get_secret_value() if key is not None else None,
+                given_key if isinstance(given_key, str) else None,
+                *url_secrets(self.endpoint.base_url),
+            )
+            if s
+        ]
+        self.url = redact_url(self.endpoint.base_url)
+        self.structured: StructuredMode = self.endpoint.structured_output
         self._totals = _Totals()
         self._closed = False
 
@@ -226,14 +251,42 @@ class ModelClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool; later calls raise TransportClosed."""
+        """Close the SDK client this client made; later calls raise TransportClosed."""
         self._closed = True
-        await self._http.aclose()
+        if self._sdk_client is not None and self._given is None:
+            await self._sdk_client.close()
 
     def statistics(self) -> ClientStatistics:
         """Totals over every HTTP attempt so far."""
         t = self._totals
         return ClientStatistics(dict(t.requests), t.tokens_in, t.tokens_out, t.cost_usd)
+
+    @property
+    def sdk(self) -> AsyncOpenAI:
+        """The ``AsyncOpenAI`` client the calls go through (``max_retries=0``)."""
+        if self._sdk_client is None:
+            self._sdk_client = self._make_sdk()
+        return self._sdk_client
+
+    def _make_sdk(self) -> AsyncOpenAI:
+        try:
+            import openai
+        except ImportError:
+            raise ConfigError(
+                "the model client needs the OpenAI SDK: pip install 'streamflow-ai[models]'"
+            ) from None
+        if self._given is not None:
+            return self._given.with_options(max_retries=0)
+        key = self.endpoint.api_key
+        return openai.AsyncOpenAI(
+            # Local servers take no key; the SDK insists on one, so send a placeholder.
+            api_key=key.get_secret_value() if key is not None else "unused",
+            base_url=self.endpoint.base_url,
+            timeout=openai.Timeout(
+                self.endpoint.timeout_s, connect=self.endpoint.connect_timeout_s
+            ),
+            max_retries=0,
+        )
 
     # -- calls -----------------------------------------------------------------
 
@@ -274,15 +327,17 @@ class ModelClient:
         timeout: float | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> ChatResult[M] | ChatResult[None]:
-        """Ask for one chat completion.
+        """Ask for one chat completion (one HTTP attempt).
 
         Args:
             messages: the conversation, or one user message as a string.
             model: the model name the endpoint knows.
             temperature: sampling temperature (the server's default when None).
             max_tokens: the cap on completion tokens.
-            response_model: ask for a JSON object (``response_format``), with the
-                model's JSON schema in a system message, and validate the answer.
+            response_model: ask for JSON shaped as this pydantic model (the SDK's
+                ``parse``, or JSON mode with the schema in the prompt when the
+                endpoint's ``structured_output`` is ``json_object`` or the server
+                refuses a JSON schema) and validate the answer.
             timeout: seconds per read for this call (default: the endpoint's).
             extra: other request fields (``seed``, ``stop``, ``top_p`` ...).
 
@@ -290,24 +345,80 @@ class ModelClient:
             The content, the parsed model (or None), the usage and the finish reason.
 
         Raises:
-            ModelOutputInvalid: the answer does not validate against ``response_model``.
+            ModelOutputInvalid: the answer does not validate against ``response_model``
+                (its ``usage`` says what the answer cost).
             RateLimited, Unavailable, StepTimeout: retriable failures.
             StepFailed: the endpoint refused the request (4xx) or answered nonsense.
+            ConfigError: the key or URL cannot be used.
         """
-        payload = chat_payload(messages, model, temperature, max_tokens, response_model, extra)
-        data, usage = await self._call("chat/completions", payload, model, timeout, chat_tokens)
-        try:
-            choice = data["choices"][0]
-            content = choice["message"].get("content") or ""
-            finish_reason = choice.get("finish_reason")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise unexpected("chat completion", model) from None
-        if not isinstance(content, str):
-            raise unexpected("chat completion", model)
-        if response_model is None:
-            return ChatResult(content, None, usage, finish_reason)
-        parsed = parse_structured(content, response_model, model)
-        return ChatResult(content, parsed, usage, finish_reason)
+        chat = chat_messages(messages, model)
+        options: dict[str, Any] = dict(extra or {})
+        if temperature is not None:
+            options["temperature"] = temperature
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        if timeout is not None:
+            options["timeout"] = timeout
+        if response_model is not None and self.structured == "json_schema":
+            try:
+                return await self._chat(chat, model, options, response_model, schema=True)
+            except StepFailed as exc:
+                if "400" not in str(exc) or not _NO_SCHEMA_SUPPORT.search(str(exc)):
+                    raise
+                logger.warning(
+                    "model endpoint %s refused a JSON schema for %r; using JSON mode",
+                    self.url,
+                    model,
+                )
+                self.structured = "json_object"
+        return await self._chat(chat, model, options, response_model, schema=False)
+
+    async def _chat(
+        self,
+        chat: list[dict[str, Any]],
+        model: str,
+        options: dict[str, Any],
+        response_model: type[M] | None,
+        *,
+        schema: bool,
+    ) -> ChatResult[Any]:
+        completions: Any = self.sdk.chat.completions.with_raw_response
+        with Attempt(self, model) as attempt:
+            if response_model is not None and schema:
+                request = completions.parse(
+                    model=model, messages=chat, response_format=response_model, **options
+                )
+            elif response_model is not None:
+                request = completions.create(
+                    model=model,
+                    messages=with_schema_hint(chat, response_model),
+                    response_format={"type": "json_object"},
+                    **options,
+                )
+            else:
+                request = completions.create(model=model, messages=chat, **options)
+            raw: Any = await attempt.call(request, options.get("timeout"))
+            attempt.answered(raw.http_response.status_code)
+            data = _json_body(raw.http_response.content, "chat completion", model)
+            usage = attempt.usage(*_chat_tokens(data))
+            try:
+                choice = data["choices"][0]
+                content = choice["message"].get("content") or ""
+                finish_reason = choice.get("finish_reason")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                raise _unexpected("chat completion", model) from None
+            if not isinstance(content, str):
+                raise _unexpected("chat completion", model)
+            if response_model is None:
+                return ChatResult(content, None, usage, finish_reason)
+            try:
+                parsed = _sdk_parsed(raw, response_model) if schema else None
+                if parsed is None:
+                    parsed = parse_structured(content, response_model, model)
+            except ModelOutputInvalid as exc:
+                exc.usage = usage  # billed all the same
+                raise
+            return ChatResult(content, parsed, usage, finish_reason)
 
     def chat_stream(
         self,
@@ -319,7 +430,7 @@ class ModelClient:
         timeout: float | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> ChatStream:
-        """Stream a chat completion as text deltas.
+        """Stream a chat completion as text deltas (one HTTP attempt).
 
         Use ``async with client.chat_stream(...) as stream: async for delta in stream``
         so the connection is released even when you stop early; ``stream.usage``
@@ -336,11 +447,18 @@ class ModelClient:
         Returns:
             An async iterator of text deltas (errors as for :meth:`chat`).
         """
-        payload = chat_payload(messages, model, temperature, max_tokens, None, extra)
-        payload["stream"] = True
+        options: dict[str, Any] = dict(extra or {})
+        options["model"] = model
+        options["messages"] = chat_messages(messages, model)
+        if temperature is not None:
+            options["temperature"] = temperature
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        if timeout is not None:
+            options["timeout"] = timeout
         if self.endpoint.stream_usage:
-            payload["stream_options"] = {"include_usage": True}
-        return ChatStream(self, payload, model, timeout)
+            options["stream_options"] = {"include_usage": True}
+        return ChatStream(self, options, model, timeout)
 
     async def embed(
         self,
@@ -368,44 +486,47 @@ class ModelClient:
             raise ConfigError("embed takes a list of texts; wrap a single text in a list")
         if not texts:
             return EmbedResult([], Usage(model=model, started_at=time.time(), requests=0))
-        payload: dict[str, Any] = {"model": model, "input": list(texts)}
+        options: dict[str, Any] = {"encoding_format": "float"}
         if dimensions is not None:
-            payload["dimensions"] = dimensions
-        data, usage = await self._call("embeddings", payload, model, timeout, embed_tokens)
-        try:
-            rows = sorted(data["data"], key=lambda row: row["index"])
-            vectors = [[float(x) for x in row["embedding"]] for row in rows]
-        except (KeyError, TypeError, ValueError):
-            raise unexpected("embedding list", model) from None
-        if len(vectors) != len(texts):
-            raise unexpected(f"list of {len(texts)} embeddings", model)
-        return EmbedResult(vectors, usage)
+            options["dimensions"] = dimensions
+        if timeout is not None:
+            options["timeout"] = timeout
+        with Attempt(self, model) as attempt:
+            raw: Any = await attempt.call(
+                self.sdk.embeddings.with_raw_response.create(
+                    model=model, input=list(texts), **options
+                ),
+                timeout,
+            )
+            attempt.answered(raw.http_response.status_code)
+            data = _json_body(raw.http_response.content, "embedding list", model)
+            usage = attempt.usage(*_embed_tokens(data))
+            try:
+                rows = sorted(data["data"], key=lambda row: row["index"])
+                vectors = [[float(x) for x in row["embedding"]] for row in rows]
+            except (KeyError, TypeError, ValueError):
+                raise _unexpected("embedding list", model) from None
+            if len(vectors) != len(texts):
+                raise _unexpected(f"list of {len(texts)} embeddings", model)
+            return EmbedResult(vectors, usage)
 
     async def list_models(self, *, timeout: float | None = None) -> list[str]:
         """The model names the endpoint serves (``GET /models``)."""
-        self._check_open()
-        url = redact_url(self._http.base_url.join("models"))
-        try:
-            response = await self._http.get("models", timeout=self._timeout(timeout))
-        except httpx.HTTPError as exc:
-            raise error_for_exception(exc, model="*", url=url, timeout=timeout) from exc
-        if not response.is_success:
-            raise error_for_response(response, response.content, model="*", secrets=self._secrets)
-        try:
-            return [str(row["id"]) for row in json_object(response.content)["data"]]
-        except (KeyError, TypeError, DecodeError):
-            raise unexpected("model list", "*") from None
+        with Attempt(self, "*") as attempt:
+            page = await attempt.call(
+                self.sdk.models.list(
+                    timeout=timeout if timeout is not None else self.endpoint.timeout_s
+                ),
+                timeout,
+            )
+            attempt.answered(200)
+            return [str(row.id) for row in page.data]
 
     # -- plumbing --------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosed("the model client is closed; open a new one")
-
-    def _timeout(self, timeout: float | None) -> httpx.Timeout:
-        # Always explicit: httpx reads timeout=None as "no timeout at all".
-        read = self.endpoint.timeout_s if timeout is None else timeout
-        return httpx.Timeout(read, connect=min(read, self.endpoint.connect_timeout_s))
 
     def _report(self, info: RequestInfo) -> None:
         totals = self._totals
@@ -420,46 +541,44 @@ class ModelClient:
                 # A broken metrics hook must not fail the model call it observes.
                 logger.exception("on_request hook failed")
 
-    async def _call(
-        self,
-        path: str,
-        payload: dict[str, Any],
-        model: str,
-        timeout: float | None,
-        tokens: Callable[[dict[str, Any]], tuple[int, int]],
-    ) -> tuple[dict[str, Any], Usage]:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._attempt(path, payload, model, timeout, tokens)
-            except RetriableError as exc:
-                if self._retry is None or not self._retry.should_retry(exc, attempt):
-                    raise
-                await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
 
-    async def _attempt(
-        self,
-        path: str,
-        payload: dict[str, Any],
-        model: str,
-        timeout: float | None,
-        tokens: Callable[[dict[str, Any]], tuple[int, int]],
-    ) -> tuple[dict[str, Any], Usage]:
-        with Attempt(self, model, path) as attempt:
-            try:
-                response = await self._http.post(
-                    path, content=dumps(payload), timeout=self._timeout(timeout)
-                )
-            except httpx.HTTPError as exc:
-                raise attempt.unreachable(exc, timeout) from exc
-            attempt.answered(response.status_code)
-            if not response.is_success:
-                raise error_for_response(
-                    response, response.content, model=model, secrets=self._secrets
-                )
-            try:
-                data = json_object(response.content)
-            except DecodeError:
-                raise unexpected("JSON object", model) from None
-            return data, attempt.usage(*tokens(data))
+def _sdk_parsed(raw: Any, response_model: type[M]) -> M | None:
+    """The SDK's own parse of a structured answer, or None when it could not make one."""
+    try:
+        parsed = raw.parse().choices[0].message.parsed
+    except Exception:
+        # Not valid (or fenced in Markdown): parse_structured explains or recovers.
+        return None
+    return parsed if isinstance(parsed, response_model) else None
+
+
+def _json_body(body: bytes, what: str, model: str) -> dict[str, Any]:
+    try:
+        parsed = loads(body)
+    except Exception:
+        raise _unexpected(what, model) from None
+    if not isinstance(parsed, dict):
+        raise _unexpected(what, model)
+    return parsed
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _chat_tokens(data: Mapping[str, Any]) -> tuple[int, int]:
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return 0, 0
+    return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+
+
+def _embed_tokens(data: Mapping[str, Any]) -> tuple[int, int]:
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return 0, 0
+    return _count(usage.get("prompt_tokens", usage.get("total_tokens"))), 0
+
+
+def _unexpected(what: str, model: str) -> StepFailed:
+    return StepFailed(f"model endpoint answered 200 without a valid {what} for {model!r}")

@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
 from streamflow.cli import _review, _trace  # noqa: E402,F401,I001  (review and trace commands)
 from streamflow.cli import _kafka  # noqa: E402,F401  (registers the Kafka commands)
+from streamflow.cli import _train  # noqa: E402,F401  (the train command)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -70,7 +70,11 @@ async def run_in_process(
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry, pipeline.name)
     stop = asyncio.Event()
+    # The CLI owns its process, so it may tune the garbage collector.
+    runtime = Runtime(tune_gc=True)
     async with contextlib.AsyncExitStack() as stack:
+        # A model budget whose Redis does not answer fails here, before any result file exists.
+        await stack.enter_async_context(runtime.limiters.opened())
         if metrics_port is not None:
             server = await stack.enter_async_context(
                 open_metrics_server(registry, metrics_port, host=metrics_host)
@@ -99,8 +103,7 @@ async def run_in_process(
                 drain_timeout=drain_timeout,
                 stop=stop,
                 on_progress=on_progress,
-                # The CLI owns its process, so it may tune the garbage collector.
-                runtime=Runtime(tune_gc=True),
+                runtime=runtime,
             )
     print_summary(report)
     answers = "stdout" if output_path == "-" else output_path

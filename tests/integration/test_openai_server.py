@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import logging
 import math
@@ -17,6 +18,8 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
+from operators.models._llm_calls import call_model
+from operators.models.llm import CallPolicy
 from operators.models.openai import (
     ModelClient,
     ModelEndpoint,
@@ -156,14 +159,50 @@ class Triage(BaseModel):
     urgent: bool
 
 
-async def test_structured_output_is_validated_into_the_model() -> None:
+async def test_structured_output_sends_the_models_json_schema_and_validates_the_answer() -> None:
+    asked: list[dict[str, Any]] = []
+
     def reply(request: dict[str, Any]) -> str:
-        assert request["response_format"] == {"type": "json_object"}
+        asked.append(request["response_format"])
         return '{"label": "billing", "urgent": true}'
 
     async with open_openai_server(reply=reply) as server, _client(server) as client:
         result = await client.chat("My card was charged twice", model=MODEL, response_model=Triage)
     assert result.parsed == Triage(label="billing", urgent=True)
+    assert asked[0]["type"] == "json_schema"
+    schema = asked[0]["json_schema"]["schema"]
+    assert schema["required"] == ["label", "urgent"] and schema["additionalProperties"] is False
+
+
+async def test_json_mode_sends_the_schema_in_the_prompt() -> None:
+    asked: list[dict[str, Any]] = []
+
+    def reply(request: dict[str, Any]) -> str:
+        asked.append(request)
+        return '{"label": "billing", "urgent": false}'
+
+    async with (
+        open_openai_server(reply=reply) as server,
+        _client(server, structured_output="json_object") as client,
+    ):
+        result = await client.chat("Charged twice", model=MODEL, response_model=Triage)
+    assert result.parsed == Triage(label="billing", urgent=False)
+    assert asked[0]["response_format"] == {"type": "json_object"}
+    assert '"urgent"' in asked[0]["messages"][0]["content"]
+
+
+async def test_a_server_that_refuses_json_schema_gets_json_mode_from_then_on() -> None:
+    def reply(request: dict[str, Any]) -> str:
+        if request["response_format"]["type"] == "json_schema":
+            raise ValueError("unused")
+        return '{"label": "shipping", "urgent": true}'
+
+    async with open_openai_server(reply=reply) as server, _client(server) as client:
+        server.inject_fault(Fault(400, message="response_format json_schema is not supported"))
+        first = await client.chat("Where is it?", model=MODEL, response_model=Triage)
+        second = await client.chat("Where is it?", model=MODEL, response_model=Triage)
+    assert first.parsed == second.parsed == Triage(label="shipping", urgent=True)
+    assert [r.status for r in server.requests] == [400, 200, 200]
 
 
 async def test_structured_output_that_is_not_json_fails_the_step() -> None:
@@ -276,17 +315,16 @@ async def test_unreachable_endpoint_is_unavailable() -> None:
             await client.chat("hi", model=MODEL)
 
 
-async def test_client_retry_policy_honours_retry_after_then_succeeds(server: OpenAIServer) -> None:
+async def test_call_policy_honours_retry_after_then_succeeds(server: OpenAIServer) -> None:
     seen: list[RequestInfo] = []
     server.inject_fault(Fault(429, retry_after=0.05), times=2)
-    client = ModelClient(
-        ModelEndpoint(base_url=server.base_url),
-        on_request=seen.append,
-        retry=RetryPolicy(max_attempts=3, base_delay=0.0, jitter=0.0),
-    )
+    client = ModelClient(ModelEndpoint(base_url=server.base_url), on_request=seen.append)
+    policy = CallPolicy(retry=RetryPolicy(max_attempts=3, base_delay=0.0, jitter=0.0))
     async with client:
         started = time.monotonic()
-        result = await client.chat("hi", model=MODEL)
+        result = await call_model(
+            lambda: client.chat("hi", model=MODEL), lambda r: r.usage, policy=policy
+        )
     assert time.monotonic() - started >= 0.1
     assert "hi" in result.content
     assert [i.status for i in seen] == ["429", "429", "ok"]
@@ -460,14 +498,51 @@ def test_server_runs_from_the_command_line() -> None:
 
 
 async def test_a_2xx_whose_body_is_unusable_counts_as_an_error_attempt() -> None:
-    import httpx
+    import httpx2
+    import openai
 
     seen: list[RequestInfo] = []
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=b"<html>ok</html>"))
-    client = ModelClient(
-        ModelEndpoint(base_url="http://127.0.0.1:9"), on_request=seen.append, transport=transport
+    transport = httpx2.MockTransport(
+        lambda request: httpx2.Response(
+            200, content=b"<html>ok</html>", headers={"content-type": "application/json"}
+        )
     )
-    async with client:
-        with pytest.raises(StreamflowError, match="JSON object"):
+    sdk = openai.AsyncOpenAI(
+        base_url="http://127.0.0.1:9/v1",
+        api_key="sk-test",
+        http_client=httpx2.AsyncClient(transport=transport),
+    )
+    async with ModelClient(openai_client=sdk, on_request=seen.append) as client:
+        with pytest.raises(StreamflowError, match="chat completion"):
             await client.chat("hi", model=MODEL)
     assert [(i.status, i.http_status) for i in seen] == [("error", 200)]
+
+
+async def test_a_users_own_sdk_client_is_used_without_its_retries(server: OpenAIServer) -> None:
+    import openai
+
+    sdk = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-user", max_retries=5)
+    server.inject_fault(Fault(500))
+    async with ModelClient(openai_client=sdk) as client:
+        with pytest.raises(Unavailable):
+            await client.chat("hi", model=MODEL)
+        assert (await client.chat("hi", model=MODEL)).content
+    assert [r.status for r in server.requests] == [500, 200]
+    assert not sdk.is_closed()  # its owner closes it
+    await sdk.close()
+
+
+async def test_credentials_in_the_base_url_never_reach_errors_or_dead_letters() -> None:
+    async with open_openai_server(echo_headers_in_errors=True) as server:
+        base = server.base_url.replace("http://", "http://alice:pw-0f9e8d7c@")
+        endpoint = ModelEndpoint(base_url=base, api_key=SECRET)
+        async with ModelClient(endpoint) as client:
+            server.inject_fault(Fault(500))
+            with pytest.raises(Unavailable) as caught:
+                await client.chat("hi", model=MODEL)
+    assert "request headers" in str(caught.value)  # the server echoed what it got
+    failed = Event(payload="hi").failed(caught.value, "generate")
+    shown = [_all_text(caught.value), encode_event(failed).decode(), repr(endpoint)]
+    token = base64.b64encode(b"alice:pw-0f9e8d7c").decode()
+    for text in shown:
+        assert "pw-0f9e8d7c" not in text and token not in text and SECRET not in text

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -112,6 +114,15 @@ async def test_usage_above_the_estimate_is_debt_for_every_process(
     assert await _admitted_now(second, 100)
 
 
+async def test_a_call_larger_than_the_whole_budget_goes_alone_once_the_window_is_empty(
+    processes: Callable[[], RedisLimiters],
+) -> None:
+    first = processes().limiter("chat", _limits(tpm=1000))
+    second = processes().limiter("chat", _limits(tpm=1000))
+    assert await _admitted_now(first, 1500)
+    assert not await _admitted_now(second, 1)
+
+
 async def test_a_refund_wakes_a_waiter_of_the_same_process(
     processes: Callable[[], RedisLimiters],
 ) -> None:
@@ -155,7 +166,9 @@ GENERATE = textwrap.dedent(
     # Every process that calls this endpoint names it by its URL.
     limiter = shared_limiter(BASE, requests_per_s=50)
     pipeline = Pipeline(
-        "generate", [Stage("generate", map_async(generate, concurrency=32, limiter=limiter))]
+        "PIPELINE",
+        [Stage("generate", map_async(generate, concurrency=32, limiter=limiter))],
+        key_field="customer",
     )
     """
 )
@@ -169,27 +182,45 @@ TICKETS_PER_PROCESS = 150
 GUARD_S = "0.4"
 
 
-def _run_two_processes(tmp_path: Path, base_url: str, limiter_url: str | None) -> None:
-    pipeline = tmp_path / "generate.py"
-    pipeline.write_text(GENERATE)
+def _environment(base_url: str, limiter_url: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "STREAMFLOW_LIMITER_URL"}
     env["OPENAI_BASE_URL"] = base_url
     env["PYTHONPATH"] = str(ROOT)
     env["STREAMFLOW_LIMITER_GUARD"] = GUARD_S
     if limiter_url is not None:
         env["STREAMFLOW_LIMITER_URL"] = limiter_url
+    return env
+
+
+def _tickets(path: Path, prefix: str, count: int) -> Path:
+    path.write_bytes(
+        b"\n".join(
+            dumps({"id": f"{prefix}-{i}", "customer": f"c{i % 17}", "text": f"ticket {i}"})
+            for i in range(count)
+        )
+        + b"\n"
+    )
+    return path
+
+
+def _run_two_processes(tmp_path: Path, base_url: str, limiter_url: str | None) -> None:
+    pipeline = tmp_path / "generate.py"
+    pipeline.write_text(GENERATE.replace("PIPELINE", "generate"))
+    env = _environment(base_url, limiter_url)
     started = []
     for n in range(2):
-        tickets = tmp_path / f"tickets-{n}.jsonl"
-        tickets.write_bytes(
-            b"\n".join(
-                dumps({"id": f"p{n}-{i}", "text": f"ticket {i} of process {n}"})
-                for i in range(TICKETS_PER_PROCESS)
-            )
-            + b"\n"
-        )
-        command = [sys.executable, "-m", "streamflow", "run", str(pipeline), "--input",
-                   str(tickets), "--output", str(tmp_path / f"answers-{n}.jsonl")]  # fmt: skip
+        tickets = _tickets(tmp_path / f"tickets-{n}.jsonl", f"p{n}", TICKETS_PER_PROCESS)
+        command = [
+            sys.executable,
+            "-m",
+            "streamflow",
+            "run",
+            str(pipeline),
+            "--input",
+            str(tickets),
+            "--output",
+            str(tmp_path / f"answers-{n}.jsonl"),
+        ]
         log = (tmp_path / f"run-{n}.log").open("wb")
         started.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
     for process in started:
@@ -222,3 +253,76 @@ async def test_two_processes_counting_on_their_own_exceed_the_endpoint_limit(
 ) -> None:
     # What the Redis limiter fixes: each process keeps 50/s, the endpoint sees both.
     assert await _busiest_second(tmp_path, None) > 50
+
+
+def _run_two_workers(
+    tmp_path: Path, base_url: str, limiter_url: str, broker: str, served: Callable[[], int]
+) -> None:
+    name = f"budget_{uuid.uuid4().hex[:8]}"
+    pipeline = tmp_path / "generate.py"
+    pipeline.write_text(GENERATE.replace("PIPELINE", name))
+    env = _environment(base_url, limiter_url)
+    streamflow = [sys.executable, "-m", "streamflow"]
+    kafka = ["--broker", broker]
+    subprocess.run(
+        [*streamflow, "topics", "create", str(pipeline), *kafka, "--partitions", "4"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    workers = []
+    for n in range(2):
+        log = (tmp_path / f"worker-{n}.log").open("wb")
+        workers.append(
+            subprocess.Popen(
+                [*streamflow, "worker", str(pipeline), "--stage", "generate", *kafka],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    try:
+        tickets = _tickets(tmp_path / "tickets.jsonl", "w", 2 * TICKETS_PER_PROCESS)
+        subprocess.run(
+            [*streamflow, "produce", str(pipeline), *kafka, "--input", str(tickets)],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        deadline = time.monotonic() + 180
+        while served() < 2 * TICKETS_PER_PROCESS:
+            alive = [w.poll() is None for w in workers]
+            logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("*.log"))
+            assert all(alive) and time.monotonic() < deadline, logs
+            time.sleep(0.2)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
+@pytest.mark.kafka
+async def test_two_generate_workers_on_kafka_share_the_redis_budget(
+    tmp_path: Path, redis_url: str, kafka_broker: str
+) -> None:
+    async with open_openai_server() as server:
+
+        def served() -> int:
+            return sum(1 for r in list(server.requests) if r.path.endswith("/chat/completions"))
+
+        await asyncio.to_thread(
+            _run_two_workers, tmp_path, server.base_url, redis_url, kafka_broker, served
+        )
+        requests = [r for r in server.requests if r.path.endswith("/chat/completions")]
+    busiest = peak_in_window(requests, 1.0)
+    print(f"two generate workers on Kafka, limiter in Redis: busiest second {busiest:.0f}")
+    assert len(requests) >= 2 * TICKETS_PER_PROCESS
+    assert busiest <= 50

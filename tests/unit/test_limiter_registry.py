@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flow_helpers import ListSink, lines
 
 from streamflow import Event, Pipeline, Stage, map_async, rate_limit
+from streamflow.cli import main
 from streamflow.errors import ConfigError
 from streamflow.ops import (
     LimiterRegistry,
@@ -114,3 +116,34 @@ def test_the_environment_picks_in_process_counting_unless_it_names_a_redis() -> 
     assert "secret" not in repr(shared)
     with pytest.raises(ConfigError, match="not a Redis URL"):
         limiters_from_env({"STREAMFLOW_LIMITER_URL": "http://cache:6379"})
+
+
+def test_the_guard_setting_widens_the_windows_of_the_runtimes_limiters() -> None:
+    registry = limiters_from_env({"STREAMFLOW_LIMITER_GUARD": "0.4"})
+    limiter = registry.get("chat", requests_per_s=1)
+    assert isinstance(limiter, RateLimiter)
+    assert limiter._request_windows[0].period == pytest.approx(1.4)
+    for bad in ("soon", "-1", "nan"):
+        with pytest.raises(ConfigError, match="STREAMFLOW_LIMITER_GUARD"):
+            limiters_from_env({"STREAMFLOW_LIMITER_GUARD": bad})
+
+
+def test_run_with_an_unreachable_limiter_redis_exits_2_before_writing_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kafka_broker import free_port
+
+    pipeline = tmp_path / "limited.py"
+    pipeline.write_text(
+        "from streamflow import Pipeline, Stage, rate_limit\n"
+        "pipeline = Pipeline('limited', [Stage('wait', rate_limit(key='m', requests_per_s=5))])\n"
+    )
+    tickets = tmp_path / "in.jsonl"
+    tickets.write_text('{"id": "a", "text": "hello"}\n')
+    monkeypatch.setenv("STREAMFLOW_LIMITER_URL", f"redis://127.0.0.1:{free_port()}/0")
+    output = tmp_path / "out.jsonl"
+    code = main(["run", str(pipeline), "--input", str(tickets), "--output", str(output)])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "STREAMFLOW_LIMITER_URL" in error and len(error.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "limited.py"]

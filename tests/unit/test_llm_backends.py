@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import reactivex
+from reactivex import operators as rx_ops
 
 from operators import DraftAnswer, Passage, check
 from operators.generate_loop import escalate_by_category, generate_until_checked, judge_answer
@@ -212,7 +213,7 @@ def _case(label: str) -> dict[str, Any]:
 
 async def _run(op: Any, payloads: list[dict[str, Any]]) -> list[Event]:
     events = [Event(id=f"e{i}", payload=p) for i, p in enumerate(payloads)]
-    return list(await reactivex.from_iterable(events).pipe(op, reactivex.operators.to_list()))
+    return list(await reactivex.from_iterable(events).pipe(op, rx_ops.to_list()))
 
 
 async def test_a_failed_check_is_drafted_again_on_the_strong_model_with_the_reasons() -> None:

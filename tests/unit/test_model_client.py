@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import json
 
 import httpx
 import pytest
 from pydantic import BaseModel
 
 from operators.models import openai as openai_module
-from operators.models._http import (
-    error_for_exception,
-    error_for_response,
+from operators.models._errors import (
+    error_for_sdk,
     parse_retry_after,
     redact,
+    redact_url,
     request_status,
+    url_secrets,
 )
-from operators.models._wire import chat_payload, parse_structured
+from operators.models._structured import chat_messages, parse_structured, with_schema_hint
 from operators.models.openai import (
     DEFAULT_BASE_URL,
     ModelEndpoint,
@@ -137,9 +140,27 @@ def test_retry_after_in_the_past_or_unreadable() -> None:
 # -- error mapping -----------------------------------------------------------------------
 
 
-def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
-    request = httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
-    return httpx.Response(status, content=body, headers=headers, request=request)
+URL = "http://127.0.0.1:1/v1"
+
+
+def _status_error(status: int, body: bytes, headers: dict[str, str] | None = None) -> Exception:
+    import httpx2
+    import openai
+
+    request = httpx2.Request("POST", f"{URL}/chat/completions")
+    response = httpx2.Response(status, content=body, headers=headers, request=request)
+    parsed = json.loads(body) if body else None
+    return (
+        openai.AsyncOpenAI(api_key="k", base_url=URL)._make_status_error_from_response(response)
+        if parsed is None
+        else openai.APIStatusError("error", response=response, body=parsed)
+    )
+
+
+def _map(exc: Exception, secrets: list[str] | None = None) -> Exception:
+    mapped = error_for_sdk(exc, model="m", url=URL, timeout=2.0, secrets=secrets or [])
+    assert mapped is not None
+    return mapped
 
 
 @pytest.mark.parametrize(
@@ -156,8 +177,7 @@ def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -
 def test_status_codes_map_to_the_error_tree(
     status: int, label: str, error: type[Exception], retriable: bool
 ) -> None:
-    body = b'{"error": {"message": "nope"}}'
-    exc = error_for_response(_response(status, body), body, model="m", secrets=[])
+    exc = _map(_status_error(status, b'{"error": {"message": "nope"}}'))
     assert type(exc) is error
     assert exc.retriable is retriable
     assert request_status(status) == label
@@ -165,19 +185,20 @@ def test_status_codes_map_to_the_error_tree(
 
 
 def test_rate_limited_carries_retry_after() -> None:
-    response = _response(429, b"{}", {"Retry-After": "3"})
-    exc = error_for_response(response, b"{}", model="m", secrets=[])
+    exc = _map(_status_error(429, b"{}", {"Retry-After": "3"}))
     assert isinstance(exc, RateLimited) and exc.retry_after == 3.0
 
 
-def test_httpx_timeouts_map_to_step_timeout_and_connection_errors_to_unavailable() -> None:
-    url = "http://127.0.0.1:1/v1/chat/completions"
-    timeout = error_for_exception(httpx.ReadTimeout("slow"), model="m", url=url, timeout=2.0)
-    refused = error_for_exception(httpx.ConnectError("refused"), model="m", url=url, timeout=2.0)
-    bad = error_for_exception(httpx.UnsupportedProtocol("ftp"), model="m", url=url, timeout=None)
+def test_sdk_timeouts_map_to_step_timeout_and_connection_errors_to_unavailable() -> None:
+    import httpx2
+    import openai
+
+    request = httpx2.Request("POST", f"{URL}/chat/completions")
+    timeout = _map(openai.APITimeoutError(request=request))
+    refused = _map(openai.APIConnectionError(request=request))
     assert isinstance(timeout, StepTimeout) and "2s" in str(timeout)
-    assert isinstance(refused, Unavailable)
-    assert isinstance(bad, ConfigError)
+    assert isinstance(refused, Unavailable) and "unreachable" in str(refused)
+    assert error_for_sdk(ValueError("x"), model="m", url=URL, timeout=1.0, secrets=[]) is None
 
 
 def test_error_messages_scrub_the_key_and_any_bearer_token() -> None:
@@ -186,10 +207,20 @@ def test_error_messages_scrub_the_key_and_any_bearer_token() -> None:
         + SECRET.encode()
         + b"', 'x-other': 'Bearer abc.def'}\"}}"
     )
-    exc = error_for_response(_response(401, body), body, model="m", secrets=[SECRET])
+    exc = _map(_status_error(401, body), [SECRET])
     assert SECRET not in str(exc)
     assert "abc.def" not in str(exc)
     assert "[redacted]" in str(exc)
+
+
+def test_credentials_in_a_base_url_are_scrubbed_plain_and_as_a_basic_token() -> None:
+    url = "http://alice:s3cr3t-pw@proxy.example:8080/v1?key=abc"
+    secrets = url_secrets(url)
+    token = base64.b64encode(b"alice:s3cr3t-pw").decode()
+    text = f"failed at {url}; headers: {{'authorization': 'Basic {token}'}}, again {token}"
+    shown = redact(text, secrets)
+    assert "s3cr3t-pw" not in shown and token not in shown
+    assert redact_url(url) == "http://proxy.example:8080/v1"
 
 
 def test_redact_leaves_ordinary_text_alone() -> None:
@@ -218,6 +249,13 @@ def test_endpoint_with_a_bad_url_names_the_variable_to_fix() -> None:
         ModelEndpoint.from_env({"OPENAI_BASE_URL": "localhost:8000"})
 
 
+@pytest.mark.parametrize("key", [SECRET + "\n", f" {SECRET}", "sk-with space", "sk-é"])
+def test_a_key_a_header_cannot_carry_is_named_at_start(key: str) -> None:
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY") as caught:
+        ModelEndpoint.from_env({"OPENAI_API_KEY": key})
+    assert "whitespace" in str(caught.value) and SECRET not in str(caught.value)
+
+
 def test_endpoint_never_shows_its_key() -> None:
     endpoint = ModelEndpoint.from_env(
         {"OPENAI_BASE_URL": "https://user:pw@example.invalid/v1", "OPENAI_API_KEY": SECRET}
@@ -237,14 +275,12 @@ class Verdict(BaseModel):
     score: float
 
 
-def test_structured_request_asks_for_json_and_carries_the_schema() -> None:
-    payload = chat_payload("classify this", "m", 0.0, 50, Verdict, {"seed": 1})
-    assert payload["response_format"] == {"type": "json_object"}
-    assert payload["messages"][0]["role"] == "system"
-    assert "JSON" in payload["messages"][0]["content"]
-    assert '"score"' in payload["messages"][0]["content"]
-    assert payload["messages"][-1] == {"role": "user", "content": "classify this"}
-    assert (payload["temperature"], payload["max_tokens"], payload["seed"]) == (0.0, 50, 1)
+def test_json_mode_messages_carry_the_schema_first() -> None:
+    messages = with_schema_hint(chat_messages("classify this", "m"), Verdict)
+    assert messages[0]["role"] == "system"
+    assert "JSON" in messages[0]["content"]
+    assert '"score"' in messages[0]["content"]
+    assert messages[-1] == {"role": "user", "content": "classify this"}
 
 
 def test_structured_output_in_a_code_fence_is_accepted() -> None:
@@ -261,6 +297,6 @@ def test_structured_output_that_does_not_validate_is_a_step_failure() -> None:
 
 def test_chat_without_a_model_or_messages_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
-        chat_payload("hi", "", None, None, None, None)
+        chat_messages("hi", "")
     with pytest.raises(ConfigError):
-        chat_payload([], "m", None, None, None, None)
+        chat_messages([], "m")

@@ -118,7 +118,7 @@ async def test_classify_writes_label_and_confidence_into_dict_payload(
     assert found["label"] == "billing"
     assert 0.2 <= found["confidence"] <= 1.0
     assert found["method"] == "model"
-    assert found["model"] == "tfidf-logreg"
+    assert found["model"] == "tfidf-sgd"
     assert event.payload["subject"] == "Refund please"
 
 
