@@ -113,7 +113,6 @@ class Event(BaseModel):
     # record this event came from, and where the source found it.
     _ticket: Any = PrivateAttr(default=None)
     _origin: Any = PrivateAttr(default=None)
-    _fanout: tuple[tuple[int, int], ...] = PrivateAttr(default=())
     _entered: tuple[float, int] | None = PrivateAttr(default=None)
     _failed_in: str | None = PrivateAttr(default=None)
 
@@ -179,7 +178,7 @@ def _init_runtime_state(self: Event, context: Any, /) -> None:
 
 
 def _runtime_defaults() -> dict[str, Any]:
-    return {"_ticket": None, "_origin": None, "_fanout": (), "_entered": None, "_failed_in": None}
+    return {"_ticket": None, "_origin": None, "_entered": None, "_failed_in": None}
 
 
 Event.model_post_init = _init_runtime_state  # type: ignore[method-assign,assignment]

@@ -120,6 +120,7 @@ class LimiterRegistry:
         self._limiters: dict[str, Limiter] = {}
         self._handles: dict[str, SharedLimiter] = {}
         self._users = 0
+        self.generation = 0  # bumped by clear(), so handles drop what they cached
 
     def get(
         self,
@@ -171,6 +172,7 @@ class LimiterRegistry:
         """Forget every limiter (their budgets start again from empty)."""
         self._limiters.clear()
         self._handles.clear()
+        self.generation += 1
 
     @contextlib.asynccontextmanager
     async def opened(self) -> AsyncIterator[LimiterRegistry]:
@@ -205,12 +207,13 @@ class LimiterRegistry:
 class SharedLimiter:
     """The limiter of an endpoint key in whichever registry is current when it is used."""
 
-    __slots__ = ("_limits", "key")
+    __slots__ = ("_cached", "_limits", "key")
 
     def __init__(self, key: str, limits: dict[str, int | None]) -> None:
         """Create a handle; :func:`shared_limiter` does, with checked limits."""
         self.key = key
         self._limits = limits
+        self._cached: tuple[LimiterRegistry, int, Limiter] | None = None
 
     @property
     def name(self) -> str:
@@ -228,7 +231,14 @@ class SharedLimiter:
         Raises:
             ConfigError: the current registry has this key with other limits.
         """
-        return current_limiters().get(self.key, **self._limits)
+        registry = current_limiters()
+        cached = self._cached
+        # Every admission resolves: skip the lookup while the registry is the last one.
+        if cached is not None and cached[0] is registry and cached[1] == registry.generation:
+            return cached[2]
+        limiter = registry.get(self.key, **self._limits)
+        self._cached = (registry, registry.generation, limiter)
+        return limiter
 
     def try_acquire(self, tokens: int = 0) -> Permit | None:
         """Admit one call now if that needs no waiting, else None."""

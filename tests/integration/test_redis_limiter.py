@@ -114,6 +114,15 @@ async def test_usage_above_the_estimate_is_debt_for_every_process(
     assert await _admitted_now(second, 100)
 
 
+async def test_a_call_larger_than_the_whole_budget_goes_alone_once_the_window_is_empty(
+    processes: Callable[[], RedisLimiters],
+) -> None:
+    first = processes().limiter("chat", _limits(tpm=1000))
+    second = processes().limiter("chat", _limits(tpm=1000))
+    assert await _admitted_now(first, 1500)
+    assert not await _admitted_now(second, 1)
+
+
 async def test_a_refund_wakes_a_waiter_of_the_same_process(
     processes: Callable[[], RedisLimiters],
 ) -> None:

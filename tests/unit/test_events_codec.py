@@ -233,4 +233,4 @@ def test_a_subclass_keeps_its_own_runtime_state() -> None:
     tagged = Tagged(id="z")
 
     assert tagged._tag == "new"
-    assert tagged._fanout == ()
+    assert tagged._failed_in is None

