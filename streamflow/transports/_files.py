@@ -19,6 +19,7 @@ from streamflow.events import (
     RecordLimits,
     encode_bounded,
     encode_dead_letter,
+    failing_step_attempts,
     make_dead_letter,
     ticket_of,
 )
@@ -428,7 +429,7 @@ class JsonlSink:
             event_id=event.id,
             stage=stage or event._failed_in or error.step,
             error=error,
-            attempts=event.attempts,
+            attempts=failing_step_attempts(event),
             origin=origin.origin if origin is not None else None,
             event=event,
             limits=self.limits,
