@@ -350,12 +350,11 @@ def worker(
     Start more workers of a stage (here or on other machines) to scale it.
     """
     settings = kafka.settings()
-    from streamflow.runtime._worker import run_worker
+    from streamflow.runtime._worker import check_fused, run_worker
 
     loaded = load_pipeline(pipeline)
     stages = [name.strip() for name in stage.split(",") if name.strip()]
-    for name in stages:
-        loaded.stage(name)
+    check_fused(loaded, stages)
     label = "+".join(stages)
 
     async def main() -> RunReport:

@@ -38,7 +38,7 @@ from streamflow.transports.kafka import (
     missing_topics,
 )
 
-__all__ = ["StageWorker", "ensure_topics", "observed", "run_worker"]
+__all__ = ["StageWorker", "check_fused", "ensure_topics", "observed", "run_worker"]
 
 log = logging.getLogger("streamflow.runtime")
 
@@ -61,7 +61,7 @@ class StageWorker:
         self, pipeline: Pipeline, stages: str | Sequence[str], settings: KafkaSettings
     ) -> None:
         names = [stages] if isinstance(stages, str) else list(stages)
-        _check_consecutive(pipeline, names)
+        check_fused(pipeline, names)
         first, last = names[0], names[-1]
         self.pipeline = pipeline
         self.stages = names
@@ -245,7 +245,16 @@ async def observed(
                 metrics.set_up(stage, False)
 
 
-def _check_consecutive(pipeline: Pipeline, names: Sequence[str]) -> None:
+def check_fused(pipeline: Pipeline, names: Sequence[str]) -> None:
+    """Check that ``names`` are stages of ``pipeline`` that follow each other in flow order.
+
+    Args:
+        pipeline: the pipeline.
+        names: the stages one worker is to run.
+
+    Raises:
+        ConfigError: no stage given, an unknown stage, or stages that are not neighbours.
+    """
     if not names:
         raise ConfigError("give at least one stage (--stage NAME or --stage A,B)")
     order = [stage.name for stage in pipeline.stages]
@@ -253,10 +262,16 @@ def _check_consecutive(pipeline: Pipeline, names: Sequence[str]) -> None:
         pipeline.stage(name)
     start = order.index(names[0])
     if order[start : start + len(names)] != list(names):
+        ranked = sorted(names, key=order.index)
+        first = order.index(ranked[0])
+        hint = (
+            f"did you mean --stage {','.join(ranked)}?"
+            if order[first : first + len(ranked)] == ranked
+            else "fuse neighbours only"
+        )
         raise ConfigError(
             f"stages {','.join(names)} of pipeline '{pipeline.name}' are not consecutive in "
-            f"flow order ({', '.join(order)}); fuse neighbours only, e.g. "
-            f"--stage {','.join(order[start : start + len(names)])}"
+            f"flow order ({', '.join(order)}); {hint}"
         )
 
 

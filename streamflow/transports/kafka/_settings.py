@@ -95,6 +95,8 @@ class KafkaSettings(BaseSettings):
         fetch_min_bytes: bytes a fetch waits for before it is answered.
         max_poll_records: most records one poll hands to the worker (the credit
             window caps it too).
+        linger_ms: how long the producer holds a record to batch it with the next
+            ones (under load batches fill while a request is in flight anyway).
     """
 
     model_config = SettingsConfigDict(
@@ -127,6 +129,7 @@ class KafkaSettings(BaseSettings):
     fetch_max_wait_ms: int = Field(default=10, ge=0)
     fetch_min_bytes: int = Field(default=1, ge=1)
     max_poll_records: int | None = Field(default=None, ge=1)
+    linger_ms: int = Field(default=0, ge=0)
 
     @classmethod
     def settings_customise_sources(
