@@ -145,6 +145,10 @@ class LLMClassifier:
             + "\nGive your confidence from 0 to 1 and a one-line reason."
         )
 
+    max_batch = 1
+    """Texts per :meth:`classify` call that ``classify(...)`` sends: one, since each text is
+    its own model call anyway, and a batch would tie the texts' fates together."""
+
     @property
     def name(self) -> str:
         """The model name written into traces."""

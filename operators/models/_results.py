@@ -136,6 +136,8 @@ class RequestInfo:
         tokens_in, tokens_out: tokens billed (0 unless ok).
         cost_usd: the cost of those tokens.
         http_status: the HTTP status code, when an answer came.
+        started_at: wall-clock time the attempt started.
+        error: the type of the error the attempt ended with, if any.
     """
 
     model: str
@@ -146,6 +148,8 @@ class RequestInfo:
     tokens_out: int = 0
     cost_usd: float = 0.0
     http_status: int | None = None
+    started_at: float = 0.0
+    error: str | None = None
 
 
 @dataclass(frozen=True)

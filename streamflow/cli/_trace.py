@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streamflow.cli import cli
@@ -117,6 +118,7 @@ def _timeline(event: Event, found: Found) -> Table:
     table.add_column("model", overflow="fold")
     table.add_column("tokens in/out", justify="right")
     table.add_column("cost $", justify="right", no_wrap=True)
+    table.add_column("note", overflow="fold")
     for index, record in enumerate(trace):
         table.add_row(
             plain(record.step),
@@ -127,6 +129,9 @@ def _timeline(event: Event, found: Found) -> Table:
             plain(record.model),
             _tokens(record.tokens_in, record.tokens_out),
             f"{record.cost_usd:.6f}" if record.cost_usd else "",
+            # A model attempt that failed (429, 5xx, an invalid answer) is a record of
+            # its own, with what it was billed: the note says which call and why.
+            escape(record.detail or ""),
             style="red" if record.outcome in ("failed", "error") else None,
             end_section=index == len(trace) - 1,
         )
@@ -140,6 +145,7 @@ def _timeline(event: Event, found: Found) -> Table:
         "",
         _tokens(totals["tokens_in"], totals["tokens_out"]) or "0/0",
         f"{totals['cost_usd']:.6f}",
+        "",
     )
     return table
 
