@@ -47,7 +47,11 @@ class RetryPolicy:
     Attributes:
         max_attempts: attempts in total, the first one included (1: no retry).
         base_delay: the delay before the second attempt, in seconds.
-        max_delay: the cap on any one delay.
+        max_delay: the cap on any one backoff delay.
+        max_retry_after: the longest ``retry_after`` hint honoured (a server's
+            ``Retry-After``, an open circuit's wait), a minute by default. A longer
+            hint fails that attempt (retriable) instead of stalling the event: the
+            next attempt goes after ``max_retry_after``.
         multiplier: growth of the delay per attempt.
         jitter: fraction of the delay that is randomised (0 = none, 1 = full jitter).
         retry_on: exception types worth retrying (a type or a tuple of types).
@@ -59,6 +63,7 @@ class RetryPolicy:
     max_attempts: int = 3
     base_delay: float = 0.1
     max_delay: float = 10.0
+    max_retry_after: float = 60.0
     multiplier: float = 2.0
     jitter: float = 1.0
     retry_on: tuple[type[BaseException], ...] = DEFAULT_RETRY_ON
@@ -67,7 +72,7 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigError("RetryPolicy.max_attempts must be >= 1 (1 means no retry)")
-        if self.base_delay < 0 or self.max_delay < 0:
+        if self.base_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
             raise ConfigError("RetryPolicy delays must be >= 0 seconds")
         if not 0 <= self.jitter <= 1:
             raise ConfigError("RetryPolicy.jitter must be between 0 and 1")
@@ -93,12 +98,15 @@ class RetryPolicy:
         """Seconds to wait after failed ``attempt`` (1-based).
 
         A ``retry_after`` hint from the other side is a floor: we never come
-        back sooner than asked, even when backoff would say so.
+        back sooner than asked, even when backoff would say so, up to
+        ``max_retry_after``. A longer hint (``Retry-After: 3600``) is capped
+        there: the next attempt goes after the cap and, refused again, counts as
+        one more failed attempt, so an event never waits an hour on one header.
         """
         backoff = min(self.max_delay, self.base_delay * self.multiplier ** (attempt - 1))
         wait = backoff * (1 - self.jitter) + backoff * self.jitter * self.rng.random()
         if retry_after is not None:
-            wait = max(wait, min(retry_after, max(self.max_delay, retry_after)))
+            wait = max(wait, min(retry_after, self.max_retry_after))
         return wait
 
 
