@@ -92,7 +92,8 @@ async def call_model(
     attempt = 0
     while True:
         attempt += 1
-        permit = await limiter.acquire(estimate) if limiter is not None else None
+        # Held until settled below: the call counts until it ends, however late it arrives.
+        permit = await limiter.acquire(estimate, hold=True) if limiter is not None else None
         try:
             result = await call()
         except BaseException as exc:

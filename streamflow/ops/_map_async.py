@@ -251,7 +251,9 @@ async def run_step(
         permit = None
         try:
             if limiter is not None:
-                permit = await limiter.acquire(tokens(event) if tokens is not None else 0)
+                # Held: the call counts until it ends, however late it reaches the endpoint.
+                estimate = tokens(event) if tokens is not None else 0
+                permit = await limiter.acquire(estimate, hold=True)
         except Exception as exc:
             # A broken token estimate fails this event, never the stream.
             return event.failed(exc, step).evolve(attempts=event.attempts + attempt)
@@ -272,7 +274,12 @@ async def run_step(
                     ) from exc
             if not isinstance(result, Event):
                 raise _not_an_event(step, result, event)
-        except Exception as exc:
+        except BaseException as exc:
+            if permit is not None:
+                # The attempt ended (failed or cancelled); its estimate stands.
+                permit.settle(permit.estimate)
+            if not isinstance(exc, Exception):
+                raise
             if adaptive is not None:
                 adaptive.on_failure(t0, clock(), exc)
             if retry is not None and retry.should_retry(exc, attempt):
@@ -307,6 +314,10 @@ def _settle(permit: Permit, before: Event, after: Event, step: str) -> None:
     if len(trace) > len(before.trace) and trace[-1].step == step:
         own = trace[-1]
         permit.settle(own.tokens_in + own.tokens_out)
+    else:
+        # No usage reported: the estimate stands, but the call has ended, so the
+        # limiter counts it from now (the endpoint saw it arrive some time before).
+        permit.settle(permit.estimate)
 
 
 def _with_record(
