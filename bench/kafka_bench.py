@@ -36,7 +36,7 @@ from bench.workloads import (
     verdict,
 )
 
-__all__ = ["bench_kafka", "run_flow_worker", "run_hand_worker"]
+__all__ = ["bench_kafka", "bench_kafka_paced", "run_flow_worker", "run_hand_worker"]
 
 ROOT = Path(__file__).resolve().parent.parent
 # Against a hand-written aiokafka chain streamflow must not be slower at all.
@@ -47,6 +47,10 @@ SCALE_EVENTS = 3_000
 SCALE_CONCURRENCY = 8
 SCALE_CPU_MS = 5.0
 _SETTLE_SECONDS = 3.0
+# Light load: one event every 100 ms through the four stages of W (59 ms of steps).
+PACED_RATE = 10.0
+PACED_EVENTS = 150
+PACED_TARGET_P50_MS = 120.0
 
 
 # -- workers (run as child processes) ---------------------------------------------
@@ -238,6 +242,97 @@ async def _drive(
     }
 
 
+async def _drive_paced(broker: str, topic_in: str, topic_out: str, events: int) -> dict[str, Any]:
+    """Send ``events`` at PACED_RATE per second (not as fast as possible); time each one."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker, acks="all", enable_idempotence=False, linger_ms=0
+    )
+    consumer = AIOKafkaConsumer(
+        topic_out,
+        bootstrap_servers=broker,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=5,
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        warm = {f"warm-{p}" for p in range(PARTITIONS)}
+        for p in range(PARTITIONS):
+            await producer.send_and_wait(
+                topic_in, orjson.dumps({"id": f"warm-{p}", "sent_at": 0.0}), partition=p
+            )
+        await _collect(consumer, warm, time.monotonic() + 120)
+        await asyncio.sleep(_SETTLE_SECONDS)
+        sent: dict[str, float] = {}
+        arrived: dict[str, float] = {}
+        reader = asyncio.create_task(_collect_into(consumer, arrived))
+        interval = 1.0 / PACED_RATE
+        start = time.monotonic()
+        for n, line in enumerate(input_lines(events)):
+            await asyncio.sleep(max(0.0, start + n * interval - time.monotonic()))
+            raw = orjson.loads(line)
+            raw["sent_at"] = time.time()
+            sent[raw["id"]] = raw["sent_at"]
+            await producer.send(topic_in, orjson.dumps(raw), key=raw["customer"].encode())
+        deadline = time.monotonic() + 120
+        while sent.keys() - arrived.keys():
+            if time.monotonic() > deadline or reader.done():
+                missing = len(sent.keys() - arrived.keys())
+                raise RuntimeError(f"{missing} of {events} paced events did not reach the output")
+            await asyncio.sleep(0.05)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    latencies = [arrived[i] - sent[i] for i in sent]
+    return {
+        "events": len(latencies),
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
+async def _collect_into(consumer: AIOKafkaConsumer, arrived: dict[str, float]) -> None:
+    while True:
+        batches = await consumer.getmany(timeout_ms=50)
+        now = time.time()
+        for batch in batches.values():
+            for record in batch:
+                arrived.setdefault(str(_payload(record.value).get("id")), now)
+
+
+def _run_paced(broker: str, workload: Workload) -> dict[str, Any]:
+    """Four stages, one streamflow worker each, fed 10 events/s: end-to-end latency."""
+    tag = uuid.uuid4().hex[:8]
+    name = f"bench-paced-{tag}"
+    stages = [f"s{i}" for i in range(len(workload.latencies_ms))]
+    topics = [f"{name}.in", *[f"{name}.{s}" for s in stages[:-1]], f"{name}.out"]
+    asyncio.run(_create(broker, [*topics, f"{name}.dlq", f"{name}.review"]))
+    procs = [
+        _spawn(
+            [
+                "kafka-flow-worker",
+                "--broker",
+                broker,
+                "--workload",
+                workload.name,
+                "--pipeline",
+                name,
+                "--stage",
+                stage,
+            ]
+        )
+        for stage in stages
+    ]
+    try:
+        return asyncio.run(_drive_paced(broker, topics[0], topics[-1], PACED_EVENTS))
+    finally:
+        _stop_all(procs)
+
+
 def _run_chain(broker: str, kind: str, workload: Workload) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     name = f"bench-{workload.name.lower()}-{kind[:4]}-{tag}"
@@ -367,3 +462,30 @@ def bench_kafka(repeats: int) -> list[str]:
         with contextlib.suppress(Exception):
             broker.stop()
     return lines
+
+
+def bench_kafka_paced(repeats: int) -> list[str]:
+    """Run the paced case (10 events/s, W, 4 stages) on a fresh local broker; its BENCH line."""
+    broker = _start_broker()
+    try:
+        print(f"  broker {broker.bootstrap} (pid {broker.process.pid})", flush=True)
+        workload = WORKLOADS["W"]
+        paced = []
+        for i in range(1, repeats + 1):
+            r = _run_paced(broker.bootstrap, workload)
+            paced.append(r)
+            print(
+                f"  kafka-paced run {i} p50_ms={r['p50_ms']:6.1f} p99_ms={r['p99_ms']:6.1f} "
+                f"events={r['events']}",
+                flush=True,
+            )
+    finally:
+        with contextlib.suppress(Exception):
+            broker.stop()
+    p50 = summarise(paced, "p50_ms")
+    steps = sum(workload.latencies_ms)
+    return [
+        f"BENCH kafka-paced p50_ms={p50:.0f} p99_ms={summarise(paced, 'p99_ms'):.0f} "
+        f"steps_ms={steps:.0f} rate={PACED_RATE:.0f}/s stages={len(workload.latencies_ms)} "
+        f"target_p50<={PACED_TARGET_P50_MS:.0f} {verdict(p50 <= PACED_TARGET_P50_MS)}"
+    ]

@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 TARGETS = {"W": 0.95, "W0": 0.5}
 OVERLOAD_TARGET = 1.2
 CHILD_TIMEOUT = 600
-ALL = ("W", "W0", "overload", "kafka", "classifier", "worker-start")
+ALL = ("W", "W0", "overload", "kafka", "kafka-paced", "classifier", "worker-start")
 
 
 def _child(kind: str, workload: str, events: int | None, args: argparse.Namespace) -> None:
@@ -165,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.kafka_bench import bench_kafka
 
             lines.extend(bench_kafka(args.repeats))
+        elif name == "kafka-paced":
+            from bench.kafka_bench import bench_kafka_paced
+
+            lines.extend(bench_kafka_paced(args.repeats))
         elif name == "classifier":
             from bench.classifier_bench import bench_classifier
 

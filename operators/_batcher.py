@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from operators.models._ledger import CallLedger, current_ledger, using_ledger
+
 __all__ = ["MicroBatcher"]
 
 In = TypeVar("In")
@@ -20,6 +22,12 @@ class MicroBatcher(Generic[In, Out]):
     one item and await their own result, so the step keeps its per-event trace
     record while the model sees batches (one sklearn call per 32 texts instead
     of 32 calls).
+
+    Faults stay inside their event: when a batch call fails, each item is
+    tried again on its own, so only the items that fail alone get an error.
+    Model attempts are noted on the right events' traces (see
+    :mod:`operators.models._ledger`): the batch's own attempts go to the
+    first item's event, each single call's to its own.
     """
 
     def __init__(
@@ -41,6 +49,7 @@ class MicroBatcher(Generic[In, Out]):
         self._max_wait = max_wait
         self._items: list[In] = []
         self._futures: list[asyncio.Future[Out]] = []
+        self._ledgers: list[CallLedger | None] = []
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -54,6 +63,7 @@ class MicroBatcher(Generic[In, Out]):
         future: asyncio.Future[Out] = loop.create_future()
         self._items.append(item)
         self._futures.append(future)
+        self._ledgers.append(current_ledger())
         if len(self._items) >= self._max_size:
             self._flush()
         elif self._timer is None:
@@ -66,23 +76,66 @@ class MicroBatcher(Generic[In, Out]):
             self._timer = None
         if not self._items:
             return
-        items, futures = self._items, self._futures
-        self._items, self._futures = [], []
-        task = asyncio.get_running_loop().create_task(self._run(items, futures))
+        items, futures, ledgers = self._items, self._futures, self._ledgers
+        self._items, self._futures, self._ledgers = [], [], []
+        task = asyncio.get_running_loop().create_task(self._run(items, futures, ledgers))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, items: list[In], futures: list[asyncio.Future[Out]]) -> None:
+    async def _run(
+        self,
+        items: list[In],
+        futures: list[asyncio.Future[Out]],
+        ledgers: list[CallLedger | None],
+    ) -> None:
+        batch = CallLedger("batch")
         try:
-            results = list(await self._fn(items))
-            if len(results) != len(items):
-                raise RuntimeError(f"batch call returned {len(results)} results for {len(items)}")
+            with using_ledger(batch):
+                results = await self._call(items)
         except Exception as exc:
-            for future in futures:
-                if not future.done():
-                    future.set_exception(exc)
+            if ledgers[0] is not None:
+                ledgers[0].adopt(batch, accounted_too=True)  # no result carries their usage
+            if len(items) == 1:
+                _settle(futures[0], exc)
+                return
+            # One bad item must not fail the others: each goes again on its own.
+            await asyncio.gather(
+                *(
+                    self._alone(item, future, ledger)
+                    for item, future, ledger in zip(items, futures, ledgers, strict=True)
+                )
+            )
             return
+        if ledgers[0] is not None:
+            ledgers[0].adopt(batch, accounted_too=False)
         for future, result in zip(futures, results, strict=True):
-            # A step cancelled meanwhile (timeout, shutdown) no longer wants its result.
-            if not future.done():
-                future.set_result(result)
+            _settle(future, result)
+
+    async def _alone(
+        self, item: In, future: asyncio.Future[Out], ledger: CallLedger | None
+    ) -> None:
+        if future.done():
+            return  # its step was cancelled meanwhile
+        try:
+            with using_ledger(ledger):
+                (result,) = await self._call([item])
+        except Exception as exc:
+            _settle(future, exc)
+            return
+        _settle(future, result)
+
+    async def _call(self, items: list[In]) -> list[Out]:
+        results = list(await self._fn(items))
+        if len(results) != len(items):
+            raise RuntimeError(f"batch call returned {len(results)} results for {len(items)}")
+        return results
+
+
+def _settle(future: asyncio.Future[Out], outcome: Out | Exception) -> None:
+    # A step cancelled meanwhile (timeout, shutdown) no longer wants its result.
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -14,6 +14,7 @@ from operators._pii import redact_pii
 from operators._step import fail, park_for_review, step_record
 from operators.generate import DraftAnswer, read_passages
 from operators.models._grounding import LexicalGroundingJudge
+from operators.models._ledger import traced_calls
 from operators.models._types import Judge
 from streamflow.errors import ConfigError
 from streamflow.events import Event
@@ -199,7 +200,13 @@ def check(
             )
         return settle_check(event, new_payload, result, record, step=name, on_fail=on_fail)
 
-    return map_async(check_answer, concurrency=concurrency, timeout=timeout, retry=retry, name=name)
+    return map_async(
+        traced_calls(check_answer, name),
+        concurrency=concurrency,
+        timeout=timeout,
+        retry=retry,
+        name=name,
+    )
 
 
 def redact(

@@ -16,6 +16,7 @@ from operators._batcher import MicroBatcher
 from operators._deferred import DeferredClassifier
 from operators._payload import payload_text, write_fields
 from operators._step import park_for_review, step_record
+from operators.models._ledger import traced_calls
 from operators.models._types import Classifier, Label
 from streamflow.errors import ConfigError
 from streamflow.events import Event
@@ -115,8 +116,11 @@ def classify(
         raise ConfigError("classify: max_batch must be >= 1 and max_wait > 0 seconds")
     backend = model
     rule_patterns = _compile_rules(rules or {})
+    # A backend that calls a model per text says so (max_batch = 1), so no event waits
+    # on, or fails with, another's call.
+    batch_size = min(max_batch, getattr(backend, "max_batch", max_batch))
     batcher: MicroBatcher[str, Label] = MicroBatcher(
-        backend.classify, max_size=max_batch, max_wait=max_wait
+        backend.classify, max_size=batch_size, max_wait=max_wait
     )
 
     async def classify_event(event: Event) -> Event:
@@ -161,7 +165,13 @@ def classify(
         )
         return event.traced(record, payload=payload)
 
-    op = map_async(classify_event, concurrency=concurrency, timeout=timeout, retry=retry, name=name)
+    op = map_async(
+        traced_calls(classify_event, name),
+        concurrency=concurrency,
+        timeout=timeout,
+        retry=retry,
+        name=name,
+    )
     if deferred is None:
         return op
     return _starting(op, deferred)

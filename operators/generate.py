@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from operators._payload import payload_text, read_field, write_fields
 from operators._step import step_record
 from operators.models._extractive import ExtractiveComposer
+from operators.models._ledger import traced_calls
 from operators.models._types import AnswerComposer, Passage
 from streamflow.events import Event
 from streamflow.ops import Operator, RetryPolicy, map_async
@@ -125,7 +126,11 @@ def generate(
         return event.traced(record, payload=write_fields(payload, {field: draft}, into))
 
     return map_async(
-        generate_answer, concurrency=concurrency, timeout=timeout, retry=retry, name=name
+        traced_calls(generate_answer, name),
+        concurrency=concurrency,
+        timeout=timeout,
+        retry=retry,
+        name=name,
     )
 
 

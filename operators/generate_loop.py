@@ -11,6 +11,7 @@ from operators._payload import payload_text, read_field, read_model, write_field
 from operators._step import step_record
 from operators.check import CheckOutcome, CheckResult, check, event_outcome, settle_check
 from operators.generate import DraftAnswer, generate, read_passages
+from operators.models._ledger import traced_calls
 from operators.models._types import AnswerComposer, Judge
 from streamflow.errors import ConfigError
 from streamflow.events import Event
@@ -147,7 +148,7 @@ def judge_answer(
     def settle(event: Event, payload: object, result: CheckResult, record: object) -> Event:
         return settle_check(event, payload, result, record, step=name, on_fail=on_fail)
 
-    return map_async(judge_draft, concurrency=concurrency, name=name)
+    return map_async(traced_calls(judge_draft, name), concurrency=concurrency, name=name)
 
 
 def generate_until_checked(
@@ -248,7 +249,12 @@ def generate_until_checked(
             current = current.evolve(outcome="ok", reason=None, error=None)
         return current
 
-    return map_async(draft_until_checked, concurrency=concurrency, timeout=timeout, name=name)
+    return map_async(
+        traced_calls(draft_until_checked, name),
+        concurrency=concurrency,
+        timeout=timeout,
+        name=name,
+    )
 
 
 def _per_event(op: Operator) -> Lane:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from operators._payload import payload_text, read_field, write_fields
 from operators._step import step_record
 from operators.models._bm25 import BM25Index
+from operators.models._ledger import traced_calls
 from operators.models._types import Article, Passage, Retriever
 from streamflow.errors import ConfigError
 from streamflow.events import Event
@@ -94,5 +95,9 @@ def retrieve(
         return event.traced(record, payload=write_fields(event.payload, {field: passages}, into))
 
     return map_async(
-        retrieve_passages, concurrency=concurrency, timeout=timeout, retry=retry, name=name
+        traced_calls(retrieve_passages, name),
+        concurrency=concurrency,
+        timeout=timeout,
+        retry=retry,
+        name=name,
     )

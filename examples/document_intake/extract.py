@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from io import BytesIO
@@ -100,7 +101,13 @@ def extract_file(path: Path) -> Extracted:
     return Extracted(result.format, title, result.text, result.pages)
 
 
-def extract_text(data_dir: str | Path, *, concurrency: int = 4, name: str = "extract") -> Operator:
+def extract_text(
+    data_dir: str | Path,
+    *,
+    folders: Sequence[str | Path] | None = None,
+    concurrency: int = 4,
+    name: str = "extract",
+) -> Operator:
     """Turn each DocumentRef into an ExtractedDocument by reading its file.
 
     ::
@@ -111,22 +118,32 @@ def extract_text(data_dir: str | Path, *, concurrency: int = 4, name: str = "ext
     Parsing runs in a worker thread (``asyncio.to_thread``): a PDF takes CPU
     time that would otherwise stall every other step on the loop.
 
+    A reference's ``path`` is absolute (a file in any folder) or relative to
+    ``data_dir``. With ``folders``, only files inside one of them are read:
+    any other is a dead letter naming the folders (so references from an
+    untrusted source cannot make the pipeline read, say, ``/etc``).
+
     Args:
-        data_dir: the folder the ``path`` of each reference is relative to.
+        data_dir: the folder a relative ``path`` is relative to.
+        folders: the folders files may be read from (None: any folder).
         concurrency: files read at once.
         name: the step name in traces.
 
     Returns:
         An Operator for a Stage.
     """
-    root = Path(data_dir).resolve()
+    root = Path(data_dir).expanduser().resolve()
+    allowed = [Path(f).expanduser().resolve() for f in folders] if folders is not None else None
 
     async def extract_document(event: Event) -> Event:
         ref = event.payload_as(DocumentRef)
-        path = (root / ref.path).resolve()
-        if not path.is_relative_to(root):
+        path = (root / Path(ref.path).expanduser()).resolve()
+        if allowed is not None and not any(path.is_relative_to(f) for f in allowed):
             raise UnreadableDocument(
-                f"path {ref.path!r} leads outside the data folder", stage=name, event_id=event.id
+                f"{ref.path} is outside the folders documents are read from: "
+                + ", ".join(str(f) for f in allowed),
+                stage=name,
+                event_id=event.id,
             )
         try:
             found = await asyncio.to_thread(extract_file, path)

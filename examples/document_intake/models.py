@@ -10,6 +10,7 @@ from operators import Classification
 
 __all__ = [
     "Chunk",
+    "DocumentFields",
     "DocumentFormat",
     "DocumentRef",
     "ExtractedDocument",
@@ -28,7 +29,7 @@ class DocumentRef(BaseModel):
 
     Attributes:
         id: the document id (also the event id and partition key).
-        path: the file, relative to the data folder.
+        path: the file: absolute, or relative to the data folder.
         source: where the document came from (mailbox, upload, crawler...).
     """
 
@@ -83,17 +84,39 @@ class Chunk(BaseModel):
     tokens: int
 
 
+class DocumentFields(BaseModel):
+    """What a chat model read out of a (redacted) document.
+
+    Attributes:
+        summary: two or three sentences: what the document is and what it says.
+        parties: organisations and people the document names.
+        dates: dates that matter (due, effective, incident ...), as written.
+        amounts: money amounts with their currency, as written.
+        references: invoice, contract, order or case numbers.
+    """
+
+    summary: str = Field(description="Two or three sentences: what the document is and says.")
+    parties: list[str] = Field(description="Organisations and people the document names.")
+    dates: list[str] = Field(
+        description="Dates that matter (due, effective, incident), as written."
+    )
+    amounts: list[str] = Field(description="Money amounts with their currency, as written.")
+    references: list[str] = Field(description="Invoice, contract, order or case numbers.")
+
+
 class ProcessedDocument(ExtractedDocument):
     """An extracted document together with what the steps made of it.
 
     Attributes:
         classification: its document type and the confidence in it.
         pii: kind of personal data (email, phone, card) -> how many were redacted.
+        fields: the summary and fields a chat model read out of it (with an endpoint).
         chunks: the chunks cut from the redacted text.
     """
 
     classification: Classification | None = None
     pii: dict[str, int] = Field(default_factory=dict)
+    fields: DocumentFields | None = None
     chunks: list[Chunk] = Field(default_factory=list)
 
 
@@ -102,7 +125,7 @@ class IntakeRecord(BaseModel):
 
     Attributes:
         id: the document id.
-        path: the file, relative to the data folder.
+        path: the file, as the reference named it.
         source: where it came from.
         format: the file format.
         title: the title (redacted).
@@ -114,6 +137,7 @@ class IntakeRecord(BaseModel):
         pages: pages in the file (PDF only).
         chars: length of the extracted text.
         index: the embedding model of the retrieval index the chunks went into.
+        fields: the summary and fields a chat model read out of it (with an endpoint).
     """
 
     id: str
@@ -129,3 +153,4 @@ class IntakeRecord(BaseModel):
     pages: int | None = None
     chars: int
     index: str
+    fields: DocumentFields | None = None

@@ -5,15 +5,22 @@ Run it from the repository root::
     streamflow run examples/document_intake/pipeline.py \\
         --input examples/document_intake/data/documents.jsonl --output out/documents.jsonl
 
-Each input line names a file under ``data/``: ``{"id", "path", "source"}``.
+Each input line names a file: ``{"id", "path", "source"}``, the path absolute
+(a file in any folder; ``references.py FOLDER`` writes the lines for a
+folder) or relative to ``data/`` (or ``$DOCUMENT_INTAKE_DATA``). Set
+``$DOCUMENT_INTAKE_FOLDERS`` (folders separated by ``:``) to read
+only from those folders.
 Records go to the output, documents that cannot be read (missing, corrupt,
 no text) to the dead letters beside it, with the reason. The chunks go into
 a retrieval index saved under ``out/document_index`` (or
 ``$DOCUMENT_INTAKE_INDEX``); :func:`search` queries it.
 
-Embeddings are offline hashed n-grams unless ``OPENAI_BASE_URL`` is set, in
-which case ``$DOCUMENT_INTAKE_EMBED_MODEL`` (default
-``text-embedding-3-small``) at that endpoint embeds the chunks.
+Offline, embeddings are hashed n-grams. With ``OPENAI_BASE_URL`` set, the
+endpoint does the model work: a chat model (``$DOCUMENT_INTAKE_CHAT_MODEL``,
+default ``gpt-4o-mini``) summarises each redacted document and reads out its
+parties, dates, amounts and references (stage ``summarise``), and
+``$DOCUMENT_INTAKE_EMBED_MODEL`` (default ``text-embedding-3-small``) embeds
+the chunks.
 """
 
 from __future__ import annotations
@@ -43,26 +50,42 @@ from examples.document_intake.steps import (  # noqa: E402
     redact_personal_data,
     report_intake,
 )
+from examples.document_intake.summarise import summarise_document  # noqa: E402
 from operators import classify  # noqa: E402
+from operators.models import ModelClient, ModelEndpoint, report_request  # noqa: E402
 from streamflow import Pipeline, Stage  # noqa: E402
 
 __all__ = ["DATA_DIR", "INDEX_DIR", "index", "pipeline", "search"]
 
 HERE = Path(__file__).resolve().parent
-DATA_DIR = HERE / "data"
-TRAINING = DATA_DIR / "training.jsonl"
+DATA_DIR = Path(os.environ.get("DOCUMENT_INTAKE_DATA", HERE / "data"))
+TRAINING = HERE / "data" / "training.jsonl"
 INDEX_DIR = Path(os.environ.get("DOCUMENT_INTAKE_INDEX", "out/document_index"))
+FOLDERS = [f for f in os.environ.get("DOCUMENT_INTAKE_FOLDERS", "").split(os.pathsep) if f]
+
+# With an endpoint, one client (one connection pool, for the life of the process)
+# serves the chat model and the embeddings; every HTTP attempt reaches the metrics.
+client = (
+    ModelClient(ModelEndpoint.from_env(), on_request=report_request)
+    if (os.environ.get("OPENAI_BASE_URL"))
+    else None
+)
 
 
 def _embedder() -> Embedder:
-    if not os.environ.get("OPENAI_BASE_URL"):
+    if client is None:
         return HashedNgramEmbedder()
     from examples.document_intake.index import EndpointEmbedder
-    from operators.models.openai import ModelClient, ModelEndpoint
 
     model = os.environ.get("DOCUMENT_INTAKE_EMBED_MODEL", "text-embedding-3-small")
-    # The client's pool lives as long as the process: one run of the pipeline.
-    return EndpointEmbedder(ModelClient(ModelEndpoint.from_env()), model)
+    return EndpointEmbedder(client, model)
+
+
+def _summarise() -> list[Stage]:
+    if client is None:
+        return []
+    model = os.environ.get("DOCUMENT_INTAKE_CHAT_MODEL", "gpt-4o-mini")
+    return [Stage("summarise", summarise_document(client, model))]
 
 
 index = DocumentIndex(_embedder(), INDEX_DIR)
@@ -70,7 +93,7 @@ index = DocumentIndex(_embedder(), INDEX_DIR)
 pipeline = Pipeline(
     "document_intake",
     [
-        Stage("extract", extract_text(DATA_DIR, concurrency=4)),
+        Stage("extract", extract_text(DATA_DIR, folders=FOLDERS or None, concurrency=4)),
         Stage(
             "classify",
             classify(
@@ -81,6 +104,8 @@ pipeline = Pipeline(
             ),
         ),
         Stage("redact", redact_personal_data()),
+        # After redaction: the chat model never sees the personal data found.
+        *_summarise(),
         Stage("chunk", chunk_document(max_tokens=160, overlap=24)),
         Stage("index", [index_chunks(index), report_intake(index.embedder.name)]),
     ],

@@ -173,6 +173,7 @@ def report_intake(index_name: str, *, preview_chars: int = 240, name: str = "rep
             pages=document.pages,
             chars=document.chars,
             index=index_name,
+            fields=document.fields,
         )
         return event.traced(_record(name, record.doc_type), payload=record)
 

@@ -1,5 +1,6 @@
 """Model backends for the AI steps: the protocols they implement and the offline defaults."""
 
+from operators.models._ledger import traced_calls
 from operators.models._types import (
     AnswerComposer,
     Article,
@@ -95,5 +96,6 @@ __all__ = [
     "load_articles",
     "load_labelled_examples",
     "report_request",
+    "traced_calls",
     "usage_record",
 ]

@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from operators.models._errors import RequestStatus, error_for_sdk, request_status
+from operators.models._ledger import note_call
 from operators.models._results import RequestInfo, Usage
 from streamflow.errors import StreamflowError
 
@@ -47,7 +48,7 @@ class Attempt:
         self.http_status: int | None = None
         self.tokens_in = 0
         self.tokens_out = 0
-        self.cost = 0.0
+        self.cost: float | None = 0.0
 
     def answered(self, http_status: int) -> None:
         """The endpoint answered with ``http_status``."""
@@ -100,15 +101,18 @@ class Attempt:
             self.status = "timeout"
         elif exc_type is not None and self.status == "ok":
             self.status = "error"  # a 2xx whose answer could not be used
-        self.client._report(
-            RequestInfo(
-                model=self.model,
-                endpoint=self.url,
-                status=self.status,
-                latency_s=time.perf_counter() - self.t0,
-                tokens_in=self.tokens_in,
-                tokens_out=self.tokens_out,
-                cost_usd=self.cost,
-                http_status=self.http_status,
-            )
+        info = RequestInfo(
+            model=self.model,
+            endpoint=self.url,
+            status=self.status,
+            latency_s=time.perf_counter() - self.t0,
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            cost_usd=self.cost,
+            http_status=self.http_status,
+            started_at=self.started,
+            error=exc_type.__name__ if exc_type is not None else None,
         )
+        # Accounted: the usage went back to the caller, whose result carries it.
+        note_call(info, accounted=exc_type is None)
+        self.client._report(info)

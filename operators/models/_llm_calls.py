@@ -9,7 +9,6 @@ as ``Retry-After`` says.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,7 +17,7 @@ from pydantic import BaseModel
 
 from operators.models._results import ChatResult, RequestInfo, Usage
 from operators.models._structured import schema_hint
-from streamflow.ops import Limiter, RetryPolicy, instrumentation
+from streamflow.ops import Limiter, RetryPolicy, instrumentation, retry_call
 
 if TYPE_CHECKING:
     from operators.models.openai import ModelClient
@@ -88,29 +87,23 @@ async def call_model(
     Raises:
         Exception: the last attempt's error, once retries are spent or it is not retriable.
     """
-    limiter, retry = policy.limiter, policy.retry
-    attempt = 0
-    while True:
-        attempt += 1
+    limiter = policy.limiter
+
+    async def attempt() -> T:
         # Held until settled below: the call counts until it ends, however late it arrives.
         permit = await limiter.acquire(estimate, hold=True) if limiter is not None else None
         try:
             result = await call()
-        except BaseException as exc:
+        except BaseException:
             if permit is not None:
                 permit.settle(0)
-            if (
-                isinstance(exc, Exception)
-                and retry is not None
-                and retry.should_retry(exc, attempt)
-            ):
-                await asyncio.sleep(retry.delay(attempt, getattr(exc, "retry_after", None)))
-                continue
             raise
         if permit is not None:
             used = usage(result)
             permit.settle(used.tokens_in + used.tokens_out if used is not None else estimate)
         return result
+
+    return (await retry_call(attempt, policy.retry)).unwrap()
 
 
 def report_request(info: RequestInfo) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,14 +16,40 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from streamflow.runtime import RunReport
 
-__all__ = ["print_summary", "progress_bar", "stderr"]
+__all__ = ["plain", "print_summary", "printable", "progress_bar", "stderr"]
 
 stderr = Console(stderr=True)
 
 _OUTCOMES = ("ok", "review", "dead_lettered", "filtered", "interrupted")
+
+
+def printable(value: object) -> str:
+    """Return ``value`` as one line a terminal shows as it is: control characters escaped.
+
+    Ids, keys, labels and reasons come from input records; an escape sequence
+    in one must not reach the terminal, and a newline must not break the line.
+
+    Args:
+        value: any value (None gives an empty string).
+
+    Returns:
+        The text, with every non-printable character written as a Python escape.
+    """
+    if value is None:
+        return ""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def plain(value: object, *, style: str = "") -> Text:
+    """Return ``value`` as rich text that is never read as markup (see :func:`printable`)."""
+    return Text(printable(value), style=style)
 
 
 @contextmanager
@@ -71,7 +98,7 @@ def print_summary(report: RunReport, console: Console = stderr) -> None:
         counts = report.groups[group]
         cost = [f"{report.group_cost.get(group, 0.0):.4f}"] if costly else []
         table.add_row(
-            group, *(str(counts.get(o, 0)) for o in seen), str(sum(counts.values())), *cost
+            plain(group), *(str(counts.get(o, 0)) for o in seen), str(sum(counts.values())), *cost
         )
     total_cost = [f"[bold]{sum(report.stage_cost.values()):.4f}"] if costly else []
     table.add_row(
@@ -81,13 +108,18 @@ def print_summary(report: RunReport, console: Console = stderr) -> None:
         *total_cost,
     )
     console.print(table)
+    if report.unpriced:
+        console.print(
+            f"cost unknown for {escape(', '.join(sorted(report.unpriced)))} (no price; "
+            "the cost columns count priced models only): set STREAMFLOW_MODEL_PRICES"
+        )
 
     stages = Table(title="latency per stage", title_justify="left")
     for column in ("stage", "events", "p50 ms", "p99 ms", *(["cost $"] if costly else [])):
         stages.add_column(column, justify="left" if column == "stage" else "right")
     for name, sketch in report.stages.items():
         stages.add_row(
-            name,
+            plain(name),
             str(sketch.count),
             f"{sketch.quantile(0.5) * 1000:.1f}",
             f"{sketch.quantile(0.99) * 1000:.1f}",

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streamflow.cli import cli, pipeline_argument
+from streamflow.cli._console import printable
 from streamflow.cli._kafka import BROKER_ENV, broker_option, settings_for
 from streamflow.cli._load import load_pipeline
 from streamflow.events import Event, dumps
@@ -24,7 +25,7 @@ from streamflow.runtime.review import (
     parked_stage,
 )
 
-__all__ = ["printable", "review", "review_rows"]
+__all__ = ["review", "review_rows"]
 
 _PREVIEW = 60
 
@@ -89,26 +90,6 @@ def review_rows(pipeline: Pipeline, events: list[Event]) -> list[dict[str, Any]]
             }
         )
     return rows
-
-
-def printable(value: object) -> str:
-    """Return ``value`` as one line a terminal shows as it is: control characters escaped.
-
-    Ids, keys and reasons come from input records; an escape sequence in one
-    must not reach the terminal, and a newline must not break the line.
-
-    Args:
-        value: any value (None gives an empty string).
-
-    Returns:
-        The text, with every non-printable character written as a Python escape.
-    """
-    if value is None:
-        return ""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _cell(value: object, *, preview: bool = False) -> Text:

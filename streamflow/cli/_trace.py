@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from streamflow.cli import cli
+from streamflow.cli._console import plain, printable
 from streamflow.errors import ConfigError, EventError
 from streamflow.events import DeadLetter, ErrorInfo, Event, StepRecord, decode_event, dumps, loads
 from streamflow.transports import side_paths
@@ -49,7 +51,8 @@ def find_event(event_id: str, path: str | Path) -> list[Found]:
     Returns:
         Every copy found, in file order (output, review, dead letters).
     """
-    needle = event_id.encode()
+    # The id as it appears inside a JSON string (escapes included).
+    needle = dumps(event_id)[1:-1]
     found: list[Found] = []
     for file, kind in _candidates(Path(path)):
         if not file.is_file():
@@ -97,12 +100,20 @@ def _tokens(tokens_in: float, tokens_out: float) -> str:
     return f"{tokens_in:,.0f}/{tokens_out:,.0f}" if tokens_in or tokens_out else ""
 
 
+def _cost(record: StepRecord) -> str:
+    if record.cost_usd is None:
+        return "unknown" if record.model is not None else ""
+    return f"{record.cost_usd:.6f}" if record.cost_usd else ""
+
+
 def _timeline(event: Event, found: Found) -> Table:
     trace = event.trace
     start = min((r.started_at for r in trace), default=0.0)
     table = Table(
-        title=f"event {event.id}  key {event.key or '-'}  outcome {event.outcome}  "
-        f"({found.kind}: {found.file.name})",
+        title=plain(
+            f"event {printable(event.id)}  key {printable(event.key or '-')}  "
+            f"outcome {event.outcome}  ({found.kind}: {printable(found.file.name)})"
+        ),
         title_justify="left",
     )
     table.add_column("step", no_wrap=True)
@@ -113,16 +124,20 @@ def _timeline(event: Event, found: Found) -> Table:
     table.add_column("model", overflow="fold")
     table.add_column("tokens in/out", justify="right")
     table.add_column("cost $", justify="right", no_wrap=True)
+    table.add_column("note", overflow="fold")
     for index, record in enumerate(trace):
         table.add_row(
-            record.step,
+            plain(record.step),
             _ms(record.started_at - start),
             _ms(record.duration_s),
             str(record.attempt),
-            record.outcome,
-            record.model or "",
+            plain(record.outcome),
+            plain(record.model),
             _tokens(record.tokens_in, record.tokens_out),
-            f"{record.cost_usd:.6f}" if record.cost_usd else "",
+            _cost(record),
+            # A model attempt that failed (429, 5xx, an invalid answer) is a record of
+            # its own, with what it was billed: the note says which call and why.
+            escape(record.detail or ""),
             style="red" if record.outcome in ("failed", "error") else None,
             end_section=index == len(trace) - 1,
         )
@@ -135,7 +150,8 @@ def _timeline(event: Event, found: Found) -> Table:
         f"{len(trace)} steps",
         "",
         _tokens(totals["tokens_in"], totals["tokens_out"]) or "0/0",
-        f"{totals['cost_usd']:.6f}",
+        f"{totals['cost_usd']:.6f}" + (" + unknown" if totals["unpriced"] else ""),
+        "",
     )
     return table
 
@@ -149,6 +165,7 @@ def _totals(trace: list[StepRecord]) -> dict[str, float]:
             "tokens_in": 0,
             "tokens_out": 0,
             "cost_usd": 0.0,
+            "unpriced": 0,
         }
     start = min(r.started_at for r in trace)
     end = max(r.started_at + r.duration_s for r in trace)
@@ -158,7 +175,8 @@ def _totals(trace: list[StepRecord]) -> dict[str, float]:
         "attempts": sum(r.attempt for r in trace),
         "tokens_in": sum(r.tokens_in for r in trace),
         "tokens_out": sum(r.tokens_out for r in trace),
-        "cost_usd": sum(r.cost_usd for r in trace),
+        "cost_usd": sum(r.cost_usd for r in trace if r.cost_usd is not None),
+        "unpriced": sum(1 for r in trace if r.cost_usd is None and r.model is not None),
     }
 
 
@@ -190,19 +208,20 @@ def trace(event_id: str, input_path: str, as_json: bool) -> None:
     if not console.is_terminal:
         # Piped or captured output has no width of its own; do not squeeze the columns.
         console = Console(width=160)
+    # Ids, reasons and errors come from input records: printed as text, never as markup.
     if event is None:
-        console.print(f"event {event_id} never decoded ({chosen.kind}: {chosen.file.name})")
+        console.print(plain(f"event {event_id} never decoded ({chosen.kind}: {chosen.file.name})"))
     else:
         console.print(_timeline(event, chosen))
         for record in event.trace:
             if record.step == "review" and record.detail:
-                console.print(f"{record.outcome} by a reviewer: {record.detail}")
+                console.print(plain(f"{record.outcome} by a reviewer: {record.detail}"))
         if event.reason and event.outcome != "ok":
-            console.print(f"reason: {event.reason}")
+            console.print(plain(f"reason: {event.reason}"))
     error = chosen.error if chosen.kind == "dead letter" else event.error if event else None
     if error is not None:
         where = f" in {error.step}" if error.step else ""
-        console.print(f"[red]error{where}: {error.type}: {error.message}")
+        console.print(plain(f"error{where}: {error.type}: {error.message}", style="red"))
     others = sorted({f.kind for f in found if f is not chosen})
     if others:
         console.print(f"also in: {', '.join(others)} (earlier copies)")

@@ -10,7 +10,12 @@ from streamflow.events._codec import (
     loads,
     stable_id,
 )
-from streamflow.events._dead_letter import DeadLetter, encode_dead_letter, make_dead_letter
+from streamflow.events._dead_letter import (
+    DeadLetter,
+    encode_dead_letter,
+    failing_step_attempts,
+    make_dead_letter,
+)
 from streamflow.events._limits import RecordLimits
 from streamflow.events._model import ErrorInfo, Event, Outcome, StepRecord, ticket_of
 
@@ -28,6 +33,7 @@ __all__ = [
     "encode_bounded",
     "encode_dead_letter",
     "encode_event",
+    "failing_step_attempts",
     "loads",
     "make_dead_letter",
     "stable_id",

@@ -12,7 +12,7 @@ from streamflow.events._codec import DEFAULT_LIMITS, dumps
 from streamflow.events._limits import RecordLimits
 from streamflow.events._model import ErrorInfo, Event
 
-__all__ = ["DeadLetter", "encode_dead_letter", "make_dead_letter"]
+__all__ = ["DeadLetter", "encode_dead_letter", "failing_step_attempts", "make_dead_letter"]
 
 # An error message longer than this is cut: some exceptions quote the whole value.
 _MAX_MESSAGE_CHARS = 4096
@@ -25,7 +25,8 @@ class DeadLetter(BaseModel):
         id: the event id (for a record that never decoded: its JSON's id, if it had one).
         stage: the stage that gave up on it (``decode`` for records that never decoded).
         error: the last error.
-        attempts: attempts made.
+        attempts: attempts the failing step made (its retries included), not a count
+            over every step the event went through.
         original: the record's original bytes as text, when they are valid UTF-8.
         original_base64: the record's original bytes in base64, when they are not.
         original_size: the original's full size in bytes.
@@ -52,6 +53,54 @@ class DeadLetter(BaseModel):
     event: Event | None = None
     event_omitted: str | None = None
     dead_at: float = Field(default_factory=time.time)
+
+    @classmethod
+    def of(
+        cls,
+        event: Event,
+        *,
+        stage: str | None = None,
+        original: bytes | None = None,
+        origin: str | None = None,
+        limits: RecordLimits = DEFAULT_LIMITS,
+    ) -> DeadLetter:
+        """The dead letter of a failed ``event``.
+
+        Args:
+            event: the failed event.
+            stage: the stage that gave up (default: where the event failed, else
+                its error's step).
+            original: the record's bytes, when the sink has them.
+            origin: where the record was read.
+            limits: the bounds (see :func:`make_dead_letter`).
+
+        Returns:
+            The dead letter; ``attempts`` is the failing step's.
+        """
+        error = event.error or ErrorInfo(type="Unknown", message=event.reason or "failed")
+        return make_dead_letter(
+            event_id=event.id,
+            stage=stage or event._failed_in or error.step,
+            error=error,
+            attempts=failing_step_attempts(event),
+            original=original,
+            origin=origin,
+            event=event,
+            limits=limits,
+        )
+
+
+def failing_step_attempts(event: Event) -> int:
+    """How many attempts the step that failed ``event`` made (1 when it left no record).
+
+    The step's trace record holds its attempt count; ``event.attempts`` counts
+    the attempts of every step the event went through.
+    """
+    step = event.error.step if event.error is not None else None
+    for record in reversed(event.trace):
+        if record.outcome == "failed" and (step is None or record.step == step):
+            return record.attempt
+    return 1
 
 
 def make_dead_letter(

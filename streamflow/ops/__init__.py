@@ -46,11 +46,12 @@ from streamflow.ops._resilience import (
     circuit_breaker,
     fallback,
 )
-from streamflow.ops._retry import RetryPolicy
+from streamflow.ops._retry import DEFAULT_RETRY_ON, RetryOutcome, RetryPolicy, retry_call
 from streamflow.ops._route import route
 from streamflow.ops._simple import filter, tap
 
 __all__ = [
+    "DEFAULT_RETRY_ON",
     "AdaptiveConcurrency",
     "AdaptiveStatistics",
     "BatchStatistics",
@@ -70,6 +71,7 @@ __all__ = [
     "Permit",
     "RateLimitStatistics",
     "RateLimiter",
+    "RetryOutcome",
     "RetryPolicy",
     "RunScope",
     "SharedLimiter",
@@ -89,6 +91,7 @@ __all__ = [
     "pipe",
     "rate_limit",
     "reset_shared_limiters",
+    "retry_call",
     "route",
     "run_scope",
     "shared_limiter",

@@ -12,7 +12,7 @@ from streamflow.errors import ConfigError, StepFailed
 from streamflow.events import Event, StepRecord
 from streamflow.ops._adapter import per_event
 from streamflow.ops._operator import Lane, Operator
-from streamflow.ops._retry import RetryPolicy
+from streamflow.ops._retry import RetryPolicy, retry_call
 
 __all__ = ["BatchStatistics", "batch_async"]
 
@@ -189,38 +189,39 @@ class _Batcher:
 async def _run_batch(
     fn: BatchFn, batch: list[Event], step: str, retry: RetryPolicy | None
 ) -> list[Event]:
-    attempt = 0
-    while True:
-        attempt += 1
-        started = time.time()
-        # Durations use the loop clock, the clock max_wait is measured on.
-        t0 = asyncio.get_running_loop().time()
-        try:
-            results = list(await fn(batch))
-            if len(results) != len(batch):
-                raise StepFailed(
-                    f"batch step '{step}' returned {len(results)} events for {len(batch)}",
-                    stage=step,
-                )
-        except Exception as exc:
-            if retry is not None and retry.should_retry(exc, attempt):
-                await asyncio.sleep(retry.delay(attempt, getattr(exc, "retry_after", None)))
-                continue
-            return [
-                event.failed(exc, step, _record(step, started, t0, attempt, "failed")).evolve(
-                    attempts=event.attempts + attempt
-                )
-                for event in batch
-            ]
-        record = _record(step, started, t0, attempt, "ok", detail=f"batch of {len(batch)}")
-        return [
-            result.model_copy(
-                update={"trace": [*result.trace, record], "attempts": before.attempts + attempt}
+    loop = asyncio.get_running_loop()
+    # The latest attempt's wall-clock start and, for durations, its loop-clock start
+    # (the clock max_wait is measured on).
+    started, t0 = time.time(), loop.time()
+
+    async def attempt() -> list[Event]:
+        nonlocal started, t0
+        started, t0 = time.time(), loop.time()
+        results = list(await fn(batch))
+        if len(results) != len(batch):
+            raise StepFailed(
+                f"batch step '{step}' returned {len(results)} events for {len(batch)}",
+                stage=step,
             )
-            if result.active
-            else result
-            for before, result in zip(batch, results, strict=True)
+        return results
+
+    tried = await retry_call(attempt, retry)
+    if tried.error is not None:
+        failed = _record(step, started, t0, tried.attempts, "failed")
+        return [
+            event.failed(tried.error, step, failed).evolve(attempts=event.attempts + tried.attempts)
+            for event in batch
         ]
+    results = tried.unwrap()
+    record = _record(step, started, t0, tried.attempts, "ok", detail=f"batch of {len(batch)}")
+    return [
+        result.model_copy(
+            update={"trace": [*result.trace, record], "attempts": before.attempts + tried.attempts}
+        )
+        if result.active
+        else result
+        for before, result in zip(batch, results, strict=True)
+    ]
 
 
 def _record(

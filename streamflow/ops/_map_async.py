@@ -20,7 +20,7 @@ from streamflow.ops._adapter import DEFAULT_CAPACITY, per_event
 from streamflow.ops._limiter import Limiter, Permit
 from streamflow.ops._operator import Lane, Operator, Ordering
 from streamflow.ops._order import InputOrder, KeyOrder
-from streamflow.ops._retry import RetryPolicy
+from streamflow.ops._retry import RetryPolicy, retry_call
 from streamflow.ops._typed import event_step, step_types
 
 __all__ = ["MapStatistics", "StepFn", "StepLane", "map_async", "run_step"]
@@ -245,18 +245,18 @@ async def run_step(
     """
     # Durations use the loop clock, the clock timeouts are measured on.
     clock = asyncio.get_running_loop().time
-    attempt = 0
-    while True:
-        attempt += 1
-        permit = None
-        try:
-            if limiter is not None:
-                # Held: the call counts until it ends, however late it reaches the endpoint.
+    # The latest attempt's wall-clock start, loop-clock start and limiter permit.
+    started, t0, permit = time.time(), clock(), None
+
+    async def attempt() -> Event:
+        nonlocal started, t0, permit
+        if limiter is not None:
+            try:
                 estimate = tokens(event) if tokens is not None else 0
-                permit = await limiter.acquire(estimate, hold=True)
-        except Exception as exc:
-            # A broken token estimate fails this event, never the stream.
-            return event.failed(exc, step).evolve(attempts=event.attempts + attempt)
+            except Exception as exc:
+                raise _EstimateFailed(exc) from exc
+            # Held: the call counts until it ends, however late it reaches the endpoint.
+            permit = await limiter.acquire(estimate, hold=True)
         started = time.time()
         t0 = clock()
         try:
@@ -278,20 +278,35 @@ async def run_step(
             if permit is not None:
                 # The attempt ended (failed or cancelled); its estimate stands.
                 permit.settle(permit.estimate)
-            if not isinstance(exc, Exception):
-                raise
-            if adaptive is not None:
+            if adaptive is not None and isinstance(exc, Exception):
                 adaptive.on_failure(t0, clock(), exc)
-            if retry is not None and retry.should_retry(exc, attempt):
-                await asyncio.sleep(retry.delay(attempt, getattr(exc, "retry_after", None)))
-                continue
-            return _failure(event, exc, step, started, clock() - t0, attempt)
-        t1 = clock()
-        if adaptive is not None:
-            adaptive.on_success(t0, t1)
-        if permit is not None:
-            _settle(permit, event, result, step)
-        return _with_record(event, result, step, started, t1 - t0, attempt)
+            raise
+        return result
+
+    tried = await retry_call(
+        attempt, retry, retry_if=lambda exc: not isinstance(exc, _EstimateFailed)
+    )
+    error = tried.error
+    if isinstance(error, _EstimateFailed):
+        # A broken token estimate fails this event, never the stream.
+        return event.failed(error.error, step).evolve(attempts=event.attempts + tried.attempts)
+    if error is not None:
+        return _failure(event, error, step, started, clock() - t0, tried.attempts)
+    result = tried.unwrap()
+    t1 = clock()
+    if adaptive is not None:
+        adaptive.on_success(t0, t1)
+    if permit is not None:
+        _settle(permit, event, result, step)
+    return _with_record(event, result, step, started, t1 - t0, tried.attempts)
+
+
+class _EstimateFailed(Exception):
+    """A token estimate raised before the step ran: the event fails, unretried."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _not_an_event(step: str, result: object, event: Event) -> StepFailed:

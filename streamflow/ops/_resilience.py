@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any, Literal
 from streamflow.errors import CircuitOpen, ConfigError
 from streamflow.events import Event, StepRecord
 from streamflow.ops._map_async import StepFn
-from streamflow.ops._retry import RetryPolicy
+from streamflow.ops._retry import RetryPolicy, retry_call
 
 __all__ = [
     "BreakerState",
@@ -86,21 +87,14 @@ def fallback(
         failures: list[str] = []
         last: Exception | None = None
         for index, (label, fn) in enumerate(backends):
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    result = await fn(event)
-                except Exception as exc:
-                    if retry is not None and retry.should_retry(exc, attempt):
-                        await asyncio.sleep(retry.delay(attempt, getattr(exc, "retry_after", None)))
-                        continue
-                    if when is not None and not when(exc):
-                        raise
-                    failures.append(f"{label}: {type(exc).__name__}")
-                    last = exc
-                    break
-                return _answered_by(event, result, step, label, failures if index else [])
+            tried = await retry_call(functools.partial(fn, event), retry)
+            exc = tried.error
+            if exc is None:
+                return _answered_by(event, tried.unwrap(), step, label, failures if index else [])
+            if when is not None and not when(exc):
+                raise exc
+            failures.append(f"{label}: {type(exc).__name__}")
+            last = exc
         assert last is not None
         raise last
 

@@ -278,9 +278,7 @@ def expect_ok(event: Event) -> Event:
         raise EventFiltered(f"event {event.id} was filtered out", event=event)
     error = event.error or ErrorInfo(type="Unknown", message=event.reason or "failed")
     failing = event._failed_in or error.step
-    letter = DeadLetter(
-        id=event.id, stage=failing, error=error, attempts=event.attempts, event=event
-    )
+    letter = DeadLetter.of(event)
     raise EventFailed(
         f"event {event.id} failed in {failing}: {error.type}: {error.message}",
         dead_letter=letter,

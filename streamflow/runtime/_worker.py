@@ -38,7 +38,7 @@ from streamflow.transports.kafka import (
     missing_topics,
 )
 
-__all__ = ["StageWorker", "ensure_topics", "observed", "run_worker"]
+__all__ = ["StageWorker", "check_fused", "ensure_topics", "observed", "run_worker"]
 
 log = logging.getLogger("streamflow.runtime")
 
@@ -61,7 +61,7 @@ class StageWorker:
         self, pipeline: Pipeline, stages: str | Sequence[str], settings: KafkaSettings
     ) -> None:
         names = [stages] if isinstance(stages, str) else list(stages)
-        _check_consecutive(pipeline, names)
+        check_fused(pipeline, names)
         first, last = names[0], names[-1]
         self.pipeline = pipeline
         self.stages = names
@@ -196,11 +196,16 @@ def _wire_kafka_metrics(metrics: PipelineMetrics, workers: Sequence[StageWorker]
 def _health(workers: Sequence[StageWorker]) -> Callable[[], tuple[bool, str]]:
     def check() -> tuple[bool, str]:
         reasons = []
+        notes: list[str] = []
         for worker in workers:
             ok, reason = worker.healthy()
             if not ok:
                 reasons.append(reason)
-        return (False, "; ".join(reasons)) if reasons else (True, "ok")
+            notes.extend(f"stage {worker.label}: {note}" for note in worker.source.resets)
+        if reasons:
+            return False, "; ".join(reasons)
+        # Still healthy, but an offset reset is worth seeing where health is watched.
+        return True, "ok" + "".join(f"; {note}" for note in notes[-3:])
 
     return check
 
@@ -245,7 +250,16 @@ async def observed(
                 metrics.set_up(stage, False)
 
 
-def _check_consecutive(pipeline: Pipeline, names: Sequence[str]) -> None:
+def check_fused(pipeline: Pipeline, names: Sequence[str]) -> None:
+    """Check that ``names`` are stages of ``pipeline`` that follow each other in flow order.
+
+    Args:
+        pipeline: the pipeline.
+        names: the stages one worker is to run.
+
+    Raises:
+        ConfigError: no stage given, an unknown stage, or stages that are not neighbours.
+    """
     if not names:
         raise ConfigError("give at least one stage (--stage NAME or --stage A,B)")
     order = [stage.name for stage in pipeline.stages]
@@ -253,10 +267,16 @@ def _check_consecutive(pipeline: Pipeline, names: Sequence[str]) -> None:
         pipeline.stage(name)
     start = order.index(names[0])
     if order[start : start + len(names)] != list(names):
+        ranked = sorted(names, key=order.index)
+        first = order.index(ranked[0])
+        hint = (
+            f"did you mean --stage {','.join(ranked)}?"
+            if order[first : first + len(ranked)] == ranked
+            else "fuse neighbours only"
+        )
         raise ConfigError(
             f"stages {','.join(names)} of pipeline '{pipeline.name}' are not consecutive in "
-            f"flow order ({', '.join(order)}); fuse neighbours only, e.g. "
-            f"--stage {','.join(order[start : start + len(names)])}"
+            f"flow order ({', '.join(order)}); {hint}"
         )
 
 

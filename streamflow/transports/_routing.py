@@ -16,6 +16,7 @@ from streamflow.events import (
     RecordLimits,
     encode_bounded,
     encode_dead_letter,
+    failing_step_attempts,
     make_dead_letter,
     ticket_of,
 )
@@ -118,7 +119,7 @@ def _letter(event: Event, error: ErrorInfo, stage: str, limits: RecordLimits) ->
         event_id=event.id,
         stage=event._failed_in or error.step or stage,
         error=error,
-        attempts=event.attempts,
+        attempts=failing_step_attempts(event),
         original=origin.value if origin is not None else None,
         origin=origin.origin if origin is not None else None,
         event=event,

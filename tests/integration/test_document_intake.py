@@ -212,3 +212,121 @@ def test_a_heading_starts_a_chunk_and_long_sections_overlap() -> None:
 def test_a_truncated_pdf_is_unreadable_with_the_reason() -> None:
     with pytest.raises(UnreadableDocument, match="damaged or truncated"):
         extract_file(EXAMPLE / "data" / "docs" / "broken-scan.pdf")
+
+
+def test_documents_are_summarised_by_a_chat_model_when_an_endpoint_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamflow.testing.openai_server import serve_openai_in_thread
+
+    output = tmp_path / "documents.jsonl"
+    with serve_openai_in_thread(embedding_dims=64) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("DOCUMENT_INTAKE_CHAT_MODEL", "streamflow-chat")
+        monkeypatch.setenv("DOCUMENT_INTAKE_INDEX", str(tmp_path / "index"))
+        code = main(
+            ["run", str(EXAMPLE / "pipeline.py"), "--input", str(DOCUMENTS),
+             "--output", str(output), "--no-progress"]
+        )  # fmt: skip
+        chat_calls = server.count(path="/v1/chat/completions", status=200)
+    events = _lines(output)
+    assert code == 0
+    assert len(events) == 14
+    assert chat_calls == 14  # one structured-output call per readable document
+    for event in events:
+        fields = event["payload"]["fields"]
+        assert fields is not None, event["payload"]["id"]
+        assert fields["summary"].strip()
+        assert {"parties", "dates", "amounts", "references"} <= set(fields)
+        [step] = [r for r in event["trace"] if r["step"] == "summarise"]
+        assert step["model"] == "streamflow-chat"
+        assert step["tokens_in"] > 0 and step["tokens_out"] > 0
+    assert [r["step"] for r in events[0]["trace"]].index("summarise") > [
+        r["step"] for r in events[0]["trace"]
+    ].index("redact")
+
+
+def test_the_chat_model_sees_only_redacted_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamflow.testing.openai_server import serve_openai_in_thread
+
+    prompts: list[str] = []
+
+    def reply(request: dict[str, Any]) -> str:
+        prompts.append(" ".join(str(m.get("content")) for m in request.get("messages", [])))
+        return json.dumps(
+            {"summary": "A document.", "parties": [], "dates": [], "amounts": [], "references": []}
+        )
+
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    (folder / "note.txt").write_text(
+        "Refund request\n\nPlease refund me, write to jane.doe@example.org or call "
+        "+44 20 7946 0958. Card 4111 1111 1111 1111 was charged.\n"
+    )
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text(json.dumps({"id": "note", "path": str(folder / "note.txt")}) + "\n")
+    with serve_openai_in_thread(reply=reply) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("DOCUMENT_INTAKE_INDEX", str(tmp_path / "index"))
+        code = main(
+            ["run", str(EXAMPLE / "pipeline.py"), "--input", str(refs),
+             "--output", str(tmp_path / "out.jsonl"), "--no-progress"]
+        )  # fmt: skip
+    assert code == 0
+    [prompt] = [p for p in prompts if "Refund request" in p]
+    assert "jane.doe@example.org" not in prompt
+    assert "4111" not in prompt and "7946" not in prompt
+    assert "[EMAIL]" in prompt
+
+
+def test_documents_are_read_from_any_folder_the_user_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from examples.document_intake.references import main as write_refs
+
+    inbox = tmp_path / "somewhere" / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    samples = sorted((EXAMPLE / "data" / "docs").glob("[!b]*.*"))[:3]
+    for n, sample in enumerate(samples):
+        (inbox / ("sub" if n else "") / sample.name).write_bytes(sample.read_bytes())
+    (inbox / "ignored.bin").write_bytes(b"\0")
+    refs = tmp_path / "refs.jsonl"
+    assert write_refs([str(inbox), "--out", str(refs)]) == 0
+    lines = _lines(refs)
+    assert len(lines) == 3
+    assert all(Path(line["path"]).is_absolute() for line in lines)
+
+    output = tmp_path / "out.jsonl"
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("DOCUMENT_INTAKE_INDEX", str(tmp_path / "index"))
+    code = main(
+        ["run", str(EXAMPLE / "pipeline.py"), "--input", str(refs),
+         "--output", str(output), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    assert sorted(e["payload"]["path"] for e in _lines(output)) == sorted(
+        line["path"] for line in lines
+    )
+    assert _lines(tmp_path / "out.dlq.jsonl") == []
+
+    # Limited to named folders, a file elsewhere is a dead letter naming them.
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("Hello\n\nA note from elsewhere.\n")
+    refs.write_text(
+        json.dumps({"id": "in", "path": lines[0]["path"]})
+        + "\n"
+        + json.dumps({"id": "out", "path": str(elsewhere)})
+        + "\n"
+    )
+    monkeypatch.setenv("DOCUMENT_INTAKE_FOLDERS", str(inbox))
+    limited = tmp_path / "limited.jsonl"
+    code = main(
+        ["run", str(EXAMPLE / "pipeline.py"), "--input", str(refs),
+         "--output", str(limited), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    assert [e["payload"]["id"] for e in _lines(limited)] == ["in"]
+    [dead] = _lines(tmp_path / "limited.dlq.jsonl")
+    assert "outside the folders documents are read from" in json.dumps(dead)

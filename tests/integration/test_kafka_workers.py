@@ -243,6 +243,13 @@ async def _create_topics(broker: str, pipeline: str, partitions: int) -> None:
     )
 
 
+async def _record_counts(broker: str, topics: list[str]) -> dict[str, int]:
+    from streamflow.transports.kafka import KafkaSettings, describe_topics
+
+    described = await describe_topics(KafkaSettings(bootstrap=broker), topics)
+    return {topic: sum(info["end_offsets"].values()) for topic, info in described.items()}
+
+
 async def _until(
     predicate: Callable[[], bool], timeout: float, what: str, log: Callable[[], str]
 ) -> None:
@@ -253,18 +260,30 @@ async def _until(
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.parametrize(
+    ("victim_stage", "others", "total"),
+    [
+        ("generate", ("classify", "retrieve", "check"), 2000),
+        # Three stages fused in one process: no topic between them, one group.
+        ("classify,retrieve,generate", ("check",), 1000),
+    ],
+    ids=["one-stage-per-worker", "fused-stages"],
+)
 async def test_workers_in_separate_processes_lose_nothing_when_one_is_killed(
-    workers: Callable[[str], Workers], kafka_broker: str
+    workers: Callable[[str], Workers],
+    kafka_broker: str,
+    victim_stage: str,
+    others: tuple[str, ...],
+    total: int,
 ) -> None:
     name = f"tickets{uuid.uuid4().hex[:8]}"
     group = workers(TICKETS_PIPELINE.format(name=name))
-    total = 2000
     await _create_topics(kafka_broker, name, partitions=4)
     generate_ports = {_free_port(): None, _free_port(): None}
-    for stage in ("classify", "retrieve", "check"):
+    for stage in others:
         group.start(stage)
     generators = {
-        port: group.start("generate", "--metrics-port", str(port)) for port in generate_ports
+        port: group.start(victim_stage, "--metrics-port", str(port)) for port in generate_ports
     }
     results = Results()
     collector = asyncio.create_task(_collect(kafka_broker, name, results))
@@ -289,7 +308,7 @@ async def test_workers_in_separate_processes_lose_nothing_when_one_is_killed(
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
         seen_at_kill = len(results.by_ticket)
-        group.start("generate")
+        group.start(victim_stage)
 
         await _until(
             lambda: len(results.by_ticket) >= total, 240, f"all {total} tickets", group.log_tail
@@ -299,6 +318,15 @@ async def test_workers_in_separate_processes_lose_nothing_when_one_is_killed(
         with contextlib.suppress(asyncio.CancelledError):
             await collector
 
+    if "," in victim_stage:
+        survivor = next(port for port, p in generators.items() if p is not victim)
+        with urllib.request.urlopen(f"http://127.0.0.1:{survivor}/metrics", timeout=5) as page:
+            exposed = page.read().decode()
+        for stage in victim_stage.split(","):
+            # Each fused stage keeps its own series.
+            assert f'stage="{stage}"' in exposed, f"no metrics for fused stage {stage}"
+        ends = await _record_counts(kafka_broker, [f"{name}.classify", f"{name}.retrieve"])
+        assert ends == {f"{name}.classify": 0, f"{name}.retrieve": 0}, ends
     codes = group.stop_all()
     del codes[victim.pid]
     assert set(codes.values()) == {0}, f"workers did not exit 0 on SIGTERM: {codes}"

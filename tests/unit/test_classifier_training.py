@@ -217,3 +217,24 @@ def test_train_command_fails_with_a_one_line_error_without_a_classify_step(
     )
     assert main(["train", str(pipeline), "--stage", "keep", "--out", "x.model"]) == 2
     assert "has no classify step that trains on examples" in capsys.readouterr().err
+
+
+async def test_running_one_stage_starts_only_that_stages_model(tmp_path: Path) -> None:
+    from streamflow import Pipeline, Stage
+
+    examples = write_examples(tmp_path / "ex.jsonl")
+    pipeline = Pipeline(
+        "two",
+        [
+            Stage("first", classify(examples=examples, review_below=0.0, name="first")),
+            Stage("second", classify(examples=examples, review_below=0.0, name="second")),
+        ],
+    )
+    [(_, first)] = deferred_classifiers(pipeline.stage("first").op)
+    [(_, second)] = deferred_classifiers(pipeline.stage("second").op)
+
+    events = await run(pipeline.operator(["second"]), ["refund my duplicate charge"])
+
+    assert events[0].payload["classification"]["label"] == "billing"
+    assert second.started
+    assert not first.started  # a worker of another stage never loads or trains it

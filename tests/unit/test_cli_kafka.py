@@ -157,3 +157,17 @@ def test_replay_plan_reports_records_that_never_decoded_without_sending_them(
     assert plan == []
     assert counts["undecodable"] == 1
     assert counts["unreadable"] == 1
+
+
+def test_fused_stages_must_be_neighbours_in_flow_order(
+    monkeypatch: pytest.MonkeyPatch, pipeline_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMFLOW_BROKER", "127.0.0.1:1")
+
+    # Refused before any connection is tried.
+    code = main(["worker", str(pipeline_file), "--stage", "count,upper"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "not consecutive" in err and "--stage upper,count" in err

@@ -305,3 +305,98 @@ async def test_the_loop_timeout_cancels_the_model_call_under_way() -> None:
     assert event.outcome == "failed" and event.error is not None
     assert event.error.type == "StepTimeout"
     assert cancelled == [True]  # the call stopped with the loop, not after it
+
+
+# -- every billed attempt on the right event's trace, faults inside their event ----------
+
+
+async def test_a_failed_attempt_is_its_own_trace_record_before_the_steps_record(
+    server: OpenAIServer, client: ModelClient
+) -> None:
+    from operators import classify
+
+    server.reply = _answer(json.dumps({"label": "billing", "confidence": 0.9}))
+    server.inject_fault(Fault(429, retry_after=0.01))
+    server.inject_fault(Fault(invalid_json=True))
+    policy = CallPolicy(retry=FAST_RETRY)
+    classifier = LLMClassifier(client, "mini", ["billing"], policy=policy)
+    op = classify(classifier, review_below=0.0)
+    (event,) = await _run(op, [{"subject": "refund", "body": "charged twice"}])
+    assert event.outcome == "failed"  # the broken answer is not retried: it is invalid
+    calls = [(r.outcome, r.detail, r.tokens_in > 0) for r in event.trace]
+    assert calls[0] == ("error", "model call 1: 429 RateLimited", False)
+    assert calls[1][:2] == ("error", "model call 2: 200 ModelOutputInvalid")
+    assert calls[1][2]  # billed: its tokens are on the trace
+    assert event.trace[-1].outcome == "failed"
+    billed = sum(r.prompt_tokens + r.completion_tokens for r in server.requests)
+    assert sum(r.tokens_in + r.tokens_out for r in event.trace) == billed > 0
+
+
+async def test_one_ticket_whose_call_fails_dead_letters_only_itself(
+    server: OpenAIServer, client: ModelClient
+) -> None:
+    from operators import classify
+
+    def reply(request: dict[str, Any]) -> str:
+        if "poison" in request["messages"][-1]["content"]:
+            raise RuntimeError("this ticket always fails")  # the server answers 500
+        return json.dumps({"label": "billing", "confidence": 0.9})
+
+    server.reply = reply
+    classifier = LLMClassifier(
+        client, "mini", ["billing"], policy=CallPolicy(retry=RetryPolicy(max_attempts=1))
+    )
+    op = classify(classifier, review_below=0.0, max_batch=32, max_wait=0.05)
+    texts = ["refund"] * 10 + ["poison pill"] + ["refund"] * 10
+    events = await _run(op, [{"subject": t, "body": t} for t in texts])
+    failed = [e for e in events if e.outcome == "failed"]
+    assert [e.payload["subject"] for e in failed] == ["poison pill"]
+
+
+async def test_a_failed_batch_is_split_so_only_the_bad_item_fails() -> None:
+    from operators import classify
+    from operators.models import Label
+
+    calls: list[int] = []
+
+    class Batched:
+        name = "batched"
+        labels = ("billing",)
+
+        async def classify(self, texts: list[str]) -> list[Label]:
+            calls.append(len(texts))
+            if any("poison" in t for t in texts):
+                raise RuntimeError("the batch call failed")
+            return [Label(label="billing", confidence=0.9) for _ in texts]
+
+    op = classify(Batched(), review_below=0.0, max_batch=8, max_wait=0.05)
+    texts = ["a", "b", "poison", "c", "d", "e", "f", "g"]
+    events = await _run(op, [{"subject": t} for t in texts])
+    assert [e.payload["subject"] for e in events if e.outcome == "failed"] == ["poison"]
+    assert calls[0] == 8 and sorted(calls[1:]) == [1] * 8  # one batch, then each alone
+
+
+async def test_a_loop_timeout_keeps_the_billed_calls_of_earlier_rounds_on_the_trace(
+    server: OpenAIServer, client: ModelClient
+) -> None:
+    ungrounded = "Our moon base ships llamas on Tuesdays for every customer who asks."
+    server.reply = _answer(ungrounded)
+    composer = ChatComposer(client, "mini")
+    loop = generate_until_checked(escalate=[composer], max_rounds=3, timeout=3.0)
+
+    async def hang_second_draft() -> None:
+        # Round 1's draft is answered (and billed); round 2's hangs past the loop's timeout.
+        await server.wait_for(lambda rows: len(rows) >= 1, timeout=10)
+        server.inject_fault(Fault(hang_s=60))
+
+    import asyncio
+
+    waiter = asyncio.ensure_future(hang_second_draft())
+    (event,) = await _run(loop, [_case("shipping")])
+    await waiter
+    assert event.outcome == "failed" and event.error is not None
+    assert event.error.type == "StepTimeout"
+    drafts = [r for r in event.trace if r.step.startswith("generate#") and r.model == "mini"]
+    assert drafts and drafts[0].tokens_in > 0  # round 1's billed draft survived the timeout
+    billed = sum(r.prompt_tokens + r.completion_tokens for r in server.requests)
+    assert sum(r.tokens_in + r.tokens_out for r in event.trace) == billed > 0

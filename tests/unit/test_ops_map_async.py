@@ -435,3 +435,26 @@ async def test_disposing_the_subscription_cancels_calls_in_flight() -> None:
 
     assert cancelled == [5.0, 5.0]
     assert out == []
+
+
+def test_retry_after_is_capped_by_the_policy() -> None:
+    policy = RetryPolicy(max_attempts=3, base_delay=0.1, max_retry_after=20.0, jitter=0)
+    assert policy.delay(1, 86400) == 20.0
+    assert policy.delay(1, 7) == 7.0
+    assert RetryPolicy().delay(1, 86400) <= 60.0  # a minute by default
+
+
+async def test_a_retry_after_past_the_cap_fails_that_attempt_instead_of_stalling() -> None:
+    attempts_at: list[float] = []
+
+    async def limited(event: Event) -> Event:
+        attempts_at.append(now())
+        if len(attempts_at) < 3:
+            raise RateLimited("429 Too Many Requests", retry_after=3600)
+        return event
+
+    policy = RetryPolicy(max_attempts=3, base_delay=0.1, max_retry_after=30.0, jitter=0)
+    result = await run_marbles(map_async(limited, retry=policy), "a|")
+
+    assert attempts_at == [0.0, 30.0, 60.0]
+    assert result.events[0].outcome == "ok"

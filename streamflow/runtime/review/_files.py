@@ -221,14 +221,7 @@ class FileReviewQueue:
             elif event.outcome == "review":
                 lines.setdefault(self.review_path, []).append(encode_event(event))
             elif event.outcome == "failed":
-                error = event.error or ErrorInfo(type="Unknown", message=event.reason or "failed")
-                letter = DeadLetter(
-                    id=event.id,
-                    stage=event._failed_in or error.step,
-                    error=error,
-                    attempts=event.attempts,
-                    event=event,
-                )
+                letter = DeadLetter.of(event)
                 lines.setdefault(self.dlq_path, []).append(dumps(letter))
         for letter in letters:
             lines.setdefault(self.dlq_path, []).append(dumps(letter))

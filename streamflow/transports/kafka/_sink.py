@@ -26,7 +26,6 @@ log = logging.getLogger("streamflow.transports.kafka")
 # aiokafka already retries inside one send; these are whole re-sends after the
 # send future itself failed, before the sink declares itself broken.
 _MAX_RESENDS = 3
-_LINGER_MS = 5
 _MAX_BATCH_BYTES = 256 * 1024
 # The broker refuses these for the record itself, not for the connection: the
 # record goes to the dead letters and the partition goes on.
@@ -103,7 +102,7 @@ class KafkaSink(RoutingSink):
             # The broker may not support InitProducerId; ordering per partition
             # comes from the single writer instead.
             enable_idempotence=False,
-            linger_ms=_LINGER_MS,
+            linger_ms=self.settings.linger_ms,
             max_batch_size=_MAX_BATCH_BYTES,
         )
         await start_client(self.settings, producer)
