@@ -289,7 +289,10 @@ class ModelClient:
             ) from None
         if self._given is not None:
             return self._given.with_options(max_retries=0)
+        import httpx2  # the SDK's HTTP client, installed with it
+
         key = self.endpoint.api_key
+        pool = self.endpoint.max_connections
         return openai.AsyncOpenAI(
             # Local servers take no key; the SDK insists on one, so send a placeholder.
             api_key=key.get_secret_value() if key is not None else "unused",
@@ -298,6 +301,9 @@ class ModelClient:
                 self.endpoint.timeout_s, connect=self.endpoint.connect_timeout_s
             ),
             max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool)
+            ),
         )
 
     # -- calls -----------------------------------------------------------------
