@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from streamflow.cli._limits import apply_limits, limits_options
 from streamflow.cli._load import load_pipeline
 from streamflow.errors import ConfigError, StreamflowError
 from streamflow.metrics import DEFAULT_HOST
@@ -91,6 +92,7 @@ pipeline_argument = click.argument("pipeline", metavar="PIPELINE")
     metavar="HOST:PORT",
     help="Run the stages as Kafka workers with topics between them.",
 )
+@limits_options
 def run(
     pipeline: str,
     input_path: str,
@@ -105,6 +107,7 @@ def run(
     window: int | None,
     drain_timeout: float,
     broker: str | None,
+    record_limits: dict[str, int],
 ) -> None:
     """Run every stage of PIPELINE in this process, from --input to --output.
 
@@ -120,6 +123,7 @@ def run(
     if overwrite and append:
         raise click.UsageError("give --overwrite or --append, not both")
     loaded = load_pipeline(pipeline)
+    apply_limits(loaded, record_limits)
     mode: WriteMode = "append" if append else "overwrite" if overwrite else "create"
     if broker is not None and filtered_path is not None:
         raise click.UsageError("--filtered is for runs in one process; drop it or --broker")

@@ -15,6 +15,7 @@ import click
 
 from streamflow.cli import cli, metrics_host_option, pipeline_argument
 from streamflow.cli._console import print_summary, progress_bar, stderr
+from streamflow.cli._limits import apply_limits, limits_options
 from streamflow.cli._load import load_pipeline
 from streamflow.cli._run import stop_on_signals
 from streamflow.errors import ConfigError, EventError, StreamflowError
@@ -69,6 +70,14 @@ _CONNECTION_FLAGS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         help="SASL user ($STREAMFLOW_KAFKA_SASL_USERNAME).",
     ),
     click.option(
+        "--offset-reset",
+        type=click.Choice(["earliest", "latest", "fail"]),
+        default=None,
+        help="When a committed offset lies outside the log (log truncated, topic recreated): "
+        "fail (default), or read from the earliest or latest offset "
+        "($STREAMFLOW_KAFKA_OFFSET_RESET).",
+    ),
+    click.option(
         "--kafka-option",
         "kafka_option",
         multiple=True,
@@ -82,6 +91,7 @@ _FLAG_NAMES = (
     "ssl_cafile",
     "sasl_mechanism",
     "sasl_username",
+    "offset_reset",
     "kafka_option",
 )
 
@@ -335,6 +345,7 @@ def topics_describe(pipeline: str, kafka: KafkaFlags) -> None:
     help="Create the pipeline's missing topics at start (3 partitions, replication 1); "
     "without it a missing topic stops the worker. In production use `streamflow topics create`.",
 )
+@limits_options
 def worker(
     pipeline: str,
     stage: str,
@@ -344,6 +355,7 @@ def worker(
     window: int | None,
     drain_timeout: float,
     create_topics: bool,
+    record_limits: dict[str, int],
 ) -> None:
     """Run stage(s) of PIPELINE as a member of the Kafka consumer group until stopped.
 
@@ -353,6 +365,7 @@ def worker(
     from streamflow.runtime._worker import check_fused, run_worker
 
     loaded = load_pipeline(pipeline)
+    apply_limits(loaded, record_limits)
     stages = [name.strip() for name in stage.split(",") if name.strip()]
     check_fused(loaded, stages)
     label = "+".join(stages)

@@ -186,8 +186,13 @@ def decode_input(
             JSON has one.
         PayloadInvalid: the payload fails ``payload_model``.
     """
-    _check_size(data, limits)
-    raw = loads(data, origin=origin)
+    try:
+        _check_size(data, limits)
+        raw = loads(data, origin=origin)
+    except DecodeError as exc:
+        # The dead letter still names the record when its id can be found.
+        exc.event_id = exc.event_id or _salvage_id(data, id_field, limits)
+        raise
     if not isinstance(raw, dict):
         raise DecodeError(f"expected a JSON object, got {_json_type(raw)}")
     raw_id = raw.get(id_field) if id_field else None
@@ -209,6 +214,34 @@ def decode_input(
     if payload_model is not None:
         payload = _validate_payload(raw, payload_model, event_id)
     return fresh_event(event_id, key, payload)
+
+
+def _salvage_id(data: bytes, id_field: str | None, limits: RecordLimits) -> str | None:
+    """The id of a record that did not decode: read leniently, or from its first key."""
+    if not id_field:
+        return None
+    if len(data) <= limits.max_record_bytes:
+        # Invalid UTF-8 (say): the rest of the record may still be readable.
+        try:
+            raw = orjson.loads(data.decode("utf-8", "replace"))
+        except orjson.JSONDecodeError:
+            raw = None
+        return _scalar_id(raw.get(id_field)) if isinstance(raw, dict) else None
+    # Too large to parse: only an id that is the record's first key is taken.
+    head = data[:1024].decode("utf-8", "replace").lstrip()
+    prefix = '{"' + id_field + '":'
+    if not head.replace(" ", "").startswith(prefix):
+        return None
+    value = head[head.index(":") + 1 :].lstrip()
+    if value.startswith('"'):
+        end = value.find('"', 1)
+        return _scalar_id(value[1:end]) if end > 0 and "\\" not in value[:end] else None
+    digits = ""
+    for char in value:
+        if not (char.isdigit() or char in "-."):
+            break
+        digits += char
+    return _scalar_id(digits) if digits else None
 
 
 def _check_size(data: bytes, limits: RecordLimits) -> None:

@@ -98,7 +98,7 @@ async def run_flow(
 
     # The runtime, not the sink, returns credit (unless the sink acknowledges writes itself).
     sinks = SinkDriver(sink, lambda error: fail(error))
-    hooks = _stage_hooks(sketches, metrics, report.stage_cost)
+    hooks = _stage_hooks(sketches, metrics, report.stage_cost, report.unpriced)
     chosen = [pipeline.stage(name) for name in names]
 
     def deliver(event: Event) -> None:
@@ -280,6 +280,7 @@ def _stage_hooks(
     sketches: dict[str, LatencySketch],
     metrics: PipelineMetrics | None,
     stage_cost: dict[str, float],
+    unpriced: set[str],
 ) -> StageHooks:
     stage_metrics = {name: metrics.stage(name) for name in sketches} if metrics else {}
 
@@ -308,7 +309,10 @@ def _stage_hooks(
                 if record.attempt > 1:
                     retried = True
                 if record.model is not None:
-                    stage_cost[stage] = stage_cost.get(stage, 0.0) + record.cost_usd
+                    if record.cost_usd is None:
+                        unpriced.add(record.model)  # unknown, not free
+                    else:
+                        stage_cost[stage] = stage_cost.get(stage, 0.0) + record.cost_usd
                     if metrics is not None:
                         metrics.model_usage(stage, record)
             if m is None:

@@ -196,11 +196,16 @@ def _wire_kafka_metrics(metrics: PipelineMetrics, workers: Sequence[StageWorker]
 def _health(workers: Sequence[StageWorker]) -> Callable[[], tuple[bool, str]]:
     def check() -> tuple[bool, str]:
         reasons = []
+        notes: list[str] = []
         for worker in workers:
             ok, reason = worker.healthy()
             if not ok:
                 reasons.append(reason)
-        return (False, "; ".join(reasons)) if reasons else (True, "ok")
+            notes.extend(f"stage {worker.label}: {note}" for note in worker.source.resets)
+        if reasons:
+            return False, "; ".join(reasons)
+        # Still healthy, but an offset reset is worth seeing where health is watched.
+        return True, "ok" + "".join(f"; {note}" for note in notes[-3:])
 
     return check
 

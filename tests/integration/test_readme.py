@@ -72,6 +72,10 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ignore=shutil.ignore_patterns("__pycache__", "tickets.jsonl"),
     )
     shutil.copy(ROOT / "Makefile", root / "Makefile")
+    # A home folder with an inbox of documents, for the blocks that read ~/inbox.
+    shutil.copytree(
+        ROOT / "examples" / "document_intake" / "data" / "docs", root / "home" / "inbox"
+    )
     bin_dir = root / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     for tool, module in (("streamflow", "streamflow"), ("python", None)):
@@ -98,6 +102,7 @@ def _bash(cwd: Path, script: str) -> subprocess.CompletedProcess[str]:
         for key, value in os.environ.items()
         if not key.startswith(("STREAMFLOW_", "OPENAI_", "SUPPORT_", "DOCUMENT_INTAKE_"))
     }
+    env["HOME"] = str(cwd / "home")
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=cwd,

@@ -314,3 +314,41 @@ async def test_review_decisions_apply_only_to_events_a_stage_parked(tmp_path: Pa
         with pytest.raises(ConfigError, match="waiting for review"):
             await queue.approve(forged)
     assert (await queue.approve("R1")).event.id == "R1"
+
+
+def test_offset_reset_defaults_to_fail_and_comes_from_the_flag_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamflow.cli._kafka import settings_for
+
+    assert settings_for("127.0.0.1:9").offset_reset == "fail"
+    assert settings_for("127.0.0.1:9", offset_reset="earliest").offset_reset == "earliest"
+    monkeypatch.setenv("STREAMFLOW_KAFKA_OFFSET_RESET", "latest")
+    assert settings_for("127.0.0.1:9").offset_reset == "latest"
+    monkeypatch.setenv("STREAMFLOW_KAFKA_OFFSET_RESET", "sometimes")
+    with pytest.raises(ConfigError, match="offset_reset"):
+        settings_for("127.0.0.1:9")
+
+
+def test_a_decode_dead_letter_keeps_the_id_of_its_json() -> None:
+    with pytest.raises(DecodeError) as bad_utf8:
+        decode_input(b'{"id": "T9", "text": "caf\xe9"}', None, origin="f:1")
+    assert bad_utf8.value.event_id == "T9"
+    limits = RecordLimits(max_record_bytes=8192)
+    with pytest.raises(DecodeError) as too_big:
+        decode_input(
+            b'{"id": 42, "text": "' + b"x" * 9000 + b'"}', None, origin="f:2", limits=limits
+        )
+    assert too_big.value.event_id == "42"
+    with pytest.raises(DecodeError) as not_first:
+        decode_input(
+            b'{"text": "' + b"x" * 9000 + b'", "id": "T1"}', None, origin="f:3", limits=limits
+        )
+    assert not_first.value.event_id is None
+    with pytest.raises(DecodeError) as wrong_type:
+        decode_input(
+            b'{"id": "T5", "text": 1, "extra": ' + b"[" * 150 + b"]" * 150 + b"}",
+            None,
+            origin="f:4",
+        )
+    assert wrong_type.value.event_id == "T5"

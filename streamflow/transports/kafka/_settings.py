@@ -90,6 +90,11 @@ class KafkaSettings(BaseSettings):
         request_timeout_ms: broker request timeout.
         session_timeout_ms: consumer group session timeout.
         auto_offset_reset: where a group with no committed offset starts.
+        offset_reset: what a worker does when its position lies outside the log (the
+            log was truncated, the topic recreated): ``fail`` (the default) stops with
+            the topic, partition and offsets named; ``earliest`` reads what the log
+            holds; ``latest`` skips to its end. Either reset is logged and shown on
+            ``/healthz``; an offset past the end of the log is never committed.
         fetch_max_wait_ms: longest the broker holds a fetch that has less than
             ``fetch_min_bytes`` (the floor of a stage's latency at light load).
         fetch_min_bytes: bytes a fetch waits for before it is answered.
@@ -126,6 +131,7 @@ class KafkaSettings(BaseSettings):
     request_timeout_ms: int = Field(default=30_000, ge=1)
     session_timeout_ms: int = Field(default=10_000, ge=1)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    offset_reset: Literal["earliest", "latest", "fail"] = "fail"
     fetch_max_wait_ms: int = Field(default=10, ge=0)
     fetch_min_bytes: int = Field(default=1, ge=1)
     max_poll_records: int | None = Field(default=None, ge=1)

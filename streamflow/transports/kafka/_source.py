@@ -105,6 +105,13 @@ class KafkaSource:
         self._probe: asyncio.Task[None] | None = None
         self._unreachable: str | None = None
         self._coordinator_lost_at: float | None = None
+        # Where each partition is read next, to catch a log that no longer reaches it.
+        self._next: dict[TopicPartition, int] = {}
+        self._range_check: asyncio.Task[None] | None = None
+        self._out_of_range: str | None = None
+        self._resets: list[str] = []
+        self._joining: AIOKafkaConsumer | None = None
+        self._stale_ends: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         """Connect and join the group (``run`` does this when needed).
@@ -130,15 +137,22 @@ class KafkaSource:
         # public way to refresh a consumer's metadata or to see its coordinator.
         admin = make_admin(self.settings)
         consumer.subscribe([self.topic], listener=_Listener(self))
-        await start_client(self.settings, consumer, topic=self.topic)
+        self._joining = consumer
+        try:
+            await start_client(self.settings, consumer, topic=self.topic)
+        except BaseException:
+            self._joining = None
+            raise
         try:
             await start_client(self.settings, admin, topic=self.topic)
         except BaseException:
+            self._joining = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
             raise
         self._admin = admin
         self._consumer = consumer
+        self._joining = None
         self._probe = asyncio.get_running_loop().create_task(self._probe_liveness())
 
     async def _probe_liveness(self) -> None:
@@ -186,10 +200,13 @@ class KafkaSource:
         make_ticket = OffsetTicket
         trackers = self._trackers
         while not stop.is_set():
+            if self._out_of_range is not None:
+                raise TransportBroken(self._out_of_range, topic=self.topic, stage=self.stage)
             now = loop.time()
             if now - last_commit >= self.settings.commit_interval:
                 await self.commit()
                 self._maybe_refresh_end_offsets()
+                self._maybe_check_ranges()
                 last_commit = now
             free = window.available
             if free < low_tide and window.in_use:
@@ -249,6 +266,7 @@ class KafkaSource:
                         ),
                         make_ticket(window, tracker, message.offset),
                     )
+                self._next[tp] = records[-1].offset + 1
                 self._fetched += len(records)
 
     def _apply_pauses(self, free: int) -> set[TopicPartition]:
@@ -302,7 +320,97 @@ class KafkaSource:
             for tp, t in self._trackers.items()
             if t.watermark >= 0 and t.watermark > self._committed.get(tp, -1)
         }
+        beyond = [tp for tp, offset in offsets.items() if offset > self._log_end(tp)]
+        for tp in beyond:
+            # The log ends before what was read from it (the broker lost it, or the
+            # topic was recreated): committing would skip whatever is written next.
+            del offsets[tp]
+        if beyond:
+            self._start_range_check(beyond)
         await self._commit(offsets)
+
+    def _log_end(self, tp: TopicPartition) -> float:
+        """The end of ``tp``'s log as the last fetch response said (infinite while unknown).
+
+        Only the high watermark of a fetch response is trusted: some brokers (Tansu)
+        answer a list-offsets request with the base offset of the last batch + 1.
+        """
+        consumer = self._consumer or self._joining
+        end = consumer.highwater(tp) if consumer is not None else None
+        if end is None or (tp in self._stale_ends and end == self._stale_ends[tp]):
+            # A high watermark left from an earlier assignment of this partition says
+            # nothing of the log now; only one a later fetch moved is current.
+            return float("inf")
+        return float(end)
+
+    def _maybe_check_ranges(self) -> None:
+        suspect = [
+            tp
+            for tp in self._trackers
+            if (offset := self._next.get(tp, self._committed.get(tp))) is not None
+            and offset > self._log_end(tp)
+        ]
+        if suspect:
+            self._start_range_check(suspect)
+
+    def _start_range_check(self, partitions: list[TopicPartition]) -> None:
+        if self._range_check is not None and not self._range_check.done():
+            return
+        self._range_check = asyncio.get_running_loop().create_task(self._check_ranges(partitions))
+
+    async def _check_ranges(self, partitions: list[TopicPartition]) -> None:
+        """Apply ``offset_reset`` to partitions whose position lies outside their log."""
+        consumer = self._consumer or self._joining
+        positions = {
+            tp: offset
+            for tp in partitions
+            if (offset := self._next.get(tp, self._committed.get(tp))) is not None
+        }
+        if consumer is None or not positions:
+            return
+        try:
+            starts = await consumer.beginning_offsets(list(positions))
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("cannot check the offsets of %s: %s", self.topic, exc)
+            return
+        for tp, offset in positions.items():
+            start = starts.get(tp)
+            high = self._log_end(tp)
+            end = int(high) if high != float("inf") else offset
+            if start is None or start <= offset <= end:
+                continue
+            await self._reset(tp, offset, start, max(end, start))
+
+    async def _reset(self, tp: TopicPartition, offset: int, start: int, end: int) -> None:
+        where = f"{tp.topic}/{tp.partition}"
+        policy = self.settings.offset_reset
+        if policy == "fail":
+            self._out_of_range = self._broken = (
+                f"offset {offset} of {where} (group {self.group}) lies outside the log, "
+                f"which holds offsets {start} to {end}: the log was truncated or the topic "
+                "recreated; restart with --offset-reset earliest (read what the log holds) "
+                "or latest (skip to its end)"
+            )
+            log.error("%s", self._out_of_range)
+            return
+        target = start if policy == "earliest" else end
+        consumer = self._consumer or self._joining
+        assert consumer is not None
+        consumer.seek(tp, target)
+        old = self._trackers.get(tp)
+        if old is not None:
+            # Completions of what was read from the lost log must not move the new watermark.
+            old.live = False
+        self._trackers[tp] = PartitionOffsets(-1)
+        self._next.pop(tp, None)
+        self._committed.pop(tp, None)
+        note = (
+            f"offset {offset} of {where} lay outside the log (offsets {start} to {end}); "
+            f"reset to {target} ({policy})"
+        )
+        self._resets.append(note)
+        log.warning("%s", note)
+        await self._commit({tp: target})
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         if not offsets or self._consumer is None:
@@ -333,17 +441,29 @@ class KafkaSource:
                 tracker.live = False
             self._committed.pop(tp, None)
             self._end_offsets.pop(tp, None)
+            self._next.pop(tp, None)
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        consumer = self._consumer
+        # The first assignment can come while start() is still joining the group.
+        consumer = self._consumer or self._joining
         for tp in assigned:
             # Unknown (-1) until the first fetch tells where reading resumed.
             self._trackers[tp] = PartitionOffsets(-1)
+            self._stale_ends.pop(tp, None)
+            stale = consumer.highwater(tp) if consumer is not None else None
+            if stale is not None:
+                self._stale_ends[tp] = stale
             if consumer is not None:
                 with contextlib.suppress(KafkaError, OSError):
                     committed = await consumer.committed(tp)
                     if committed is not None:
                         self._committed[tp] = committed
+        # Before the first fetch: a committed offset below the log's start is reset,
+        # or stops the worker, by the policy. One past its end shows in the first
+        # fetch's high watermark and is handled then (never silently skipped).
+        known = [tp for tp in assigned if tp in self._committed]
+        if known:
+            await self._check_ranges(known)
 
     def _maybe_refresh_end_offsets(self) -> None:
         # Fetch responses carry the high watermark, but paused partitions are not
@@ -369,7 +489,7 @@ class KafkaSource:
         if self._closed:
             return
         self._closed = True
-        for task in (self._end_refresh, self._probe):
+        for task in (self._end_refresh, self._probe, self._range_check):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -420,7 +540,15 @@ class KafkaSource:
                 f"(last: {self._last_error})"
             )
         assigned = len(self._consumer.assignment())
-        return True, f"member of group {self.group}, {assigned} partition(s) of {self.topic}"
+        reason = f"member of group {self.group}, {assigned} partition(s) of {self.topic}"
+        if self._resets:
+            reason += f"; {len(self._resets)} offset reset(s), last: {self._resets[-1]}"
+        return True, reason
+
+    @property
+    def resets(self) -> list[str]:
+        """Each offset reset applied by ``offset_reset``, in order (for /healthz and logs)."""
+        return list(self._resets)
 
     def lag(self) -> list[tuple[str, int, float]]:
         """Return ``(topic, partition, end offset - committed offset)`` per assigned partition."""

@@ -1,0 +1,1 @@
+"""A FastAPI service that answers support tickets through a streamflow pipeline."""
