@@ -41,8 +41,9 @@ log = logging.getLogger("streamflow.limiter")
 
 DEFAULT_PREFIX = "streamflow:limiter:"
 
-HOLD_LIMIT_US = 600_000_000
-"""A held call stays counted at most 10 minutes unsettled (its process may have died)."""
+HOLD_LIMIT_US = 120_000_000
+"""A held call stays counted at most 2 minutes unsettled: its process may have died
+(kill -9) with calls in flight, and their places come back that long afterwards."""
 
 RECHECK_S = 0.25
 """Longest sleep of a waiter between two looks at the shared budget."""
