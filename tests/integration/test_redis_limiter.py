@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from kafka_broker import free_port
 
+import streamflow.limits._redis as redis_limiter_module
 from streamflow.errors import ConfigError, Unavailable
 from streamflow.events import dumps
 from streamflow.limits import RedisLimiters
@@ -137,6 +138,20 @@ async def test_a_held_call_stays_counted_for_every_process_until_it_ends(
     assert not behind.done()
     slow.settle(0)  # it ended now, and may have reached the endpoint just now
     await first.settled()  # type: ignore[attr-defined]
+    await asyncio.wait_for(behind, 30.0)
+
+
+async def test_a_held_call_never_settled_gives_its_place_back_after_the_hold_limit(
+    processes: Callable[[], RedisLimiters], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a worker killed with calls in flight leaves behind (the limit is 2 min).
+    monkeypatch.setattr(redis_limiter_module, "HOLD_LIMIT_US", 1_000_000)
+    dead = processes().limiter("chat", _limits(rps=1))
+    alive = processes().limiter("chat", _limits(rps=1))
+    await dead.acquire(hold=True)  # never settled
+    behind = asyncio.ensure_future(alive.acquire())
+    await asyncio.sleep(1.5)  # the window alone would have let it in
+    assert not behind.done()
     await asyncio.wait_for(behind, 30.0)
 
 
