@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TICKETS := examples/support_tickets/data/tickets.jsonl
 
-.PHONY: run test bench lint graph clean
+.PHONY: run test bench chaos lint graph clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: $(VENV)/.installed-dev
 ## make bench: throughput, latency and memory against hand-written baselines
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py
+
+## make chaos: kill -9, a frozen broker, bad records and model faults at 100,000 events per case
+chaos: $(VENV)/.installed-dev
+	$(BIN)/python bench/chaos.py --events 100000
 
 ## make lint: ruff and mypy --strict
 lint: $(VENV)/.installed-dev

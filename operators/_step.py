@@ -18,7 +18,7 @@ def step_record(
     model: str | None = None,
     tokens_in: int = 0,
     tokens_out: int = 0,
-    cost_usd: float = 0.0,
+    cost_usd: float | None = 0.0,
     detail: str | None = None,
 ) -> StepRecord:
     """Build the step's own trace record; map_async fills in its timing and attempt."""

@@ -48,7 +48,7 @@ class Attempt:
         self.http_status: int | None = None
         self.tokens_in = 0
         self.tokens_out = 0
-        self.cost = 0.0
+        self.cost: float | None = 0.0
 
     def answered(self, http_status: int) -> None:
         """The endpoint answered with ``http_status``."""

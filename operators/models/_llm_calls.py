@@ -90,7 +90,8 @@ async def call_model(
     limiter = policy.limiter
 
     async def attempt() -> T:
-        permit = await limiter.acquire(estimate) if limiter is not None else None
+        # Held until settled below: the call counts until it ends, however late it arrives.
+        permit = await limiter.acquire(estimate, hold=True) if limiter is not None else None
         try:
             result = await call()
         except BaseException:

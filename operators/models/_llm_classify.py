@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from operators.models._linear import load_labelled_examples
 from operators.models._llm_calls import CallPolicy, ask_json, call_model
-from operators.models._results import EmbedResult, Usage
+from operators.models._results import EmbedResult, Usage, add_costs
 from operators.models._types import Label
 from operators.models._vector import unit_rows
 from operators.models.openai import ModelClient
@@ -62,7 +62,7 @@ class UnknownLabel(StepFailed):
         self.model = model
 
 
-def split_usage(usage: Usage, weights: Sequence[int]) -> list[tuple[int, float]]:
+def split_usage(usage: Usage, weights: Sequence[int]) -> list[tuple[int, float | None]]:
     """Share one call's input tokens and cost among the items of a batch.
 
     The shares are whole tokens and add up exactly to the call's tokens, so
@@ -84,7 +84,8 @@ def split_usage(usage: Usage, weights: Sequence[int]) -> list[tuple[int, float]]
     shares = [usage.tokens_in * w // total for w in sizes]
     shares[0] += usage.tokens_in - sum(shares)
     billed = usage.tokens_in or 1
-    return [(s, usage.cost_usd * s / billed) for s in shares]
+    cost = usage.cost_usd
+    return [(s, None if cost is None else cost * s / billed) for s in shares]
 
 
 class LLMClassifier:
@@ -125,6 +126,7 @@ class LLMClassifier:
         if not labels or len(set(labels)) != len(labels):
             raise ConfigError("LLMClassifier: give a non-empty list of distinct labels")
         self._client = client
+        client.check_price(model)
         self._model = model
         self._labels = tuple(labels)
         self._by_folded = {label.strip().casefold(): label for label in self._labels}
@@ -240,6 +242,7 @@ class EmbeddingCentroidClassifier:
         if temperature <= 0 or batch_size < 1:
             raise ConfigError("EmbeddingCentroidClassifier: temperature > 0, batch_size >= 1")
         self._client = client
+        client.check_price(model)
         self._model = model
         self._examples = pairs
         self._policy = policy or CallPolicy()
@@ -306,7 +309,8 @@ class EmbeddingCentroidClassifier:
         for i, (tokens_in, cost) in enumerate(shares):
             best = int(np.argmax(probabilities[i]))
             if i == 0 and building is not None:
-                tokens_in, cost = tokens_in + building.tokens_in, cost + building.cost_usd
+                tokens_in = tokens_in + building.tokens_in
+                cost = add_costs(cost, building.cost_usd)
             labels.append(
                 Label(
                     label=self._labels[best],

@@ -98,6 +98,7 @@ class ChatComposer:
             on_delta: called with each streamed piece of text (a live view, say).
         """
         self._client = client
+        client.check_price(model)
         self._model = model
         self._instructions = instructions
         self._policy = policy or CallPolicy()
@@ -236,6 +237,7 @@ class LLMJudge:
             temperature: sampling temperature.
         """
         self._client = client
+        client.check_price(model)
         self._model = model
         self._instructions = instructions
         self._policy = policy or CallPolicy()

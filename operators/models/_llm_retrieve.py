@@ -13,7 +13,7 @@ from operators._batcher import MicroBatcher
 from operators.models._bm25 import load_articles
 from operators.models._llm_calls import CallPolicy, call_model
 from operators.models._llm_classify import split_usage
-from operators.models._results import EmbedResult, Usage
+from operators.models._results import EmbedResult, Usage, add_costs
 from operators.models._types import Article, Passage, Retrieved, Retriever
 from operators.models._vector import VectorIndex
 from operators.models.openai import ModelClient
@@ -73,6 +73,7 @@ class EmbeddingRetriever:
         if category_mode not in ("boost", "filter"):
             raise ConfigError(f"EmbeddingRetriever: unknown category_mode {category_mode!r}")
         self._client = client
+        client.check_price(model)
         self._model = model
         self._policy = policy or CallPolicy()
         self._mode = category_mode
@@ -80,7 +81,7 @@ class EmbeddingRetriever:
         self._batch_size = batch_size
         self._index: VectorIndex | None = None
         self._lock = asyncio.Lock()
-        self._queries: MicroBatcher[str, tuple[list[float], int, float]] = MicroBatcher(
+        self._queries: MicroBatcher[str, tuple[list[float], int, float | None]] = MicroBatcher(
             self._embed_queries, max_size=max_batch, max_wait=max_wait
         )
         self._masks = {
@@ -121,14 +122,16 @@ class EmbeddingRetriever:
             self._index = VectorIndex(vectors)
             return self._index, spent
 
-    async def _embed_queries(self, queries: list[str]) -> list[tuple[list[float], int, float]]:
+    async def _embed_queries(
+        self, queries: list[str]
+    ) -> list[tuple[list[float], int, float | None]]:
         found = await self._embed(queries)
         shares = split_usage(found.usage, [self._policy.count_tokens(q) for q in queries])
         return [(v, t, c) for v, (t, c) in zip(found.vectors, shares, strict=True)]
 
     async def scores(
         self, query: str, category: str | None = None
-    ) -> tuple[np.ndarray, int, float]:
+    ) -> tuple[np.ndarray, int, float | None]:
         """Every article's similarity to ``query`` (category applied), and the tokens and cost.
 
         Raises:
@@ -137,7 +140,8 @@ class EmbeddingRetriever:
         index, building = await self._ensure_index()
         vector, tokens_in, cost = await self._queries.submit(query)
         if building is not None:
-            tokens_in, cost = tokens_in + building.tokens_in, cost + building.cost_usd
+            tokens_in = tokens_in + building.tokens_in
+            cost = add_costs(cost, building.cost_usd)
         scores = index.similarities(vector)
         mask = self._masks.get(category) if category is not None else None
         if mask is not None:
@@ -257,7 +261,7 @@ class HybridRetriever:
                 found[pid].model_copy(update={"score": round(fused[pid], 6)}) for pid in best
             ],
             tokens_in=lexical.tokens_in + vector.tokens_in,
-            cost_usd=lexical.cost_usd + vector.cost_usd,
+            cost_usd=add_costs(lexical.cost_usd, vector.cost_usd),
         )
 
     def _side_scores(self, passages: Sequence[Passage]) -> list[float]:

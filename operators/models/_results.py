@@ -17,6 +17,7 @@ __all__ = [
     "ModelOutputInvalid",
     "RequestInfo",
     "Usage",
+    "add_costs",
     "usage_record",
 ]
 
@@ -48,7 +49,8 @@ class Usage:
         tokens_in: prompt tokens, as the server reported them (0 when it did not).
         tokens_out: completion tokens.
         latency_s: seconds from sending the request to the end of the answer.
-        cost_usd: from the client's price table; 0 for a model without a price.
+        cost_usd: from the client's price table; None when a model called has no
+            price (the cost is unknown, not 0).
         started_at: wall-clock time the call started.
         requests: HTTP requests behind these numbers.
     """
@@ -57,7 +59,7 @@ class Usage:
     tokens_in: int = 0
     tokens_out: int = 0
     latency_s: float = 0.0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
     started_at: float = 0.0
     requests: int = 1
 
@@ -68,7 +70,7 @@ class Usage:
             tokens_in=self.tokens_in + other.tokens_in,
             tokens_out=self.tokens_out + other.tokens_out,
             latency_s=self.latency_s + other.latency_s,
-            cost_usd=self.cost_usd + other.cost_usd,
+            cost_usd=add_costs(self.cost_usd, other.cost_usd),
             started_at=min(self.started_at, other.started_at),
             requests=self.requests + other.requests,
         )
@@ -134,7 +136,7 @@ class RequestInfo:
             or the caller cancelled the call, as a step timeout does) or "error".
         latency_s: seconds the attempt took.
         tokens_in, tokens_out: tokens billed (0 unless ok).
-        cost_usd: the cost of those tokens.
+        cost_usd: the cost of those tokens (None: the model has no price).
         http_status: the HTTP status code, when an answer came.
         started_at: wall-clock time the attempt started.
         error: the type of the error the attempt ended with, if any.
@@ -146,7 +148,7 @@ class RequestInfo:
     latency_s: float
     tokens_in: int = 0
     tokens_out: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
     http_status: int | None = None
     started_at: float = 0.0
     error: str | None = None
@@ -159,13 +161,20 @@ class ClientStatistics:
     Attributes:
         requests: attempts per status label.
         tokens_in, tokens_out: tokens billed.
-        cost_usd: their cost.
+        cost_usd: their cost, priced models only.
+        unpriced: models called that have no price.
     """
 
     requests: Mapping[str, int]
     tokens_in: int
     tokens_out: int
     cost_usd: float
+    unpriced: frozenset[str] = frozenset()
+
+
+def add_costs(first: float | None, second: float | None) -> float | None:
+    """The sum of two costs, unknown (None) when either is."""
+    return None if first is None or second is None else first + second
 
 
 @dataclass(frozen=True)

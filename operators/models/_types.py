@@ -37,7 +37,7 @@ class Label(BaseModel):
     confidence: float
     tokens_in: int = 0
     tokens_out: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
 
 
 class Article(BaseModel):
@@ -68,7 +68,7 @@ class Retrieved(BaseModel):
 
     passages: list[Passage]
     tokens_in: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
 
 
 class ComposedAnswer(BaseModel):
@@ -79,7 +79,7 @@ class ComposedAnswer(BaseModel):
     model: str
     tokens_in: int = 0
     tokens_out: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
 
 
 class Verdict(BaseModel):
@@ -90,7 +90,7 @@ class Verdict(BaseModel):
     model: str
     tokens_in: int = 0
     tokens_out: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0
 
 
 @runtime_checkable

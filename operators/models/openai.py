@@ -55,7 +55,7 @@ from operators.models._structured import (
     parse_structured,
     with_schema_hint,
 )
-from operators.models.pricing import PriceTable
+from operators.models.pricing import PriceTable, warn_if_unpriced
 from streamflow.errors import ConfigError, StepFailed, TransportClosed
 from streamflow.events import loads
 
@@ -181,6 +181,7 @@ class _Totals:
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
+    unpriced: set[str] = field(default_factory=set)
 
 
 class ModelClient:
@@ -206,7 +207,8 @@ class ModelClient:
                 ``openai_client`` says).
             openai_client: an ``AsyncOpenAI`` or ``AsyncAzureOpenAI`` you configured;
                 it is used with ``max_retries=0``.
-            prices: the price table for costs (default: :meth:`PriceTable.defaults`).
+            prices: the price table for costs (default: :meth:`PriceTable.from_env`, the
+                shipped list prices with the user's from the environment).
             on_request: called after every HTTP attempt with its :class:`RequestInfo`.
         """
         if endpoint is None:
@@ -216,7 +218,7 @@ class ModelClient:
                 else ModelEndpoint.from_env()
             )
         self.endpoint = endpoint
-        self.prices = prices if prices is not None else PriceTable.defaults()
+        self.prices = prices if prices is not None else PriceTable.from_env()
         self._on_request = on_request
         self._given = openai_client
         self._sdk_client: AsyncOpenAI | None = None
@@ -259,7 +261,17 @@ class ModelClient:
     def statistics(self) -> ClientStatistics:
         """Totals over every HTTP attempt so far."""
         t = self._totals
-        return ClientStatistics(dict(t.requests), t.tokens_in, t.tokens_out, t.cost_usd)
+        return ClientStatistics(
+            dict(t.requests), t.tokens_in, t.tokens_out, t.cost_usd, frozenset(t.unpriced)
+        )
+
+    def check_price(self, model: str) -> bool:
+        """Warn (once) at start when ``model`` has no price; its cost will read unknown.
+
+        Returns:
+            True when the model has a price.
+        """
+        return warn_if_unpriced(self.prices, model)
 
     @property
     def sdk(self) -> AsyncOpenAI:
@@ -277,7 +289,10 @@ class ModelClient:
             ) from None
         if self._given is not None:
             return self._given.with_options(max_retries=0)
+        import httpx2  # the SDK's HTTP client, installed with it
+
         key = self.endpoint.api_key
+        pool = self.endpoint.max_connections
         return openai.AsyncOpenAI(
             # Local servers take no key; the SDK insists on one, so send a placeholder.
             api_key=key.get_secret_value() if key is not None else "unused",
@@ -286,6 +301,9 @@ class ModelClient:
                 self.endpoint.timeout_s, connect=self.endpoint.connect_timeout_s
             ),
             max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(max_connections=pool, max_keepalive_connections=pool)
+            ),
         )
 
     # -- calls -----------------------------------------------------------------
@@ -533,7 +551,10 @@ class ModelClient:
         totals.requests[info.status] = totals.requests.get(info.status, 0) + 1
         totals.tokens_in += info.tokens_in
         totals.tokens_out += info.tokens_out
-        totals.cost_usd += info.cost_usd
+        if info.cost_usd is None:
+            totals.unpriced.add(info.model)
+        else:
+            totals.cost_usd += info.cost_usd
         if self._on_request is not None:
             try:
                 self._on_request(info)

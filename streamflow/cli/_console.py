@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -107,6 +108,11 @@ def print_summary(report: RunReport, console: Console = stderr) -> None:
         *total_cost,
     )
     console.print(table)
+    if report.unpriced:
+        console.print(
+            f"cost unknown for {escape(', '.join(sorted(report.unpriced)))} (no price; "
+            "the cost columns count priced models only): set STREAMFLOW_MODEL_PRICES"
+        )
 
     stages = Table(title="latency per stage", title_justify="left")
     for column in ("stage", "events", "p50 ms", "p99 ms", *(["cost $"] if costly else [])):

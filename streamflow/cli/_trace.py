@@ -100,6 +100,12 @@ def _tokens(tokens_in: float, tokens_out: float) -> str:
     return f"{tokens_in:,.0f}/{tokens_out:,.0f}" if tokens_in or tokens_out else ""
 
 
+def _cost(record: StepRecord) -> str:
+    if record.cost_usd is None:
+        return "unknown" if record.model is not None else ""
+    return f"{record.cost_usd:.6f}" if record.cost_usd else ""
+
+
 def _timeline(event: Event, found: Found) -> Table:
     trace = event.trace
     start = min((r.started_at for r in trace), default=0.0)
@@ -128,7 +134,7 @@ def _timeline(event: Event, found: Found) -> Table:
             plain(record.outcome),
             plain(record.model),
             _tokens(record.tokens_in, record.tokens_out),
-            f"{record.cost_usd:.6f}" if record.cost_usd else "",
+            _cost(record),
             # A model attempt that failed (429, 5xx, an invalid answer) is a record of
             # its own, with what it was billed: the note says which call and why.
             escape(record.detail or ""),
@@ -144,7 +150,7 @@ def _timeline(event: Event, found: Found) -> Table:
         f"{len(trace)} steps",
         "",
         _tokens(totals["tokens_in"], totals["tokens_out"]) or "0/0",
-        f"{totals['cost_usd']:.6f}",
+        f"{totals['cost_usd']:.6f}" + (" + unknown" if totals["unpriced"] else ""),
         "",
     )
     return table
@@ -159,6 +165,7 @@ def _totals(trace: list[StepRecord]) -> dict[str, float]:
             "tokens_in": 0,
             "tokens_out": 0,
             "cost_usd": 0.0,
+            "unpriced": 0,
         }
     start = min(r.started_at for r in trace)
     end = max(r.started_at + r.duration_s for r in trace)
@@ -168,7 +175,8 @@ def _totals(trace: list[StepRecord]) -> dict[str, float]:
         "attempts": sum(r.attempt for r in trace),
         "tokens_in": sum(r.tokens_in for r in trace),
         "tokens_out": sum(r.tokens_out for r in trace),
-        "cost_usd": sum(r.cost_usd for r in trace),
+        "cost_usd": sum(r.cost_usd for r in trace if r.cost_usd is not None),
+        "unpriced": sum(1 for r in trace if r.cost_usd is None and r.model is not None),
     }
 
 

@@ -35,7 +35,8 @@ class StepRecord:
     model: str | None = None
     tokens_in: int = 0
     tokens_out: int = 0
-    cost_usd: float = 0.0
+    # None: a model without a known price was called (the cost is unknown, not 0).
+    cost_usd: float | None = 0.0
     detail: str | None = None
 
     @classmethod
@@ -51,7 +52,7 @@ class StepRecord:
         model: str | None = None,
         tokens_in: int = 0,
         tokens_out: int = 0,
-        cost_usd: float = 0.0,
+        cost_usd: float | None = 0.0,
     ) -> StepRecord:
         """Build a record from values the runtime measured itself, without validation.
 

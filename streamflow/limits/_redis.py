@@ -5,8 +5,9 @@ sends; with two ``generate`` workers the provider sees twice the limit.
 :class:`RedisLimiters` is a limiter backend whose budgets live in Redis: each
 admission runs one Lua script that checks every window of the budget and
 charges it (see :mod:`._scripts`), so processes cannot both take the last
-slot. Settling a permit with the real usage corrects its charge in Redis, a
-refund when the call used fewer tokens than estimated.
+slot. Settling a permit when the call ended corrects its charge in Redis:
+the real token usage (a refund when it is below the estimate), counted from
+the call's end, since the endpoint saw the call arrive some time before.
 
 Inside one process, callers wait in arrival order (one of them asks Redis at
 a time); between processes, whoever asks first after a slot frees gets it.
@@ -39,6 +40,13 @@ __all__ = ["DEFAULT_PREFIX", "RedisLimiter", "RedisLimiters"]
 log = logging.getLogger("streamflow.limiter")
 
 DEFAULT_PREFIX = "streamflow:limiter:"
+
+HOLD_LIMIT_US = 120_000_000
+"""A held call stays counted at most 2 minutes unsettled: its process may have died
+(kill -9) with calls in flight, and their places come back that long afterwards."""
+
+RECHECK_S = 0.25
+"""Longest sleep of a waiter between two looks at the shared budget."""
 
 _SCHEMES = ("redis", "rediss", "unix")
 
@@ -169,11 +177,9 @@ class RedisLimiter:
             self._windows.append(("rps", limits["requests_per_s"], 1_000_000 + guard_us))
         if limits["requests_per_min"] is not None:
             self._windows.append(("rpm", limits["requests_per_min"], 60_000_000 + guard_us))
-        self._token_period = 60_000_000 + guard_us
         if limits["tokens_per_min"] is not None:
-            self._windows.append(("tpm", limits["tokens_per_min"], self._token_period))
+            self._windows.append(("tpm", limits["tokens_per_min"], 60_000_000 + guard_us))
         self._keys = [f"{base}:{kind}:{part}" for kind, _, _ in self._windows for part in "zau"]
-        self._token_keys = [f"{base}:tpm:{part}" for part in "zau"]
         self._turn = asyncio.Lock()  # FIFO: waiters in this process go in arrival order
         self._nudge: asyncio.Future[None] | None = None
         self._refunds: set[asyncio.Task[None]] = set()
@@ -189,11 +195,13 @@ class RedisLimiter:
         """Return None: asking Redis takes a round trip, so callers await :meth:`acquire`."""
         return None
 
-    async def acquire(self, tokens: int = 0) -> Permit:
+    async def acquire(self, tokens: int = 0, *, hold: bool = False) -> Permit:
         """Wait until one more call of ``tokens`` fits the shared budget, then charge it.
 
         Args:
             tokens: the estimated tokens in + out of the call (0 for none).
+            hold: the call stays counted until the permit is settled, for every
+                process (at most ``HOLD_LIMIT_US``, in case this process dies first).
 
         Returns:
             A :class:`~streamflow.ops.Permit`; settle it with the real usage when known.
@@ -205,7 +213,7 @@ class RedisLimiter:
         started = loop.time()
         waited = self._turn.locked()
         member = uuid.uuid4().hex
-        args: list[Any] = [member, len(self._windows)]
+        args: list[Any] = [member, len(self._windows), HOLD_LIMIT_US if hold else 0]
         for kind, limit, period in self._windows:
             args += [limit, period, max(tokens, 0) if kind == "tpm" else 1]
         self.waiting += 1
@@ -217,7 +225,9 @@ class RedisLimiter:
                     if answer[0] == 1:
                         break
                     waited = True
-                    await self._sleep(loop, answer[1] / 1_000_000)
+                    # Another process may settle a held call at any time; it
+                    # cannot nudge us, so look again at least this often.
+                    await self._sleep(loop, min(answer[1] / 1_000_000, RECHECK_S))
         finally:
             self.waiting -= 1
             if waited:
@@ -251,27 +261,25 @@ class RedisLimiter:
 
     def _on_settle(self, member: str, uncharged: bool, permit: Permit, actual: int) -> None:
         self.tokens += actual - permit.estimate
-        if self.limits["tokens_per_min"] is None:
-            return
         task = asyncio.get_running_loop().create_task(
-            self._correct(member, uncharged, max(actual, 0), refund=actual < permit.estimate)
+            self._settle(member, uncharged, max(actual, 0), refund=actual < permit.estimate)
         )
         self._refunds.add(task)
         task.add_done_callback(self._refunds.discard)
 
-    async def _correct(self, member: str, uncharged: bool, actual: int, *, refund: bool) -> None:
+    async def _settle(self, member: str, uncharged: bool, actual: int, *, refund: bool) -> None:
+        args: list[Any] = [member, len(self._windows)]
+        for kind, _, period in self._windows:
+            tokens = kind == "tpm"
+            args += [period, actual if tokens else 1, "1" if tokens and uncharged else "0"]
         try:
-            answer = await self._backend._call(
-                "settle",
-                self._token_keys,
-                [member, actual, self._token_period, "1" if uncharged else "0"],
-                self.name,
-            )
+            answer = await self._backend._call("settle", self._keys, args, self.name)
         except Unavailable as exc:
-            # The charge stays at the estimate, which errs on the safe side.
-            log.warning("%s; the estimate stays charged", exc)
+            # The charge stays as admitted, which errs on the safe side for the
+            # estimate but not for a call that arrived late: say so.
+            log.warning("%s; the call stays charged as admitted", exc)
             return
-        self._tokens_in_window = answer[0]
+        self._observe(answer)
         if refund and self._nudge is not None:
             _resolve(self._nudge)
 

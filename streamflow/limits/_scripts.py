@@ -9,9 +9,10 @@ Time is the server's clock (``TIME``), in whole microseconds, so every
 process measures windows on one clock, and scores stay exact in a double.
 
 These are the same rules as the in-process ``_Window``: an admission leaves
-its window ``period`` after it was admitted; an amount above the whole limit
-goes alone once the window is empty; a settle replaces an admission's amount
-while it is still inside the window.
+its window ``period`` after it was admitted, or after its call ended when the
+call is settled while the admission is still inside the window (with the
+amount really used); an amount above the whole limit goes alone once the
+window is empty.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from __future__ import annotations
 __all__ = ["ACQUIRE", "SETTLE"]
 
 # KEYS: per window i (1-based): 3i-2 sorted set, 3i-1 amounts hash, 3i used sum.
-# ARGV: 1 admission id, 2 number of windows, then per window i:
-#       2+3i-2 limit, 2+3i-1 period in microseconds, 2+3i amount to charge (0: none).
+# ARGV: 1 admission id, 2 number of windows, 3 hold in microseconds (0: none),
+#       then per window i: 3+3i-2 limit, 3+3i-1 period in microseconds,
+#       3+3i amount to charge (0: none).
+# A held admission is scored ``hold`` into the future, so it stays counted while
+# its call is in flight; settling it scores it at the call's end.
 # Returns {1, 0, used...} when admitted (used after the charge), or
 # {0, microseconds to wait, used...} when not, charging nothing.
 ACQUIRE = """
@@ -28,6 +32,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local id = ARGV[1]
 local n = tonumber(ARGV[2])
+local hold = tonumber(ARGV[3])
 local wait = 0
 local used = {}
 
@@ -66,9 +71,9 @@ end
 
 for i = 1, n do
   local z, a, u = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local limit = tonumber(ARGV[2 + 3 * i - 2])
-  local period = tonumber(ARGV[2 + 3 * i - 1])
-  local amount = tonumber(ARGV[2 + 3 * i])
+  local limit = tonumber(ARGV[3 + 3 * i - 2])
+  local period = tonumber(ARGV[3 + 3 * i - 1])
+  local amount = tonumber(ARGV[3 + 3 * i])
   expire(z, a, u, period)
   local current = tonumber(redis.call('GET', u) or '0')
   used[i] = current
@@ -86,15 +91,15 @@ end
 local out = {1, 0}
 for i = 1, n do
   local z, a, u = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local period = tonumber(ARGV[2 + 3 * i - 1])
-  local amount = tonumber(ARGV[2 + 3 * i])
+  local period = tonumber(ARGV[3 + 3 * i - 1])
+  local amount = tonumber(ARGV[3 + 3 * i])
   if amount > 0 then
-    redis.call('ZADD', z, now, id)
+    redis.call('ZADD', z, now + hold, id)
     redis.call('HSET', a, id, amount)
     used[i] = redis.call('INCRBY', u, amount)
   end
   -- Idle budgets vanish once their last admission has left the window.
-  local ttl = math.floor(period / 1000) + 1000
+  local ttl = math.floor((period + hold) / 1000) + 1000
   redis.call('PEXPIRE', z, ttl)
   redis.call('PEXPIRE', a, ttl)
   redis.call('PEXPIRE', u, ttl)
@@ -103,31 +108,45 @@ end
 return out
 """
 
-# KEYS: the token window's sorted set, amounts hash, used sum.
-# ARGV: 1 admission id, 2 tokens really used, 3 period in microseconds,
-#       4 "1" when the admission charged nothing (an estimate of 0).
-# Returns the tokens used in the window afterwards.
+# KEYS: per window i, as for ACQUIRE.
+# ARGV: 1 admission id, 2 number of windows, then per window i:
+#       2+3i-2 period in microseconds, 2+3i-1 amount really used (1 for a request),
+#       2+3i "1" when the admission charged this window nothing (a token estimate of 0).
+# The call ended now: an admission still inside its window counts from now, with
+# the amount really used (the endpoint saw the call arrive at some time before
+# now, so a window from now covers it). Returns the used sums afterwards.
 SETTLE = """
-local z, a, u = KEYS[1], KEYS[2], KEYS[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local id = ARGV[1]
-local actual = tonumber(ARGV[2])
-local period = tonumber(ARGV[3])
-local before = redis.call('HGET', a, id)
-if before then
-  redis.call('HSET', a, id, actual)
-  return redis.call('INCRBY', u, actual - tonumber(before))
-end
-if ARGV[4] == '1' and actual > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  redis.call('ZADD', z, now, id)
-  redis.call('HSET', a, id, actual)
-  local used = redis.call('INCRBY', u, actual)
+local n = tonumber(ARGV[2])
+local out = {}
+for i = 1, n do
+  local z, a, u = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local period = tonumber(ARGV[2 + 3 * i - 2])
+  local actual = tonumber(ARGV[2 + 3 * i - 1])
+  local uncharged = ARGV[2 + 3 * i] == '1'
+  local at = redis.call('ZSCORE', z, id)
+  if at and tonumber(at) > now - period then
+    local before = tonumber(redis.call('HGET', a, id) or '0')
+    if actual > 0 then
+      redis.call('ZADD', z, now, id)
+      redis.call('HSET', a, id, actual)
+    else
+      redis.call('ZREM', z, id)
+      redis.call('HDEL', a, id)
+    end
+    redis.call('INCRBY', u, actual - before)
+  elseif uncharged and actual > 0 then
+    redis.call('ZADD', z, now, id)
+    redis.call('HSET', a, id, actual)
+    redis.call('INCRBY', u, actual)
+  end
   local ttl = math.floor(period / 1000) + 1000
   redis.call('PEXPIRE', z, ttl)
   redis.call('PEXPIRE', a, ttl)
   redis.call('PEXPIRE', u, ttl)
-  return used
+  out[i] = tonumber(redis.call('GET', u) or '0')
 end
-return tonumber(redis.call('GET', u) or '0')
+return out
 """

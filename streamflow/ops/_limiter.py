@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,11 +84,12 @@ def describe_limits(limits: dict[str, int | None]) -> str:
 class _Admission:
     """One admission inside a window: when, and how much (corrected by settle)."""
 
-    __slots__ = ("amount", "at", "live")
+    __slots__ = ("amount", "at", "held", "live")
 
-    def __init__(self, at: float, amount: int) -> None:
+    def __init__(self, at: float, amount: int, held: bool) -> None:
         self.at = at
         self.amount = amount
+        self.held = held  # its call is in flight: it stays counted until settled
         self.live = True
 
 
@@ -104,12 +106,18 @@ class _Window:
         self.period = period
         self.unit = unit
         self.entries: deque[_Admission] = deque()
+        # Held admissions older than the window whose calls are still in flight:
+        # still counted, out of the queue so they do not hold up the ones behind.
+        self.in_flight: set[_Admission] = set()
         self.used = 0
 
     def expire(self, now: float) -> None:
         entries = self.entries
         while entries and entries[0].at + self.period - now <= _EPSILON:
             entry = entries.popleft()
+            if entry.held:
+                self.in_flight.add(entry)
+                continue
             entry.live = False
             self.used -= entry.amount
 
@@ -124,25 +132,41 @@ class _Window:
             freed += entry.amount
             if freed >= need:
                 return max(entry.at + self.period - now, _EPSILON)
+        if self.in_flight:
+            # Only calls still in flight can make room: wait for one to settle.
+            return math.inf
         return max(self.entries[-1].at + self.period - now, _EPSILON) if self.entries else 0.0
 
-    def admit(self, now: float, amount: int) -> _Admission | None:
+    def admit(self, now: float, amount: int, held: bool = False) -> _Admission | None:
         if amount <= 0:
             return None
-        entry = _Admission(now, amount)
+        entry = _Admission(now, amount, held)
         self.entries.append(entry)
         self.used += amount
         return entry
 
-    def correct(self, entry: _Admission | None, now: float, actual: int) -> None:
+    def settle(self, entry: _Admission | None, now: float, actual: int) -> None:
+        """The call of ``entry`` ended now having used ``actual``: charge that from now.
+
+        The endpoint counted the call when it arrived, some time between its
+        admission and now; an admission still inside the window therefore
+        counts from now on, so however late the call arrived, no window of the
+        endpoint's can hold more than the limit. An admission already out of
+        the window is left alone (the guard covers that call's jitter), unless
+        it was held: then it stayed counted while its call was in flight.
+        """
         if entry is None:
             if actual > 0:
                 self.admit(now, actual)
             return
         if not entry.live:
             return
-        self.used += actual - entry.amount
-        entry.amount = actual
+        # The old place stays in the queue, empty, until it expires.
+        self.in_flight.discard(entry)
+        entry.live = entry.held = False
+        self.used -= entry.amount
+        entry.amount = 0
+        self.admit(now, actual)
 
 
 class Permit:
@@ -220,8 +244,11 @@ class Limiter(Protocol):
         """Admit one call now if that needs no waiting, else None (the caller then awaits)."""
         ...
 
-    async def acquire(self, tokens: int = 0) -> Permit:
-        """Wait until one more call of ``tokens`` fits every budget, then charge it."""
+    async def acquire(self, tokens: int = 0, *, hold: bool = False) -> Permit:
+        """Wait until one more call of ``tokens`` fits every budget, then charge it.
+
+        With ``hold``, the call stays counted until its permit is settled.
+        """
         ...
 
     def statistics(self) -> RateLimitStatistics:
@@ -307,16 +334,16 @@ class RateLimiter:
             delay = max(delay, self._token_window.delay(now, tokens))
         return delay
 
-    def _admit(self, now: float, tokens: int) -> Permit:
+    def _admit(self, now: float, tokens: int, hold: bool = False) -> Permit:
         self._now = now
-        for window in self._request_windows:
-            window.admit(now, 1)
+        held = [(window, window.admit(now, 1, hold)) for window in self._request_windows]
         self._minute_requests.expire(now)
         self._minute_requests.admit(now, 1)
-        entry = self._token_window.admit(now, tokens) if self._token_window is not None else None
+        token_window = self._token_window
+        entry = token_window.admit(now, tokens, hold) if token_window is not None else None
         self.requests += 1
         self.tokens += max(tokens, 0)
-        return Permit(tokens, functools.partial(self._settle, entry))
+        return Permit(tokens, functools.partial(self._settle, held, entry))
 
     def try_acquire(self, tokens: int = 0) -> Permit | None:
         """Admit one call now if nobody waits and every budget has room, else None.
@@ -330,11 +357,14 @@ class RateLimiter:
             return None
         return self._admit(now, tokens)
 
-    async def acquire(self, tokens: int = 0) -> Permit:
+    async def acquire(self, tokens: int = 0, *, hold: bool = False) -> Permit:
         """Wait until one more call of ``tokens`` fits every budget, then charge it.
 
         Args:
             tokens: the estimated tokens in + out of the call (0 for none).
+            hold: the caller settles the permit when its call ends; until then
+                the call stays counted, however long it takes (the endpoint
+                may see it arrive late). An unsettled held permit is never freed.
 
         Returns:
             A :class:`Permit`; settle it with the real usage when known.
@@ -343,7 +373,7 @@ class RateLimiter:
         if not self._queue:
             now = loop.time()
             if self._delay(now, tokens) <= 0:
-                return self._admit(now, tokens)
+                return self._admit(now, tokens, hold)
         turn: asyncio.Future[None] = loop.create_future()
         self._queue.append(turn)
         started = loop.time()
@@ -354,7 +384,7 @@ class RateLimiter:
                 now = loop.time()
                 delay = self._delay(now, tokens)
                 if delay <= 0:
-                    return self._admit(now, tokens)
+                    return self._admit(now, tokens, hold)
                 await self._sleep(loop, delay)
         finally:
             self._leave(turn)
@@ -369,11 +399,13 @@ class RateLimiter:
         # A future, not asyncio.sleep, so a refund (settle below the estimate) wakes us early.
         nudge: asyncio.Future[None] = loop.create_future()
         self._nudge = nudge
-        handle = loop.call_later(delay, _resolve, nudge)
+        # An infinite delay waits for a held call to settle, which nudges.
+        handle = loop.call_later(delay, _resolve, nudge) if math.isfinite(delay) else None
         try:
             await nudge
         finally:
-            handle.cancel()
+            if handle is not None:
+                handle.cancel()
             if self._nudge is nudge:
                 self._nudge = None
 
@@ -389,13 +421,26 @@ class RateLimiter:
                     break
                 self._queue.popleft()
 
-    def _settle(self, entry: _Admission | None, permit: Permit, actual: int) -> None:
+    def _settle(
+        self,
+        held: list[tuple[_Window, _Admission | None]],
+        entry: _Admission | None,
+        permit: Permit,
+        actual: int,
+    ) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
         self.tokens += actual - permit.estimate
+        freed_held = False
+        for window, admission in held:
+            window.expire(now)
+            freed_held = freed_held or (admission is not None and admission in window.in_flight)
+            window.settle(admission, now, 1)
         if self._token_window is not None:
-            self._token_window.correct(entry, now, actual)
-        if actual < permit.estimate and self._nudge is not None:
+            self._token_window.expire(now)
+            freed_held = freed_held or (entry is not None and entry in self._token_window.in_flight)
+            self._token_window.settle(entry, now, actual)
+        if (actual < permit.estimate or freed_held) and self._nudge is not None:
             _resolve(self._nudge)
 
     def statistics(self) -> RateLimitStatistics:

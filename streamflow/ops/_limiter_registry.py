@@ -244,16 +244,18 @@ class SharedLimiter:
         """Admit one call now if that needs no waiting, else None."""
         return self.resolve().try_acquire(tokens)
 
-    async def acquire(self, tokens: int = 0) -> Permit:
+    async def acquire(self, tokens: int = 0, *, hold: bool = False) -> Permit:
         """Wait until one more call of ``tokens`` fits the endpoint's budget, then charge it.
 
         Args:
             tokens: the estimated tokens in + out of the call (0 for none).
+            hold: keep the call counted until the permit is settled (see
+                :meth:`RateLimiter.acquire`).
 
         Returns:
             A :class:`Permit`; settle it with the real usage when known.
         """
-        return await self.resolve().acquire(tokens)
+        return await self.resolve().acquire(tokens, hold=hold)
 
     def statistics(self) -> RateLimitStatistics:
         """Return a snapshot of the key's limiter in the current registry."""

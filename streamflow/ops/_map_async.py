@@ -252,9 +252,11 @@ async def run_step(
         nonlocal started, t0, permit
         if limiter is not None:
             try:
-                permit = await limiter.acquire(tokens(event) if tokens is not None else 0)
+                estimate = tokens(event) if tokens is not None else 0
             except Exception as exc:
                 raise _EstimateFailed(exc) from exc
+            # Held: the call counts until it ends, however late it reaches the endpoint.
+            permit = await limiter.acquire(estimate, hold=True)
         started = time.time()
         t0 = clock()
         try:
@@ -272,8 +274,11 @@ async def run_step(
                     ) from exc
             if not isinstance(result, Event):
                 raise _not_an_event(step, result, event)
-        except Exception as exc:
-            if adaptive is not None:
+        except BaseException as exc:
+            if permit is not None:
+                # The attempt ended (failed or cancelled); its estimate stands.
+                permit.settle(permit.estimate)
+            if adaptive is not None and isinstance(exc, Exception):
                 adaptive.on_failure(t0, clock(), exc)
             raise
         return result
@@ -324,6 +329,10 @@ def _settle(permit: Permit, before: Event, after: Event, step: str) -> None:
     if len(trace) > len(before.trace) and trace[-1].step == step:
         own = trace[-1]
         permit.settle(own.tokens_in + own.tokens_out)
+    else:
+        # No usage reported: the estimate stands, but the call has ended, so the
+        # limiter counts it from now (the endpoint saw it arrive some time before).
+        permit.settle(permit.estimate)
 
 
 def _with_record(

@@ -131,6 +131,8 @@ class _Results:
                 per_stage[stage] = per_stage.get(stage, 0.0) + record.duration_s
             if stage is not None and record.cost_usd:
                 cost[stage] = cost.get(stage, 0.0) + record.cost_usd
+            elif record.cost_usd is None and record.model is not None:
+                self.report.unpriced.add(record.model)  # unknown, not free
         for name, seconds in per_stage.items():
             self.report.stages[name].add(seconds)
         self.report.end_to_end.add(max(time.time() - event.created_at, 0.0))

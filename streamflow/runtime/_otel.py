@@ -75,7 +75,12 @@ class EventSpans:
                     "gen_ai.request.model": record.model or "",
                     "gen_ai.usage.input_tokens": record.tokens_in,
                     "gen_ai.usage.output_tokens": record.tokens_out,
-                    "streamflow.cost_usd": record.cost_usd,
+                    # A model without a price has no cost attribute: unknown, not 0.
+                    **(
+                        {"streamflow.cost_usd": record.cost_usd}
+                        if record.cost_usd is not None
+                        else {}
+                    ),
                 },
             )
             if record.outcome == "failed":

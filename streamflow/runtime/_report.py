@@ -77,6 +77,8 @@ class RunReport:
         stages: per stage, a latency sketch.
         stage_cost: per stage, model cost in US dollars.
         group_cost: per summary group, model cost in US dollars.
+        unpriced: models called that have no price: their cost is unknown, and the
+            costs above count priced calls only.
         end_to_end: latency sketch from read to written.
         peak_in_flight: the most events inside at once (<= window).
         window: the credit window.
@@ -92,6 +94,7 @@ class RunReport:
     stages: dict[str, LatencySketch] = field(default_factory=dict)
     stage_cost: dict[str, float] = field(default_factory=dict)
     group_cost: dict[str, float] = field(default_factory=dict)
+    unpriced: set[str] = field(default_factory=set)
     end_to_end: LatencySketch = field(default_factory=LatencySketch)
     peak_in_flight: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -123,7 +126,12 @@ class RunReport:
         label = str(group) if group is not None else "(none)"
         self.groups.setdefault(label, Counter())[outcome] += 1
         if event is not None:
-            cost = sum(record.cost_usd for record in event.trace)
+            cost = 0.0
+            for record in event.trace:
+                if record.cost_usd is not None:
+                    cost += record.cost_usd
+                elif record.model is not None:
+                    self.unpriced.add(record.model)
             if cost:
                 self.group_cost[label] = self.group_cost.get(label, 0.0) + cost
 

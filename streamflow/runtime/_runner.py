@@ -23,7 +23,7 @@ from streamflow.runtime._pipeline import Pipeline, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.runtime._runtime import Runtime
 from streamflow.runtime._sinks import SinkDriver
-from streamflow.transports import Record, Sink, Source, has_event_header
+from streamflow.transports import EVENT_HEADER, Record, Sink, Source, has_event_header
 
 __all__ = ["run_flow"]
 
@@ -100,7 +100,7 @@ async def run_flow(
 
     # The runtime, not the sink, returns credit (unless the sink acknowledges writes itself).
     sinks = SinkDriver(sink, lambda error: fail(error))
-    hooks = _stage_hooks(sketches, metrics, report.stage_cost)
+    hooks = _stage_hooks(sketches, metrics, report.stage_cost, report.unpriced)
     chosen = [pipeline.stage(name) for name in names]
 
     def deliver(event: Event) -> None:
@@ -143,11 +143,14 @@ async def run_flow(
             )
 
     input_model, key_field, id_field = pipeline.input_model, pipeline.key_field, pipeline.id_field
-    # A worker of an inner stage decodes each payload to the model its stage takes,
-    # so a step sees the same type as in one process (one validation per hop).
+    # A worker of an inner stage decodes each payload the stage before it wrote to
+    # the model its stage takes, so a step sees the same type as in one process
+    # (one validation per hop). Events from elsewhere (review, replay) keep theirs.
     hop_model = chosen[0].payload_model
-    if not (isinstance(hop_model, type) and issubclass(hop_model, BaseModel)):
+    if first_is_input or not (isinstance(hop_model, type) and issubclass(hop_model, BaseModel)):
         hop_model = None
+    previous = pipeline.stages[[s.name for s in pipeline.stages].index(names[0]) - 1].name
+    hop_header = (EVENT_HEADER, previous.encode())
     limits = pipeline.limits
 
     def emit(record: Record, ticket: Ticket) -> None:
@@ -165,7 +168,8 @@ async def run_flow(
                 # An event streamflow wrote (a review decision, a replay, the
                 # previous stage). Entering at the first stage it runs every stage
                 # like a new input, whatever its envelope claims.
-                event = decode_event(record.value, hop_model, limits=limits, origin=record.origin)
+                model = hop_model if hop_header in record.headers else None
+                event = decode_event(record.value, model, limits=limits, origin=record.origin)
                 if first_is_input:
                     event.outcome, event.error, event.reason = "ok", None, None
             elif first_is_input:
@@ -282,6 +286,7 @@ def _stage_hooks(
     sketches: dict[str, LatencySketch],
     metrics: PipelineMetrics | None,
     stage_cost: dict[str, float],
+    unpriced: set[str],
 ) -> StageHooks:
     stage_metrics = {name: metrics.stage(name) for name in sketches} if metrics else {}
 
@@ -310,7 +315,10 @@ def _stage_hooks(
                 if record.attempt > 1:
                     retried = True
                 if record.model is not None:
-                    stage_cost[stage] = stage_cost.get(stage, 0.0) + record.cost_usd
+                    if record.cost_usd is None:
+                        unpriced.add(record.model)  # unknown, not free
+                    else:
+                        stage_cost[stage] = stage_cost.get(stage, 0.0) + record.cost_usd
                     if metrics is not None:
                         metrics.model_usage(stage, record)
             if m is None:

@@ -202,8 +202,9 @@ def plan_outputs(
     """Check where a run will write before anything is read or created.
 
     With ``output`` ``-`` answers go to standard output and ``dlq`` is
-    required (a file in the working folder would be a surprise); the review
-    file sits beside the dead letters then, else beside the output.
+    required (a file in the working folder would be a surprise); so it is
+    for a device such as ``/dev/null``. The review file sits beside the dead
+    letters then, else beside the output.
 
     Args:
         output: the answers file, or ``-``.
@@ -220,14 +221,18 @@ def plan_outputs(
         ConfigError: a result file is an input, is used twice, exists (mode ``create``),
             is a folder, or cannot be created; or ``-`` without ``dlq``.
     """
-    if output == "-":
+    if output == "-" or _special(Path(output)):
+        # No folder to put the other files in: they sit beside the dead letters.
         if not dlq or dlq == "-":
+            where = "stdout" if output == "-" else output
             raise ConfigError(
-                "--output - writes answers to stdout; name a file for dead letters with --dlq FILE"
+                f"--output {output} writes answers to {where}; name a file for dead letters "
+                "with --dlq FILE"
             )
         dlq_path = Path(dlq)
         stem = dlq_path.name.removesuffix(".jsonl").removesuffix(".dlq")
-        paths = OutputPaths(None, dlq_path, dlq_path.with_name(f"{stem}.review.jsonl"))
+        answers = None if output == "-" else Path(output)
+        paths = OutputPaths(answers, dlq_path, dlq_path.with_name(f"{stem}.review.jsonl"))
     else:
         default_dlq, review = side_paths(output)
         paths = OutputPaths(Path(output), Path(dlq) if dlq else default_dlq, review)
@@ -254,13 +259,22 @@ def plan_outputs(
 def _same_file(a: Path, b: Path) -> bool:
     if a.exists() and b.exists():
         return a.samefile(b)
-    return a.absolute() == b.absolute()
+    return a.resolve() == b.resolve()
+
+
+def _special(path: Path) -> bool:
+    """A device or pipe (``/dev/null``, a FIFO): written in place, never replaced."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 def _check_writable(option: str, path: Path, mode: WriteMode) -> None:
     """Refuse ``path`` unless the run can write it without destroying anything."""
     if path.is_dir():
         raise ConfigError(f"{option} {str(path)!r} is a folder; give a file path")
+    if _special(path):
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"{option} {str(path)!r} is not writable")
+        return
     if path.exists():
         if mode == "create":
             raise ConfigError(
@@ -300,9 +314,8 @@ class ResultFile:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create folder for {path}: {exc.strerror}") from exc
-        self._aside = (
-            path.with_name(f".{path.name}.{os.getpid()}.partial") if atomic and not append else None
-        )
+        aside = atomic and not append and not _special(path)
+        self._aside = path.with_name(f".{path.name}.{os.getpid()}.partial") if aside else None
         target = self._aside or path
         try:
             self.handle: BinaryIO = target.open("ab" if append else "wb")

@@ -403,7 +403,10 @@ async def test_server_counts_equal_client_sums_under_faults() -> None:
     assert sum(r.completion_tokens for r in served) == sum(i.tokens_out for i in seen) > 0
     stats = client.statistics()
     assert (stats.tokens_in, stats.tokens_out) == server.usage_totals()
-    assert stats.cost_usd == pytest.approx(math.fsum(i.cost_usd for i in seen))
+    priced = [i.cost_usd for i in seen if i.cost_usd is not None]
+    assert stats.cost_usd == pytest.approx(math.fsum(priced))
+    # The client's table has no price for the embedding model: unknown, not 0.
+    assert stats.unpriced == {"text-embedding-3-small"}
     assert server.peak_rate() >= 1
 
 
@@ -546,3 +549,16 @@ async def test_credentials_in_the_base_url_never_reach_errors_or_dead_letters() 
     token = base64.b64encode(b"alice:pw-0f9e8d7c").decode()
     for text in shown:
         assert "pw-0f9e8d7c" not in text and token not in text and SECRET not in text
+
+
+async def test_the_endpoints_connection_pool_bounds_requests_in_flight() -> None:
+    async with open_openai_server(latency=0.2) as server:
+        async with _client(server, max_connections=2) as client:
+            await asyncio.gather(*(client.chat(f"q{i}", model=MODEL) for i in range(6)))
+        served = server.requests
+    moments = sorted([(r.started_at, 1) for r in served] + [(r.finished_at, -1) for r in served])
+    running = peak = 0
+    for _, step in moments:
+        running += step
+        peak = max(peak, running)
+    assert len(served) == 6 and peak <= 2

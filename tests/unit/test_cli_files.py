@@ -182,3 +182,26 @@ def test_exit_status_is_1_when_the_run_fails_and_help_documents_it(
     text = " ".join(capsys.readouterr().out.split())
     assert "Exit status: 0 done, 1 the run failed, 2 usage or configuration" in text
     assert "--overwrite" in text and "--append" in text
+
+
+def test_a_device_is_written_in_place_and_never_replaced(
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    devices = sorted(Path(os.devnull).parent.iterdir())
+    assert _run("-o", os.devnull) == 2  # nowhere beside a device for the dead letters
+    assert "--dlq" in _one_error_line(capsys)
+    # A device is not a result that exists: no --overwrite needed for it.
+    assert _run("-o", os.devnull, "--dlq", "dead.jsonl") == 0
+    # --overwrite (for the dead letters) writes the device in place: it stays a device.
+    assert _run("-o", os.devnull, "--dlq", "dead.jsonl", "--overwrite") == 0
+    assert Path(os.devnull).is_char_device()
+    assert sorted(Path(os.devnull).parent.iterdir()) == devices
+    assert _ids(work / "dead.jsonl") == ["b"] and (work / "dead.review.jsonl").exists()
+
+
+def test_two_spellings_of_one_new_file_are_refused(
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run("-o", "new/../same.jsonl", "--dlq", "same.jsonl") == 2
+    assert "also the --output file" in _one_error_line(capsys)
+    assert not (work / "new").exists() and not (work / "same.jsonl").exists()

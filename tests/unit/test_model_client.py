@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import email.utils
 import json
+import logging
+from pathlib import Path
 
 import httpx
 import pytest
@@ -48,9 +51,64 @@ def test_price_table_costs_input_and_output_tokens_per_million() -> None:
     assert table.cost("m", 500_000, 250_000) == pytest.approx(1.0 + 2.0)
 
 
-def test_unknown_model_costs_nothing() -> None:
-    assert PriceTable.defaults().cost("llama3:8b", 10_000, 10_000) == 0.0
+def test_an_unknown_models_cost_is_unknown_not_zero() -> None:
+    assert PriceTable.defaults().cost("llama3:8b", 10_000, 10_000) is None
     assert "llama3:8b" not in PriceTable.defaults()
+
+
+def test_the_shipped_table_says_the_date_of_its_prices() -> None:
+    from operators.models import pricing
+
+    assert isinstance(pricing.PRICES_AS_OF, datetime.date)
+    assert "PRICES_AS_OF" in (pricing.__doc__ or "")
+    assert str(pricing.PRICES_AS_OF.year) in pricing.describe_defaults()
+
+
+def test_prices_from_the_environment_and_a_file_override_the_defaults(tmp_path: Path) -> None:
+    file = tmp_path / "prices.json"
+    file.write_text(json.dumps({"my-llama": [0, 0], "gpt-4o": {"input": 1.0, "output": 2.0}}))
+    table = PriceTable.from_env(
+        {
+            "STREAMFLOW_MODEL_PRICES_FILE": str(file),
+            "STREAMFLOW_MODEL_PRICES": "gpt-4o=3/4, house-model=0.5",
+        }
+    )
+    assert table.cost("my-llama", 1000, 1000) == 0.0  # free, and known to be
+    assert table.cost("gpt-4o", 1_000_000, 1_000_000) == pytest.approx(7.0)  # the variable wins
+    assert table.cost("house-model", 2_000_000, 0) == pytest.approx(1.0)
+    assert table.cost("gpt-4o-mini", 1_000_000, 0) == pytest.approx(0.15)  # defaults stay
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"STREAMFLOW_MODEL_PRICES": "gpt-4o=cheap"}, "STREAMFLOW_MODEL_PRICES"),
+        ({"STREAMFLOW_MODEL_PRICES": "gpt-4o=-1/2"}, "STREAMFLOW_MODEL_PRICES"),
+        ({"STREAMFLOW_MODEL_PRICES_FILE": "/nonexistent.json"}, "STREAMFLOW_MODEL_PRICES_FILE"),
+    ],
+)
+def test_unreadable_prices_fail_at_start_naming_the_variable(
+    environ: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        PriceTable.from_env(environ)
+
+
+def test_a_backend_on_a_model_without_a_price_warns_once_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from operators.models.llm import LLMClassifier
+
+    client = openai_module.ModelClient(
+        ModelEndpoint(base_url="http://127.0.0.1:9/v1"), prices=PriceTable.defaults()
+    )
+    with caplog.at_level(logging.WARNING):
+        LLMClassifier(client, "house-llama", ["a", "b"])
+        LLMClassifier(client, "house-llama", ["a", "b"])
+        LLMClassifier(client, "gpt-4o-mini", ["a", "b"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "house-llama" in warnings[0] and "STREAMFLOW_MODEL_PRICES" in warnings[0]
 
 
 def test_dated_variant_takes_the_price_of_its_longest_base_name() -> None:

@@ -246,3 +246,30 @@ def test_step_names_are_unique_within_a_pipeline_when_it_is_built() -> None:
         "paths",
         [Stage("a", route(lambda e: "l", {"l": map_async(_same), "r": map_async(_same)}))],
     )
+
+
+async def test_batch_async_and_parallel_run_per_event_in_a_run(tmp_path: Path) -> None:
+    sizes: list[int] = []
+
+    async def embed(events: list[Event]) -> Sequence[Event]:
+        sizes.append(len(events))
+        await asyncio.sleep(0.001)
+        return [e.with_payload({**e.payload, "vector": [len(events)]}) for e in events]
+
+    stages = [
+        Stage("embed", batch_async(embed, max_size=8, max_wait=0.01)),
+        Stage("fan", parallel({"left": map_async(_jitter), "right": map_async(_same)})),
+    ]
+    engine = LaneEngine(stages, 16, StageHooks(), lambda e: None, _raise, lambda: None)
+    kinds = [type(segment).__name__ for segment in engine.segments]
+    await engine.dispose()
+    sink = _Sink(tmp_path / "o.jsonl")
+
+    report = await run_flow(
+        Pipeline("batched", stages, window=32), IterableSource(_lines(64)), sink
+    )
+
+    assert kinds == ["_LaneRun"]  # one segment: every stage per event
+    assert report.error is None and len(sink.events) == 64
+    assert sum(sizes) == 64 and max(sizes) == 8  # concurrent events share batches
+    assert {"vector", "left", "right"} <= set(sink.events[0].payload)

@@ -303,8 +303,9 @@ async def test_usage_above_the_estimate_is_debt_that_delays_later_calls() -> Non
     op = map_async(generate, limiter=limiter, tokens=lambda e: 200)
     await run_marbles(op, "a-b|")
 
-    # b's 200 fit beside a's estimate, but not beside the 900 a really used.
-    assert started == {"a": 0.0, "b": 60.0}
+    # b's 200 fit beside a's estimate, but not beside the 900 a really used,
+    # which count from when a's call ended (1 s): a window from then holds them.
+    assert started == {"a": 0.0, "b": 61.0}
     assert limiter.statistics().tokens == 1000
 
 
@@ -325,6 +326,32 @@ async def test_usage_below_the_estimate_is_refunded_and_wakes_a_waiter() -> None
 
 
 # -- the limiter itself --------------------------------------------------------
+
+
+async def test_a_settled_call_counts_from_when_it_ended_so_a_late_arrival_stays_inside() -> None:
+    # The endpoint counts a call when it arrives, somewhere between its admission
+    # and its end; counting a settled call from its end covers any arrival.
+    limiter = RateLimiter(requests_per_s=2, guard=0.0)
+    first = await limiter.acquire()
+    await limiter.acquire()  # never settled: counts from its admission
+    await asyncio.sleep(0.5)
+    first.settle(0)  # the call ended at 0.5 s; it may have arrived just then
+    admitted = []
+    for _ in range(2):
+        await limiter.acquire()
+        admitted.append(now())
+    assert admitted == [1.0, 1.5]
+
+
+async def test_a_held_call_stays_counted_until_it_ends_however_long_it_takes() -> None:
+    limiter = RateLimiter(requests_per_s=1, guard=0.0)
+    slow = await limiter.acquire(hold=True)
+    behind = asyncio.ensure_future(limiter.acquire())
+    await asyncio.sleep(5)  # five windows pass while the call is in flight
+    assert not behind.done()
+    slow.settle(0)  # it ended now, and may have reached the endpoint just now
+    await behind
+    assert now() == 6.0
 
 
 async def test_waiters_are_admitted_in_arrival_order_so_big_requests_are_not_starved() -> None:

@@ -244,3 +244,22 @@ async def test_results_read_back_from_topics_cost_the_stages_as_the_run_did(
         results.add(pipeline.output_topic, line, not_before=0.0)
     files.close()
     assert results.report.stage_cost == report.stage_cost
+
+
+async def test_a_model_without_a_price_is_reported_as_unknown_cost_not_zero(
+    tmp_path: Path,
+) -> None:
+    from streamflow.events import StepRecord as _Record
+
+    async def priced_and_not(event: Event) -> Event:
+        record = _Record.timed("answer", 0.0, 0.0, model="house-llama", tokens_in=9, cost_usd=None)
+        return event.traced(record)
+
+    pipeline = Pipeline(
+        "unpriced", stages=[Stage("answer", map_async(priced_and_not, name="answer"))]
+    )
+    report = await run_flow(
+        pipeline, IterableSource([b'{"q": 1}']), JsonlSink(tmp_path / "o.jsonl")
+    )
+    assert report.unpriced == {"house-llama"}
+    assert report.stage_cost.get("answer", 0.0) == 0.0

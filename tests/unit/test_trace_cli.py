@@ -166,3 +166,22 @@ def test_trace_shows_every_model_attempt_with_its_tokens_and_why_it_failed(
     assert "model call 1: 429 RateLimited" in text
     assert "model call 2: 200 ModelOutputInvalid" in text
     assert "120/31" in text and "238/51" in text  # the invalid answer's tokens count in the total
+
+
+def test_trace_says_unknown_for_the_cost_of_a_model_without_a_price(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unpriced = Event(
+        id="t-free",
+        payload={"q": "refund"},
+        trace=[
+            _record("classify", 1.0, 0.1, model="house-llama", tokens_in=50, cost_usd=None),
+            _record("generate", 1.2, 0.3, model="gpt-4o", tokens_in=10, cost_usd=0.000025),
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(encode_event(unpriced) + b"\n")
+    assert main(["trace", "t-free", "--input", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "unknown" in text
+    assert "0.000025 + unknown" in text  # the total does not pretend the unknown cost is 0
