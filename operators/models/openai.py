@@ -19,8 +19,8 @@ ConfigError, structured output that does not validate ->
 
 The API key is a ``SecretStr``: it is not in reprs, and it is scrubbed from
 every error message, as are credentials in the base URL, even when an
-endpoint echoes request headers back. The SDK is imported on first use, so
-importing :mod:`operators` does not load it.
+endpoint echoes request headers back. The SDK is imported when a client is made, so
+importing :mod:`operators` does not load it; making a :class:`ModelClient` does.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class ModelClient:
         prices: PriceTable | None = None,
         on_request: Callable[[RequestInfo], None] | None = None,
     ) -> None:
-        """Create a client (the SDK client is made on first use; close it with ``aclose``).
+        """Create a client and its SDK client (close it with ``aclose``).
 
         Args:
             endpoint: where to call (default: :meth:`ModelEndpoint.from_env`, or what
@@ -221,7 +221,6 @@ class ModelClient:
         self.prices = prices if prices is not None else PriceTable.from_env()
         self._on_request = on_request
         self._given = openai_client
-        self._sdk_client: AsyncOpenAI | None = None
         key = self.endpoint.api_key
         given_key = getattr(openai_client, "api_key", None)
         self.secrets: list[str] = [
@@ -237,6 +236,10 @@ class ModelClient:
         self.structured: StructuredMode = self.endpoint.structured_output
         self._totals = _Totals()
         self._closed = False
+        # Made now, not on the first call: importing the SDK takes a while, and
+        # calls admitted by a rate limiter must not bunch up behind it.
+        self._sdk_client: AsyncOpenAI = self._make_sdk()
+        _warm_up(self._sdk_client)
 
     def __repr__(self) -> str:
         return f"ModelClient({self.endpoint!r})"
@@ -255,7 +258,7 @@ class ModelClient:
     async def aclose(self) -> None:
         """Close the SDK client this client made; later calls raise TransportClosed."""
         self._closed = True
-        if self._sdk_client is not None and self._given is None:
+        if self._given is None:
             await self._sdk_client.close()
 
     def statistics(self) -> ClientStatistics:
@@ -276,8 +279,6 @@ class ModelClient:
     @property
     def sdk(self) -> AsyncOpenAI:
         """The ``AsyncOpenAI`` client the calls go through (``max_retries=0``)."""
-        if self._sdk_client is None:
-            self._sdk_client = self._make_sdk()
         return self._sdk_client
 
     def _make_sdk(self) -> AsyncOpenAI:
@@ -561,6 +562,13 @@ class ModelClient:
             except Exception:
                 # A broken metrics hook must not fail the model call it observes.
                 logger.exception("on_request hook failed")
+
+
+def _warm_up(sdk: AsyncOpenAI) -> None:
+    """Load what the SDK otherwise loads on its first request (resources, platform headers)."""
+    for resource in (sdk.chat.completions, sdk.embeddings, sdk.models):
+        getattr(resource, "with_raw_response", None)
+    _ = sdk.default_headers
 
 
 def _sdk_parsed(raw: Any, response_model: type[M]) -> M | None:

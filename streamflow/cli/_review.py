@@ -47,7 +47,8 @@ def _queue(
         raise click.UsageError("give --output (files) or --broker (Kafka), not both")
     if output_path is not None:
         return FileReviewQueue(loaded, output_path)
-    if broker is None and not os.environ.get(BROKER_ENV):
+    named = os.environ.get(BROKER_ENV) or os.environ.get("STREAMFLOW_KAFKA_BOOTSTRAP_SERVERS")
+    if broker is None and not named:
         raise click.UsageError(
             f"where is the review queue? pass --output OUT.jsonl for an in-process run, "
             f"or --broker HOST:PORT (or set {BROKER_ENV}) for Kafka"

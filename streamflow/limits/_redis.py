@@ -9,6 +9,11 @@ slot. Settling a permit when the call ended corrects its charge in Redis:
 the real token usage (a refund when it is below the estimate), counted from
 the call's end, since the endpoint saw the call arrive some time before.
 
+A held admission (a model call in flight, ``acquire(hold=True)``) is scored
+in the future until it is settled, so it stays counted for every process
+however late the call reaches the endpoint; if its process dies, it comes back
+after ``HOLD_LIMIT_US``.
+
 Inside one process, callers wait in arrival order (one of them asks Redis at
 a time); between processes, whoever asks first after a slot frees gets it.
 """

@@ -322,6 +322,13 @@ class ResultFile:
         except OSError as exc:
             raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
 
+    def discard(self) -> None:
+        """Close without moving into place: a file written aside is removed."""
+        self.handle.close()
+        if self._aside is not None:
+            self._aside.unlink(missing_ok=True)
+            self._aside = None
+
     def close(self) -> None:
         """Flush, close and (when written aside) move into place."""
         self.handle.flush()
@@ -378,7 +385,7 @@ class JsonlSink:
                     opened.append(ResultFile(path, append=append, atomic=atomic))
         except ConfigError:
             for done in opened:
-                done.handle.close()
+                done.discard()
             raise
         self.filtered_path = Path(filtered) if filtered else None
         self._filtered: BinaryIO | None = None
@@ -387,7 +394,7 @@ class JsonlSink:
                 filtered_file = ResultFile(self.filtered_path, append=append, atomic=atomic)
             except ConfigError:
                 for done in opened:
-                    done.handle.close()
+                    done.discard()
                 raise
             self._filtered = filtered_file.handle
         self._files = opened

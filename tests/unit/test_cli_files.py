@@ -205,3 +205,13 @@ def test_two_spellings_of_one_new_file_are_refused(
     assert _run("-o", "new/../same.jsonl", "--dlq", "same.jsonl") == 2
     assert "also the --output file" in _one_error_line(capsys)
     assert not (work / "new").exists() and not (work / "same.jsonl").exists()
+
+
+def test_a_sink_that_cannot_open_every_file_leaves_none_behind(tmp_path: Path) -> None:
+    from streamflow.errors import ConfigError
+    from streamflow.transports import JsonlSink
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="afile"):
+        JsonlSink(tmp_path / "out.jsonl", dlq=tmp_path / "afile" / "dead.jsonl", atomic=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -75,7 +75,7 @@ def test_import_streamflow_loads_none_of_the_extras() -> None:
 def test_import_operators_loads_no_offline_model_or_document_parser() -> None:
     loaded = _loaded_after("import operators, operators.models, operators.models.llm")
     assert not set(loaded) & {*EXTRA_MODULES["offline"], *EXTRA_MODULES["documents"]}
-    assert "openai" not in loaded  # the SDK loads on a client's first call
+    assert "openai" not in loaded  # the SDK loads when a client is made
 
 
 def test_plain_requirements_are_the_runtime_and_extras_are_split_by_purpose(
