@@ -50,11 +50,11 @@ async def run_flow(
     The source emits only against credit from a window of W events. The
     runtime gives an event's credit back when ``sink.write`` returns (or the
     awaitable it returned completes); a sink that says ``acknowledges = True``
-    releases it itself on the broker's acknowledgement. The end of the input is not a stop: every event
-    in flight then finishes, however long it takes. When ``stop`` is set (a
-    signal), the source stops reading, in-flight events get ``drain_timeout``
-    seconds from then to finish, and whatever is still inside is handed to
-    ``sink.abandon``.
+    releases it itself on the broker's acknowledgement. The end of the input is
+    not a stop: every event in flight then finishes, however long it takes.
+    When ``stop`` is set (a signal), the source stops reading, in-flight events
+    get ``drain_timeout`` seconds from then to finish, and whatever is still
+    inside is handed to ``sink.abandon``.
 
     Args:
         pipeline: the pipeline.
