@@ -61,6 +61,8 @@ def test_ci_installs_missing_tools_in_one_line_then_lints_builds_docs_and_tests(
     assert code == 0
     installs = [c for c in calls if c.startswith("apt-get") and " install " in c]
     assert len(installs) == 1 and "prometheus" in installs[0].split()
+    # What is there is not installed again (make is), what is not is (no python3 here).
+    assert "make" not in installs[0].split() and "python3-venv" in installs[0].split()
     makes = [c for c in calls if c.startswith("make")]
     assert makes == (
         ["make lint", "make docs", "make test"] if with_docs else ["make lint", "make test"]
