@@ -1,7 +1,8 @@
 """Offline model backends: no network, named for what they are.
 
-- :class:`LinearTextClassifier`: TF-IDF (word and character n-grams) into a
-  logistic regression, trained from labelled examples.
+- :class:`LinearTextClassifier`: TF-IDF (words and word pairs) into a linear
+  model fitted by SGD with calibrated confidences, trained from labelled
+  examples, saved to and loaded from a versioned model file.
 - :class:`BM25Index`: Okapi BM25 over a knowledge base (``bm25s``).
 - :class:`ExtractiveComposer`: a reply made of the knowledge-base sentences that
   best overlap the question, in a per-category template, with citations.

@@ -172,6 +172,7 @@ class _LaneRun:
                 idle.append(wake)
                 await wake
             event = queue.popleft()
+            entered = event
             self.inside += 1
             try:
                 for name, slots, lane, direct, measured in plan:
@@ -221,6 +222,13 @@ class _LaneRun:
                 if not self.failed:
                     self.failed = True
                     self.fail(error)
+            except BaseException:
+                # Cancelled at shutdown: the runtime writes the event as it entered,
+                # so it takes the trace of where the event got to (the steps done,
+                # the model calls billed on the way).
+                if event is not entered:
+                    entered.__dict__["trace"] = event.__dict__["trace"]
+                raise
             finally:
                 self.inside -= 1
 

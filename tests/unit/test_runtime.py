@@ -263,3 +263,44 @@ async def test_a_model_without_a_price_is_reported_as_unknown_cost_not_zero(
     )
     assert report.unpriced == {"house-llama"}
     assert report.stage_cost.get("answer", 0.0) == 0.0
+
+
+async def test_an_event_interrupted_at_shutdown_keeps_the_trace_of_the_stages_it_finished(
+    tmp_path: Path,
+) -> None:
+    from streamflow.events import StepRecord as _Record
+
+    reached = asyncio.Event()
+
+    async def billed(event: Event) -> Event:
+        record = _Record.timed("billed", 0.0, 0.0, model="m", tokens_in=7, cost_usd=0.001)
+        return event.traced(record)
+
+    async def stuck(event: Event) -> Event:
+        reached.set()
+        await asyncio.Event().wait()
+        return event
+
+    pipeline = Pipeline(
+        "interrupted",
+        stages=[
+            Stage("one", map_async(billed, name="billed")),
+            Stage("two", map_async(stuck, name="stuck")),
+        ],
+    )
+    stop = asyncio.Event()
+
+    async def stop_when_stuck() -> None:
+        await reached.wait()
+        stop.set()
+
+    stopper = asyncio.ensure_future(stop_when_stuck())
+    out = tmp_path / "o.jsonl"
+    report = await run_flow(
+        pipeline, IterableSource([b'{"q": 1}']), JsonlSink(out), stop=stop, drain_timeout=0.1
+    )
+    await stopper
+    assert report.outcomes["interrupted"] == 1
+    (letter,) = [loads(line) for line in (tmp_path / "o.dlq.jsonl").read_bytes().splitlines()]
+    trace = letter["event"]["trace"]
+    assert [(r["step"], r["tokens_in"]) for r in trace] == [("billed", 7)]
