@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TICKETS := examples/support_tickets/data/tickets.jsonl
 
-.PHONY: run test bench chaos lint graph clean
+.PHONY: run test bench chaos lint docs graph clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,12 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+## make docs: the documentation site (mkdocs, strict: any warning fails) into site/
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 graph: $(VENV)/.installed
 	$(BIN)/streamflow graph examples/support_tickets/pipeline.py
 
 clean:
-	rm -rf out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf out site .pytest_cache .mypy_cache .ruff_cache

@@ -165,6 +165,8 @@ class DeferredClassifier:
                 model = LinearTextClassifier.load(self.model_path, retrain_hint=self._hint)
                 self._settle(model)
         except BaseException as exc:  # handed to whoever waits on the future
+            # Said now, in the worker's log, not only when the first batch arrives.
+            log.error("classify: the model could not be made: %s", exc)
             self._future.set_exception(exc)
             return
         self._future.set_result(model)

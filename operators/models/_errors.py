@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import logging
 import re
 import time
 import urllib.parse
@@ -42,6 +43,7 @@ __all__ = [
     "redact",
     "redact_url",
     "request_status",
+    "scrub_http_logs",
     "url_secrets",
 ]
 
@@ -212,3 +214,41 @@ def _unsendable(cause: BaseException | None) -> str | None:
     if "protocol" in text and ("unsupported" in text or "missing" in text):
         return "the endpoint URL cannot be used; set OPENAI_BASE_URL to an http(s) URL"
     return None
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+_SCRUBBED_LOGGERS = (
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "httpcore2",
+    "openai",
+    "openai._base_client",
+)
+
+
+class _ScrubCredentials(logging.Filter):
+    """Takes user info out of the URLs in log records (HTTP clients log request URLs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "@" in record.msg:
+            record.msg = _USERINFO.sub(rf"\g<1>{_REDACTED}@", record.msg)
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            if any("@" in str(arg) for arg in args):
+                record.args = tuple(
+                    _USERINFO.sub(rf"\g<1>{_REDACTED}@", str(arg)) if "@" in str(arg) else arg
+                    for arg in args
+                )
+        return True
+
+
+_FILTER = _ScrubCredentials()
+
+
+def scrub_http_logs() -> None:
+    """Keep credentials in base URLs out of the HTTP client's and the SDK's own log lines."""
+    for name in _SCRUBBED_LOGGERS:
+        target = logging.getLogger(name)
+        if _FILTER not in target.filters:
+            target.addFilter(_FILTER)

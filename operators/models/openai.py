@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from operators.models._attempt import Attempt
-from operators.models._errors import RequestStatus, redact_url, url_secrets
+from operators.models._errors import RequestStatus, redact_url, scrub_http_logs, url_secrets
 from operators.models._results import (
     ChatResult,
     ClientStatistics,
@@ -238,6 +238,7 @@ class ModelClient:
         self._closed = False
         # Made now, not on the first call: importing the SDK takes a while, and
         # calls admitted by a rate limiter must not bunch up behind it.
+        scrub_http_logs()
         self._sdk_client: AsyncOpenAI = self._make_sdk()
         _warm_up(self._sdk_client)
 

@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from streamflow.cli._console import printable
 from streamflow.cli._limits import apply_limits, limits_options
 from streamflow.cli._load import load_pipeline
 from streamflow.errors import ConfigError, StreamflowError
@@ -162,6 +163,13 @@ def graph(pipeline: str) -> None:
     click.echo(load_pipeline(pipeline).mermaid(), nl=False)
 
 
+def _error(message: str, status: int) -> int:
+    # One line, whatever the message quotes from input (ids, paths): control
+    # characters and newlines are escaped.
+    print(f"error: {printable(message)}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv``; return the exit status.
 
@@ -185,18 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
-        print(f"error: {exc.format_message()}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _error(exc.format_message(), EXIT_CONFIG)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _error(str(exc), EXIT_CONFIG)
     except StreamflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _error(str(exc), EXIT_FAILED)
     except OSError as exc:
         # A disk that fills up or a file that vanishes mid-run: the run failed.
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _error(str(exc), EXIT_FAILED)
     return EXIT_OK
 
 

@@ -47,18 +47,20 @@ async def run_flow(
 ) -> RunReport:
     """Run ``stages`` of ``pipeline`` (default: all) from ``source`` to ``sink``.
 
-    The source emits only against credit from a window of W events; credit
-    returns when the sink has written an event (output, review, dead letter)
-    or dropped a filtered one. The end of the input is not a stop: every event
-    in flight then finishes, however long it takes. When ``stop`` is set (a
-    signal), the source stops reading, in-flight events get ``drain_timeout``
-    seconds from then to finish, and whatever is still inside is handed to
-    ``sink.abandon``.
+    The source emits only against credit from a window of W events. The
+    runtime gives an event's credit back when ``sink.write`` returns (or the
+    awaitable it returned completes); a sink that says ``acknowledges = True``
+    releases it itself on the broker's acknowledgement. The end of the input is
+    not a stop: every event in flight then finishes, however long it takes.
+    When ``stop`` is set (a signal), the source stops reading, in-flight events
+    get ``drain_timeout`` seconds from then to finish, and whatever is still
+    inside is handed to ``sink.abandon``.
 
     Args:
         pipeline: the pipeline.
         source: where records come from.
-        sink: where events go.
+        sink: where events go; only ``write`` is required (see
+            :class:`~streamflow.transports.Sink`).
         stages: the stages to run (a worker runs one); the first one's input is
             decoded with the pipeline's input model when it is the pipeline's first.
         metrics: Prometheus collectors to update, if any.

@@ -74,7 +74,11 @@ class AsyncIterableSource:
         self.name = name
 
     async def run(self, emit: Emit, window: CreditWindow, stop: asyncio.Event) -> None:
-        """Emit every object until the iterable ends or ``stop`` is set."""
+        """Emit every object until the iterable ends or ``stop`` is set.
+
+        Raises:
+            StreamflowError: the iterable raised (chained as ``__cause__``).
+        """
         iterator: AsyncIterator[Any] = aiter(self.items)
         while not stop.is_set():
             # Credit first, then the next object: nothing is read that cannot go in.
@@ -87,6 +91,11 @@ class AsyncIterableSource:
                 item = next_item.result()
             except StopAsyncIteration:
                 break
+            except Exception as exc:
+                # The input broke, not one event: the run stops with the reason.
+                raise StreamflowError(
+                    f"input {self.name} raised {type(exc).__name__}: {exc}"
+                ) from exc
             if stop.is_set():
                 break
             window.take()

@@ -535,7 +535,10 @@ async def test_a_users_own_sdk_client_is_used_without_its_retries(server: OpenAI
     await sdk.close()
 
 
-async def test_credentials_in_the_base_url_never_reach_errors_or_dead_letters() -> None:
+async def test_credentials_in_the_base_url_never_reach_errors_dead_letters_or_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
     async with open_openai_server(echo_headers_in_errors=True) as server:
         base = server.base_url.replace("http://", "http://alice:pw-0f9e8d7c@")
         endpoint = ModelEndpoint(base_url=base, api_key=SECRET)
@@ -545,7 +548,8 @@ async def test_credentials_in_the_base_url_never_reach_errors_or_dead_letters() 
                 await client.chat("hi", model=MODEL)
     assert "request headers" in str(caught.value)  # the server echoed what it got
     failed = Event(payload="hi").failed(caught.value, "generate")
-    shown = [_all_text(caught.value), encode_event(failed).decode(), repr(endpoint)]
+    shown = [_all_text(caught.value), encode_event(failed).decode(), repr(endpoint), caplog.text]
+    assert "HTTP Request" in caplog.text  # the HTTP client did log the URL it called
     token = base64.b64encode(b"alice:pw-0f9e8d7c").decode()
     for text in shown:
         assert "pw-0f9e8d7c" not in text and token not in text and SECRET not in text

@@ -64,3 +64,26 @@ def test_trace_prints_ids_steps_reasons_and_errors_as_text(
     for text in ("T[/bold]1\\x1b[31m", "[bold]step", "m[/]", "[/x]", "unsure\\x07[/i]"):
         assert text in printed, text
     assert "bad [/red] value\\x1b]0;t\\x07" in printed
+
+
+def test_an_error_is_one_line_whatever_it_quotes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "fatal.py").write_text(
+        textwrap.dedent(
+            """
+            from reactivex import operators as rx
+            from streamflow import Pipeline, Stage
+
+            def boom(event):
+                raise RuntimeError("broke\\nbadly\\x1b[31m")
+
+            pipeline = Pipeline("fatal", [Stage("boom", rx.map(boom))])
+            """
+        )
+    )
+    (tmp_path / "in.jsonl").write_text('{"id":"1"}\n')
+    argv = ["run", str(tmp_path / "fatal.py"), "-i", str(tmp_path / "in.jsonl")]
+    assert main([*argv, "-o", str(tmp_path / "out.jsonl"), "--no-progress"]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == "error: run stopped: RuntimeError: broke\\nbadly\\x1b[31m"

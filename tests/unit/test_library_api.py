@@ -314,3 +314,14 @@ async def test_retry_policy_with_the_flow_counts_the_failing_steps_attempts() ->
             await flow.process({"id": "r"})
     assert failed.value.dead_letter.error.type == "RuntimeError"
     assert failed.value.dead_letter.stage == "model"
+
+
+async def test_an_input_iterable_that_raises_stops_the_run_with_the_reason() -> None:
+    async def broken() -> AsyncIterator[object]:
+        yield {"id": "ok", "text": "fine"}
+        raise ValueError("the feed went away")
+
+    sink = CollectingSink()
+    report = await asyncio.wait_for(run_flow(_pipeline(), AsyncIterableSource(broken()), sink), 30)
+    assert report.error is not None and "the feed went away" in str(report.error)
+    assert isinstance(report.error.__cause__, ValueError)
