@@ -467,3 +467,23 @@ def test_a_rerun_hands_an_envelope_step_the_payload_model_of_its_stage(
     [answer] = [e for e in _jsonl(out) if e["id"] == "t3"]
     assert answer["payload"]["n"] == 6
     assert answer["payload"]["feedback"]["reasons"] == ["reviewer: fine"]
+
+
+def test_a_rejection_whose_stage_model_cannot_carry_the_note_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = TYPED.replace("    feedback: dict | None = None\n", "").replace(
+        " and event.payload.feedback is None", ""
+    )
+    assert "feedback" not in source
+    (tmp_path / "typed.py").write_text(source)
+    (tmp_path / "in.jsonl").write_text('{"id":"t3","n":3}\n')
+    out = tmp_path / "typed.jsonl"
+    pipeline = str(tmp_path / "typed.py")
+    assert main(["run", pipeline, "-i", str(tmp_path / "in.jsonl"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    # The note would be dropped when the payload is decoded to Ticket: say so, decide nothing.
+    assert main(["review", "reject", "t3", pipeline, "-o", str(out), "--note", "fine"]) == 2
+    err = capsys.readouterr().err
+    assert "Ticket" in err and "feedback" in err
+    assert not out.with_name("typed.decisions.jsonl").exists()
