@@ -22,7 +22,7 @@ from streamflow.errors import ConfigError, EventError, StreamflowError
 from streamflow.events import DeadLetter, Event, loads
 from streamflow.metrics import DEFAULT_HOST
 from streamflow.runtime import Pipeline, RunReport, Runtime
-from streamflow.transports import side_paths
+from streamflow.transports import ResultFile, WriteMode, check_result_file, side_paths
 
 if TYPE_CHECKING:
     from streamflow.transports.kafka import KafkaSettings
@@ -342,8 +342,15 @@ def topics_describe(pipeline: str, kafka: KafkaFlags) -> None:
     "--create-topics",
     is_flag=True,
     default=False,
-    help="Create the pipeline's missing topics at start (3 partitions, replication 1); "
+    help="Create the pipeline's missing topics at start (--partitions each, replication 1); "
     "without it a missing topic stops the worker. In production use `streamflow topics create`.",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Partitions of each topic --create-topics creates (default 3); the most workers "
+    "of a stage that share its work.",
 )
 @limits_options
 def worker(
@@ -355,12 +362,15 @@ def worker(
     window: int | None,
     drain_timeout: float,
     create_topics: bool,
+    partitions: int | None,
     record_limits: dict[str, int],
 ) -> None:
     """Run stage(s) of PIPELINE as a member of the Kafka consumer group until stopped.
 
     Start more workers of a stage (here or on other machines) to scale it.
     """
+    if partitions is not None and not create_topics:
+        raise click.UsageError("--partitions sizes the topics --create-topics creates; add it")
     settings = kafka.settings()
     from streamflow.runtime._worker import check_fused, run_worker
 
@@ -387,6 +397,7 @@ def worker(
                 stop=stop,
                 drain_timeout=drain_timeout,
                 create_topics=create_topics,
+                partitions=partitions or 3,
                 on_metrics=lambda url: stderr.print(f"metrics at {url}/metrics", markup=False),
                 # A worker process is the CLI's own: it may tune the collector.
                 runtime=Runtime(tune_gc=True),
@@ -438,13 +449,17 @@ def produce(pipeline: str, kafka: KafkaFlags, input_path: str) -> None:
 
 
 @contextlib.contextmanager
-def _open_output(path: str) -> Iterator[BinaryIO]:
+def _open_output(path: str, mode: WriteMode) -> Iterator[BinaryIO]:
     if path == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    with Path(path).open("wb") as handle:
-        yield handle
+    # Written in place, not aside: whoever tails the file sees each record at once.
+    result = ResultFile(Path(path), append=mode == "append", atomic=False)
+    try:
+        yield result.handle
+    finally:
+        result.close()
 
 
 def _result_topic(name: str, loaded: Pipeline | None, which: str) -> str:
@@ -473,6 +488,12 @@ def _result_topic(name: str, loaded: Pipeline | None, which: str) -> str:
     "--idle-timeout", type=float, default=None, help="Stop after S seconds without a record."
 )
 @click.option("--group", default=None, help="Consumer group to commit in (default: none).")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an --output file that exists (default: refuse)."
+)
+@click.option(
+    "--append", is_flag=True, help="Add to an --output file that exists (default: refuse)."
+)
 def consume(
     pipeline: str,
     kafka: KafkaFlags,
@@ -481,11 +502,20 @@ def consume(
     count: int | None,
     idle_timeout: float | None,
     group: str | None,
+    overwrite: bool,
+    append: bool,
 ) -> None:
     """Write the records of one of PIPELINE's result topics to --output, one per line.
 
-    SIGTERM or Ctrl-C stops it at once, and it still prints how many it wrote.
+    An --output file that exists is refused unless --overwrite or --append says
+    what to do with it. SIGTERM or Ctrl-C stops it at once, and it still prints
+    how many it wrote.
     """
+    if overwrite and append:
+        raise click.UsageError("give --overwrite or --append, not both")
+    mode: WriteMode = "append" if append else "overwrite" if overwrite else "create"
+    if output_path != "-":
+        check_result_file(output_path, mode)
     settings = kafka.settings()
     from streamflow.transports.kafka import consume_events
 
@@ -497,7 +527,7 @@ def consume(
         nonlocal written
         stop = asyncio.Event()
         async with stop_on_signals(stop):
-            with _open_output(output_path) as out:
+            with _open_output(output_path, mode) as out:
                 records = consume_events(
                     settings,
                     [source],

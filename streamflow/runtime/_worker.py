@@ -281,7 +281,12 @@ def check_fused(pipeline: Pipeline, names: Sequence[str]) -> None:
 
 
 async def ensure_topics(
-    pipeline: Pipeline, settings: KafkaSettings, needed: Sequence[str], *, create: bool
+    pipeline: Pipeline,
+    settings: KafkaSettings,
+    needed: Sequence[str],
+    *,
+    create: bool,
+    partitions: int = 3,
 ) -> None:
     """Create the pipeline's topics (``create``), or refuse to start when one is missing.
 
@@ -289,14 +294,15 @@ async def ensure_topics(
         pipeline: the pipeline.
         settings: broker settings.
         needed: the topics the caller reads and writes.
-        create: create every missing topic of the pipeline (3 partitions, replication 1).
+        create: create every missing topic of the pipeline (replication 1).
+        partitions: partitions of each topic ``create`` creates.
 
     Raises:
         ConfigError: a needed topic is missing and ``create`` is false.
         TransportError: the broker cannot be reached.
     """
     if create:
-        await create_topics(settings, pipeline.topics())
+        await create_topics(settings, pipeline.topics(), partitions=partitions)
         return
     missing = await missing_topics(settings, list(needed))
     if missing:
@@ -319,6 +325,7 @@ async def run_worker(
     registry: CollectorRegistry | None = None,
     on_metrics: Callable[[str], None] | None = None,
     create_topics: bool = False,
+    partitions: int = 3,
     runtime: Runtime | None = None,
     metrics_host: str = DEFAULT_HOST,
 ) -> RunReport:
@@ -342,6 +349,7 @@ async def run_worker(
         registry: Prometheus registry to register in (default: a new one).
         on_metrics: called with the metrics server's base URL once it listens.
         create_topics: create missing topics at start instead of refusing to run.
+        partitions: partitions of each topic ``create_topics`` creates.
         runtime: the runtime (limiters, collector tuning); default: one of its own.
         metrics_host: interface the metrics server binds (default 127.0.0.1).
 
@@ -354,7 +362,9 @@ async def run_worker(
         TransportError: the broker cannot be reached.
     """
     worker = StageWorker(pipeline, stage, settings)
-    await ensure_topics(pipeline, settings, worker.topics(), create=create_topics)
+    await ensure_topics(
+        pipeline, settings, worker.topics(), create=create_topics, partitions=partitions
+    )
     metrics = PipelineMetrics(registry or CollectorRegistry(), pipeline.name)
     async with observed(metrics, [worker], metrics_port, on_metrics, metrics_host):
         return await worker.run(

@@ -9,6 +9,7 @@ from streamflow.transports._files import (
     ResultFile,
     StdinSource,
     WriteMode,
+    check_result_file,
     plan_outputs,
     side_paths,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "Source",
     "StdinSource",
     "WriteMode",
+    "check_result_file",
     "has_event_header",
     "plan_outputs",
     "side_paths",

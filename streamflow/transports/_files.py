@@ -34,6 +34,7 @@ __all__ = [
     "ResultFile",
     "StdinSource",
     "WriteMode",
+    "check_result_file",
     "plan_outputs",
     "side_paths",
 ]
@@ -254,6 +255,28 @@ def plan_outputs(
         seen.append((option, path))
         _check_writable(option, path, mode)
     return paths
+
+
+def check_result_file(path: str | Path, mode: WriteMode, *, option: str = "--output") -> Path:
+    """Check that one result file can be written in ``mode`` before anything is read.
+
+    For commands that write a single file (no dead letters or reviews beside it).
+
+    Args:
+        path: the file (not ``-``).
+        mode: ``create`` refuses a file that exists, ``overwrite`` replaces it,
+            ``append`` adds to it.
+        option: the option that named the file, for the error message.
+
+    Returns:
+        The path. Nothing is created.
+
+    Raises:
+        ConfigError: the file exists (mode ``create``), is a folder, or cannot be written.
+    """
+    checked = Path(path)
+    _check_writable(option, checked, mode)
+    return checked
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -162,3 +162,43 @@ def test_consume_from_topics_that_do_not_exist_says_how_to_create_them(
     assert done.returncode == 2, done.stderr
     assert f"topic '{name}.out' does not exist" in done.stderr
     assert "streamflow topics create" in done.stderr
+
+
+def test_consume_refuses_an_existing_output_unless_told_to_overwrite_or_append(
+    tmp_path: Path, kafka_broker: str
+) -> None:
+    import asyncio
+
+    from streamflow.runtime._produce import produce_input
+    from streamflow.transports.kafka import KafkaSettings, create_topics
+
+    name = f"keep{uuid.uuid4().hex[:8]}"
+    settings = KafkaSettings(bootstrap_servers=kafka_broker)
+    records = [dumps({"id": f"r-{n}", "text": "answer"}) for n in range(3)]
+
+    async def fill() -> None:
+        await create_topics(settings, [f"{name}.out"])
+        await produce_input(settings, f"{name}.out", records, key_field=None)
+
+    asyncio.run(fill())
+    out = tmp_path / "answers.jsonl"
+    out.write_bytes(b"earlier results\n")
+
+    def consume(*flags: str) -> subprocess.CompletedProcess[str]:
+        return _streamflow(
+            "consume", name, "--broker", kafka_broker, "--output", str(out), "--count", "3",
+            *flags,
+        )  # fmt: skip
+
+    refused = consume()
+    assert refused.returncode == 2, refused.stderr
+    assert "exists; pass --overwrite to replace the results or --append" in refused.stderr
+    assert out.read_bytes() == b"earlier results\n"
+    both = consume("--overwrite", "--append")
+    assert both.returncode == 2 and "not both" in both.stderr
+    appended = consume("--append")
+    assert appended.returncode == 0, appended.stderr
+    assert out.read_bytes().splitlines() == [b"earlier results", *records]
+    replaced = consume("--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert out.read_bytes().splitlines() == records

@@ -100,6 +100,41 @@ def test_a_worker_without_its_topics_stops_and_names_topics_create(
     assert f"{name}.in: 0 partitions" in described.stdout, described.stdout
 
 
+def test_a_worker_creates_its_topics_with_the_partitions_it_is_given(
+    tmp_path: Path, kafka_broker: str
+) -> None:
+    name = f"sized{uuid.uuid4().hex[:8]}"
+    pipeline = _pipeline(tmp_path, name, f"{name}.in", f"{name}.out")
+    alone = _streamflow(
+        kafka_broker, "worker", str(pipeline), "--stage", "shout", "--partitions", "5"
+    )
+    assert alone.returncode == 2 and "--create-topics" in alone.stderr, alone.stderr
+
+    command = ["worker", str(pipeline), "--stage", "shout", "--create-topics", "--partitions", "5"]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streamflow", *command],
+        env=_env(kafka_broker),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        described = ""
+        while time.monotonic() < deadline and worker.poll() is None:
+            described = _streamflow(kafka_broker, "topics", "describe", str(pipeline)).stdout
+            if f"{name}.dlq: 5 partitions" in described:
+                break
+            time.sleep(0.5)
+        assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=60)
+    for topic in ("in", "out", "dlq", "review"):
+        assert f"{name}.{topic}: 5 partitions" in described, described
+
+
 def test_topics_create_refuses_a_bare_name_and_takes_replication_and_configs(
     tmp_path: Path, kafka_broker: str
 ) -> None:
