@@ -34,7 +34,7 @@ from streamflow.flow import Slots
 from streamflow.ops import Operator
 from streamflow.ops._context import StagePlace, current_stage
 from streamflow.ops._gate import ChannelStatistics, Relay, gate
-from streamflow.ops._map_async import StepLane, with_record
+from streamflow.ops._map_async import StepFn, StepLane, with_record
 from streamflow.ops._operator import Lane
 from streamflow.runtime._pipeline import Stage, StageHooks
 
@@ -69,6 +69,12 @@ class _LaneStage:
         self.slots: Slots | None = None
         if stage.concurrency or self.direct is None:
             self.slots = Slots(stage.name, stage.concurrency or window, capacity=window)
+
+    def direct_call(self) -> tuple[StepFn, Slots, str]:
+        """The direct step's function, slots and name (placeholders for another lane)."""
+        if self.direct is not None:
+            return self.direct.fn, self.direct.slots, self.direct.step
+        return self.lane, Slots(self.name, 1, 1), self.name
 
     def statistics(self) -> ChannelStatistics:
         # Waiting for a step's slot inside the stage, plus waiting to enter it.
@@ -164,17 +170,7 @@ class _LaneRun:
         # Per stage, what the loop needs, read once rather than per event: the
         # direct step's function, slots and name are attribute loads otherwise.
         plan = [
-            (
-                s.name,
-                s.slots,
-                s.lane,
-                s.direct,
-                s.measured,
-                s.direct.fn if s.direct is not None else None,
-                s.direct.slots if s.direct is not None else None,
-                s.direct.step if s.direct is not None else "",
-            )
-            for s in self.stages
+            (s.name, s.slots, s.lane, s.direct, s.measured, *s.direct_call()) for s in self.stages
         ]
         place = StagePlace()
         current_stage.follow(place)
