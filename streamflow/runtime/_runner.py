@@ -115,7 +115,7 @@ async def run_flow(
             report.end_to_end.add(time.perf_counter() - ticket.read_at)
         if spans is not None and (last_is_output or event.outcome != "ok"):
             spans.export(event)
-        sinks.write(event)
+        sinks.write(event, ticket)
 
     def fail(error: Exception) -> None:
         log.error("pipeline %s stopped on a fatal error: %r", pipeline.name, error)
