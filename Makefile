@@ -47,7 +47,7 @@ lint: $(VENV)/.installed-dev
 
 ## make docs: the documentation site (mkdocs, strict: any warning fails) into site/
 docs: $(VENV)/.installed-dev
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 graph: $(VENV)/.installed
 	$(BIN)/streamflow graph examples/support_tickets/pipeline.py

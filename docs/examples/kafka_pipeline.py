@@ -42,9 +42,11 @@ async def reply(e: Enriched) -> Reply:
     return Reply(id=e.id, customer=e.customer, text=f"thanks, {e.tier} customer")
 
 
-def build(input_topic: str | None = None, output_topic: str | None = None) -> Pipeline:
+def build(
+    name: str = "orders", *, input_topic: str | None = None, output_topic: str | None = None
+) -> Pipeline:
     return Pipeline(
-        "orders",
+        name,
         [
             # Per-key order holds only when every stage before keeps it too.
             Stage("enrich", map_async(enrich, ordered="key")),

@@ -69,18 +69,20 @@ def find_event(event_id: str, path: str | Path) -> list[Found]:
 
 
 def _match(line: bytes, event_id: str, file: Path, kind: str) -> Found | None:
+    if kind != "dead letter":
+        try:
+            event = decode_event(line)
+        except (EventError, ValueError):
+            # Not an event: the file given may be a dead-letter file (``--dlq`` names it freely).
+            return _match(line, event_id, file, "dead letter")
+        return Found(file, kind, event, event.error) if event.id == event_id else None
     try:
-        if kind == "dead letter":
-            letter = DeadLetter.model_validate(loads(line))
-            event_ids = {letter.id, letter.event.id if letter.event else None}
-            if event_id not in event_ids:
-                return None
-            event = letter.event
-            return Found(file, kind, event, letter.error)
-        event = decode_event(line)
+        letter = DeadLetter.model_validate(loads(line))
     except (EventError, ValueError):
         return None
-    return Found(file, kind, event, event.error) if event.id == event_id else None
+    if event_id not in {letter.id, letter.event.id if letter.event else None}:
+        return None
+    return Found(file, kind, letter.event, letter.error)
 
 
 def _latest(found: list[Found]) -> Found:

@@ -28,6 +28,11 @@ __all__ = ["ACQUIRE", "SETTLE"]
 # Returns {1, 0, used...} when admitted (used after the charge), or
 # {0, microseconds to wait, used...} when not, charging nothing.
 ACQUIRE = """
+-- Only ever lengthens a key's time to live: another process's held call
+-- (scored up to the hold limit ahead) must outlive this admission's window.
+local function keep(key, ttl)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local id = ARGV[1]
@@ -100,9 +105,9 @@ for i = 1, n do
   end
   -- Idle budgets vanish once their last admission has left the window.
   local ttl = math.floor((period + hold) / 1000) + 1000
-  redis.call('PEXPIRE', z, ttl)
-  redis.call('PEXPIRE', a, ttl)
-  redis.call('PEXPIRE', u, ttl)
+  keep(z, ttl)
+  keep(a, ttl)
+  keep(u, ttl)
   out[#out + 1] = used[i]
 end
 return out
@@ -116,6 +121,11 @@ return out
 # the amount really used (the endpoint saw the call arrive at some time before
 # now, so a window from now covers it). Returns the used sums afterwards.
 SETTLE = """
+-- Only ever lengthens a key's time to live: another process's held call
+-- (scored up to the hold limit ahead) must outlive this admission's window.
+local function keep(key, ttl)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local id = ARGV[1]
@@ -143,9 +153,9 @@ for i = 1, n do
     redis.call('INCRBY', u, actual)
   end
   local ttl = math.floor(period / 1000) + 1000
-  redis.call('PEXPIRE', z, ttl)
-  redis.call('PEXPIRE', a, ttl)
-  redis.call('PEXPIRE', u, ttl)
+  keep(z, ttl)
+  keep(a, ttl)
+  keep(u, ttl)
   out[i] = tonumber(redis.call('GET', u) or '0')
 end
 return out

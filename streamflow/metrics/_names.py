@@ -21,3 +21,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "streamflow_up",
     }
 )
+"""Every metric streamflow exports, as Prometheus shows it (counters with ``_total``).
+
+A name here is a contract: dashboards and alerts depend on it, so it changes only
+with a release note."""

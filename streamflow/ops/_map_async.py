@@ -23,7 +23,7 @@ from streamflow.ops._order import InputOrder, KeyOrder
 from streamflow.ops._retry import RetryPolicy, retry_call
 from streamflow.ops._typed import event_step, step_types
 
-__all__ = ["MapStatistics", "StepFn", "StepLane", "map_async", "run_step"]
+__all__ = ["MapStatistics", "StepFn", "StepLane", "map_async", "run_step", "with_record"]
 
 StepFn = Callable[[Event], Awaitable[Event]]
 TokenEstimate = Callable[[Event], int]
@@ -205,7 +205,7 @@ class StepLane:
         """The event after a direct call of ``fn`` returned ``result``, with its record."""
         if not isinstance(result, Event):
             return self.failed(event, _not_an_event(self.step, result, event), started, seconds)
-        return _with_record(event, result, self.step, started, seconds, 1)
+        return with_record(event, result, self.step, started, seconds, 1)
 
     def failed(self, event: Event, exc: Exception, started: float, seconds: float) -> Event:
         """The event after a direct call of ``fn`` raised ``exc``: failed, with its record."""
@@ -298,7 +298,7 @@ async def run_step(
         adaptive.on_success(t0, t1)
     if permit is not None:
         _settle(permit, event, result, step)
-    return _with_record(event, result, step, started, t1 - t0, tried.attempts)
+    return with_record(event, result, step, started, t1 - t0, tried.attempts)
 
 
 class _EstimateFailed(Exception):
@@ -335,10 +335,24 @@ def _settle(permit: Permit, before: Event, after: Event, step: str) -> None:
         permit.settle(permit.estimate)
 
 
-def _with_record(
-    before: Event, after: Event, step: str, started: float, duration: float, attempt: int
+def with_record(
+    before: Event, after: Event, step: str, started: float, duration: float, attempt: int = 1
 ) -> Event:
-    # A step may write its own record (model, tokens, cost); timing is ours to fill.
+    """``after``, the step's result for ``before``, with the step's trace record and attempts.
+
+    A step may write its own record (model, tokens, cost); timing is ours to fill.
+
+    Args:
+        before: the event the step was given.
+        after: the event it returned.
+        step: the step name.
+        started: wall-clock start of the (last) attempt.
+        duration: seconds the attempt took.
+        attempt: attempts made.
+
+    Returns:
+        ``after``, updated in place.
+    """
     fields = after.__dict__
     trace = fields["trace"]
     if after is not before and len(trace) > len(before.trace) and trace[-1].step == step:

@@ -23,7 +23,7 @@ from streamflow.runtime._pipeline import Pipeline, StageHooks
 from streamflow.runtime._report import LatencySketch, RunReport
 from streamflow.runtime._runtime import Runtime
 from streamflow.runtime._sinks import SinkDriver
-from streamflow.transports import EVENT_HEADER, Record, Sink, Source, has_event_header
+from streamflow.transports import Record, Sink, Source, has_event_header
 
 __all__ = ["run_flow"]
 
@@ -115,7 +115,7 @@ async def run_flow(
             report.end_to_end.add(time.perf_counter() - ticket.read_at)
         if spans is not None and (last_is_output or event.outcome != "ok"):
             spans.export(event)
-        sinks.write(event)
+        sinks.write(event, ticket)
 
     def fail(error: Exception) -> None:
         log.error("pipeline %s stopped on a fatal error: %r", pipeline.name, error)
@@ -143,14 +143,12 @@ async def run_flow(
             )
 
     input_model, key_field, id_field = pipeline.input_model, pipeline.key_field, pipeline.id_field
-    # A worker of an inner stage decodes each payload the stage before it wrote to
-    # the model its stage takes, so a step sees the same type as in one process
-    # (one validation per hop). Events from elsewhere (review, replay) keep theirs.
+    # An event streamflow wrote (the stage before, a review decision, a replay) is
+    # decoded to the model its first stage takes, so a step sees the same type as
+    # in one process (one validation per hop).
     hop_model = chosen[0].payload_model
-    if first_is_input or not (isinstance(hop_model, type) and issubclass(hop_model, BaseModel)):
+    if not (isinstance(hop_model, type) and issubclass(hop_model, BaseModel)):
         hop_model = None
-    previous = pipeline.stages[[s.name for s in pipeline.stages].index(names[0]) - 1].name
-    hop_header = (EVENT_HEADER, previous.encode())
     limits = pipeline.limits
 
     def emit(record: Record, ticket: Ticket) -> None:
@@ -168,8 +166,7 @@ async def run_flow(
                 # An event streamflow wrote (a review decision, a replay, the
                 # previous stage). Entering at the first stage it runs every stage
                 # like a new input, whatever its envelope claims.
-                model = hop_model if hop_header in record.headers else None
-                event = decode_event(record.value, model, limits=limits, origin=record.origin)
+                event = decode_event(record.value, hop_model, limits=limits, origin=record.origin)
                 if first_is_input:
                     event.outcome, event.error, event.reason = "ok", None, None
             elif first_is_input:

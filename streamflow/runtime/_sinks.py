@@ -45,12 +45,16 @@ class SinkDriver:
         self._fail = fail
         self._pending: set[asyncio.Future[Any]] = set()
 
-    def write(self, event: Event) -> None:
-        """Write ``event``; its credit returns when the write does (or its awaitable)."""
+    def write(self, event: Event, ticket: Ticket | None) -> None:
+        """Write ``event``; its credit returns when the write does (or its awaitable).
+
+        Args:
+            event: the event to write.
+            ticket: its ticket (``ticket_of(event)``), which the caller has at hand.
+        """
         result = self._write(event)
         if self.acknowledges:
             return
-        ticket = ticket_of(event)
         if result is None or not inspect.isawaitable(result):
             if ticket is not None:
                 ticket.release()

@@ -127,6 +127,22 @@ def test_every_skipped_block_says_why_and_the_walkthroughs_are_not_skipped() -> 
         assert command in running, f"no README block that runs {command!r} is tested"
 
 
+# A command at the start of a shell command (line start, after | ; & && || or $( ).
+_COMMAND = re.compile(r"(?:^|[|;&(]|\$\()\s*(?P<tool>python3?|pip3?|streamflow|uvicorn)\b", re.M)
+
+
+def test_running_blocks_call_the_tools_of_the_checkout_not_bare_names() -> None:
+    # A reader runs the blocks after `make run`, with no virtualenv active: a bare
+    # `python` or `streamflow` is another interpreter (or none: Debian has no
+    # `python`), so a block that passes here on a developer's PATH fails in CI.
+    for block in readme_blocks():
+        if block.skip is not None:
+            continue
+        code = "\n".join(line.split("#", 1)[0] for line in block.text.splitlines())
+        bare = [m.group("tool") for m in _COMMAND.finditer(code)]
+        assert not bare, f"README line {block.line}: call .venv/bin/{bare[0]}, not {bare[0]}"
+
+
 def test_readme_shell_blocks_run_as_written(sandbox: Path) -> None:
     ran = []
     for block in readme_blocks():

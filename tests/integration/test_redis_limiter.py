@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from kafka_broker import free_port
 
 import streamflow.limits._redis as redis_limiter_module
@@ -153,6 +154,30 @@ async def test_a_held_call_never_settled_gives_its_place_back_after_the_hold_lim
     await asyncio.sleep(1.5)  # the window alone would have let it in
     assert not behind.done()
     await asyncio.wait_for(behind, 30.0)
+
+
+async def test_a_held_call_keeps_the_budget_keys_alive_whatever_settles_after_it(
+    processes: Callable[[], RedisLimiters], redis_url: str
+) -> None:
+    # Keys expire when idle; a settle or a plain admission must not cut that
+    # short while another process's call is still held, or a pause of a few
+    # seconds in traffic would forget the call in flight (and admit past it).
+    backend = processes()
+    first = backend.limiter("chat", _limits(rps=5))
+    second = processes().limiter("chat", _limits(rps=5))
+    await first.acquire(hold=True)  # in flight
+    (await second.acquire(hold=True)).settle(0)
+    await second.settled()  # type: ignore[attr-defined]
+    await second.acquire()  # a call that does not hold
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = await client.keys(f"{backend.prefix}*")
+        assert keys
+        for key in keys:
+            # Well beyond the 1 s window: the held call's hold limit (2 min).
+            assert await client.pttl(key) > 60_000, key
+    finally:
+        await client.aclose()
 
 
 async def test_a_refund_wakes_a_waiter_of_the_same_process(

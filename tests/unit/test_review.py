@@ -423,3 +423,67 @@ def test_ids_and_reasons_print_as_text_with_control_characters_escaped(
     assert code == 0
     line = capsys.readouterr().out
     assert "\x1b" not in line and line.startswith("T\\x1b[31m2: approved")
+
+
+TYPED = textwrap.dedent(
+    """
+    from pydantic import BaseModel
+    from streamflow import Event, Pipeline, Stage, map_async
+
+    class Ticket(BaseModel):
+        id: str
+        n: int
+        feedback: dict | None = None
+
+    def gate(event: Event) -> Event:
+        # An envelope step reads the payload as the model, as in the first run.
+        if event.payload.n % 3 == 0 and event.payload.feedback is None:
+            return event.evolve(outcome="review", reason="multiple of three")
+        return event
+
+    def double(t: Ticket) -> Ticket:
+        return t.model_copy(update={"n": t.n * 2})
+
+    pipeline = Pipeline(
+        "typed", [Stage("gate", map_async(gate)), Stage("double", map_async(double))],
+        input_model=Ticket,
+    )
+    """
+)
+
+
+def test_a_rerun_hands_an_envelope_step_the_payload_model_of_its_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "typed.py").write_text(TYPED)
+    (tmp_path / "in.jsonl").write_text('{"id":"t3","n":3}\n')
+    out = tmp_path / "typed.jsonl"
+    pipeline = str(tmp_path / "typed.py")
+    assert main(["run", pipeline, "-i", str(tmp_path / "in.jsonl"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    # gate parked it, so gate runs again: it must see a Ticket (with the note), not a dict.
+    assert main(["review", "reject", "t3", pipeline, "-o", str(out), "--note", "fine"]) == 0
+    assert "sent to stage gate; it came out ok" in capsys.readouterr().out
+    [answer] = [e for e in _jsonl(out) if e["id"] == "t3"]
+    assert answer["payload"]["n"] == 6
+    assert answer["payload"]["feedback"]["reasons"] == ["reviewer: fine"]
+
+
+def test_a_rejection_whose_stage_model_cannot_carry_the_note_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = TYPED.replace("    feedback: dict | None = None\n", "").replace(
+        " and event.payload.feedback is None", ""
+    )
+    assert "feedback" not in source
+    (tmp_path / "typed.py").write_text(source)
+    (tmp_path / "in.jsonl").write_text('{"id":"t3","n":3}\n')
+    out = tmp_path / "typed.jsonl"
+    pipeline = str(tmp_path / "typed.py")
+    assert main(["run", pipeline, "-i", str(tmp_path / "in.jsonl"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    # The note would be dropped when the payload is decoded to Ticket: say so, decide nothing.
+    assert main(["review", "reject", "t3", pipeline, "-o", str(out), "--note", "fine"]) == 2
+    err = capsys.readouterr().err
+    assert "Ticket" in err and "feedback" in err
+    assert not out.with_name("typed.decisions.jsonl").exists()

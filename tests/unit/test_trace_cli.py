@@ -185,3 +185,15 @@ def test_trace_says_unknown_for_the_cost_of_a_model_without_a_price(
     text = capsys.readouterr().out
     assert "unknown" in text
     assert "0.000025 + unknown" in text  # the total does not pretend the unknown cost is 0
+
+
+def test_trace_reads_a_dead_letter_file_given_as_the_input(
+    output: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With `--output - --dlq dead.jsonl` the dead-letter file is the only file a run leaves.
+    dead = output.with_name("dead.jsonl")
+    dead.write_bytes(output.with_name("answers.dlq.jsonl").read_bytes())
+    assert main(["trace", "t-dead", "-i", str(dead)]) == 0
+    text = capsys.readouterr().out
+    assert "dead letter" in text
+    assert "error in generate: StepTimeout: generate took longer than 30s" in text

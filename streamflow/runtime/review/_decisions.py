@@ -297,7 +297,8 @@ def decide(
         The changed event, the stage it goes to (None: the output), and the decision record.
 
     Raises:
-        ConfigError: a rejection without a note.
+        ConfigError: a rejection without a note, or one whose rework stage takes a
+            payload model with no field for the note.
     """
     record = Decision(
         id=event.id,
@@ -312,4 +313,20 @@ def decide(
         raise ConfigError("a rejection needs a note: say what to change with --note")
     feedback_field = policy_of(pipeline).feedback_field
     changed = rejected(event, note, feedback_field=feedback_field)
-    return changed, reject_target(pipeline, event), record
+    target = reject_target(pipeline, event)
+    _check_carries_feedback(pipeline, target, feedback_field)
+    return changed, target, record
+
+
+def _check_carries_feedback(pipeline: Pipeline, stage: str, feedback_field: str) -> None:
+    """Refuse a rework stage whose payload model would drop the note when it decodes it."""
+    model = next((s.payload_model for s in pipeline.stages if s.name == stage), None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return
+    if feedback_field in model.model_fields or model.model_config.get("extra") == "allow":
+        return
+    raise ConfigError(
+        f"stage '{stage}' takes {model.__name__}, which has no field '{feedback_field}' "
+        f"for the reviewer's note: add `{feedback_field}: dict | None = None` to "
+        f"{model.__name__}, or name a field it has with ReviewPolicy(feedback_field=...)"
+    )
