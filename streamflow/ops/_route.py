@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from streamflow.errors import ConfigError, StepFailed
 from streamflow.events import Event
 from streamflow.ops._adapter import lane_of, per_event
+from streamflow.ops._hinted import argument_of
 from streamflow.ops._operator import EventOperator, Lane, Operator, as_operator, check_ordering
 
 __all__ = ["route"]
 
 
 def route(
-    selector: Callable[[Event], str],
+    selector: Callable[[Any], str],
     branches: Mapping[str, Operator | EventOperator],
     *,
     default: str | None = None,
@@ -34,18 +36,24 @@ def route(
     Branches interleave, so the output keeps no order across them.
 
     Args:
-        selector: returns a branch label for an event.
+        selector: returns a branch label for an event; like a step, it takes
+            the payload when its first parameter's hint is the payload's type.
         branches: label -> operator.
         default: label used when the selector's label has no branch.
         name: the step name in errors and diagrams.
 
+    Returns:
+        The operator.
+
     Raises:
         ConfigError: no branches, or ``default`` is not a branch label.
+        TopologyError: the selector's hint cannot be resolved.
     """
     if not branches:
         raise ConfigError(f"{name}: give at least one branch")
     if default is not None and default not in branches:
         raise ConfigError(f"{name}: default '{default}' is not one of {sorted(branches)}")
+    argument = argument_of(selector, name)
     ops = {label: as_operator(op, name=label) for label, op in branches.items()}
     for label, op in ops.items():
         check_ordering([op], where=f"{name}[{label}]")
@@ -56,7 +64,7 @@ def route(
         if not event.active:
             return None
         try:
-            label = selector(event)
+            label = selector(argument(event))
         except Exception as exc:
             return event.failed(exc, name)
         if label not in ops and default is not None:

@@ -6,12 +6,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
-
 from streamflow.events import Event, StepRecord
 from streamflow.ops._adapter import per_event
+from streamflow.ops._hinted import argument_of
 from streamflow.ops._operator import Lane, Operator
-from streamflow.ops._typed import _coerce, _hints, _plain
 
 __all__ = ["filter", "tap"]
 
@@ -41,7 +39,7 @@ def filter(predicate: Callable[[Any], bool], *, name: str = "filter") -> Operato
     Raises:
         TopologyError: the predicate's hint cannot be resolved.
     """
-    argument = _argument(predicate, name)
+    argument = argument_of(predicate, name)
 
     def decide(event: Event) -> Event:
         if not event.active:
@@ -81,7 +79,7 @@ def tap(action: Callable[[Any], object], *, name: str = "tap") -> Operator:
     Raises:
         TopologyError: the action's hint cannot be resolved.
     """
-    argument = _argument(action, name)
+    argument = argument_of(action, name)
 
     def run(event: Event) -> Event:
         try:
@@ -101,28 +99,3 @@ def _lane(fn: Callable[[Event], Event]) -> Callable[[], Lane]:
 
     # Stateless: every run shares the one coroutine function.
     return lambda: call
-
-
-def _argument(fn: Callable[..., Any], name: str) -> Callable[[Event], Any]:
-    """What ``fn`` is called with: the event, or its payload when its hint says so."""
-    # Read the first parameter's hint the way steps' are read (its return is a bool or None).
-    model = _plain(_hints(fn, name)[0])
-    if model is None or issubclass(model, Event):
-        return _same
-    if not issubclass(model, BaseModel):
-        return _payload
-
-    def payload(event: Event) -> Any:
-        # As for a step of the payload: a dict (after an untyped step) becomes the model.
-        value = event.payload
-        return value if isinstance(value, model) else _coerce(value, model, name, event)
-
-    return payload
-
-
-def _payload(event: Event) -> Any:
-    return event.payload
-
-
-def _same(event: Event) -> Event:
-    return event

@@ -111,6 +111,21 @@ async def check_models_and_cost() -> None:
         assert record.cost_usd == pytest.approx(expected)
 
 
+async def check_offline_defaults() -> None:
+    events = {event.id: event for event in await _example("offline_defaults").main()}
+    assert {key: event.outcome for key, event in events.items()} == {"T1": "ok", "T2": "ok"}
+    answers = {}
+    for key, event in events.items():
+        assert [r.step for r in event.trace] == ["classify", "retrieve", "generate", "check"]
+        assert [r.model for r in event.trace][1:] == ["bm25", "extractive", "lexical-grounding"]
+        answers[key] = event.payload
+    assert answers["T1"]["classification"]["label"] == "billing"
+    assert answers["T2"]["classification"]["label"] == "account_access"
+    assert answers["T1"]["passages"][0]["id"] == "kb-refund"
+    assert answers["T2"]["passages"][0]["id"] == "kb-password"
+    assert "charged twice" in answers["T1"]["answer"]["text"]
+
+
 def check_trained_classifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from operators import LinearTextClassifier
 
@@ -186,6 +201,7 @@ CHECKS: dict[str, Callable[..., Any]] = {
     "embedding": check_embedding,
     "web_service": check_web_service,
     "models_and_cost": check_models_and_cost,
+    "offline_defaults": check_offline_defaults,
     "trained_classifier": check_trained_classifier,
     "review_pipeline": check_review_pipeline,
     "observability": check_observability,

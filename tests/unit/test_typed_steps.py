@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from streamflow import Event, Pipeline, Stage, TopologyError, map_async
 from streamflow.events import encode_event, loads
-from streamflow.ops import filter, tap
+from streamflow.ops import filter, route, tap
 from streamflow.runtime import run_flow
 from streamflow.transports import EVENT_HEADER, IterableSource, JsonlSink
 
@@ -185,3 +185,26 @@ async def test_filter_and_tap_take_the_payload_when_their_hint_says_so(tmp_path:
     assert sorted(a["id"] for a in _read(out)) == ["t1", "t3", "t5"]
     assert sorted(seen) == ["bug", "bug", "bug", "other", "other", "other"]  # a tap sees all
     assert all(r["step"] != "tap" for a in _read(out) for r in a["trace"])
+
+
+async def test_route_hands_a_typed_selector_the_payload(tmp_path: Path) -> None:
+    def label(c: Classified) -> str:
+        return c.label
+
+    async def shout(c: Classified) -> Classified:
+        return c.model_copy(update={"text": c.text.upper()})
+
+    pipeline = Pipeline(
+        "typed_route",
+        [
+            Stage("classify", map_async(classify)),
+            Stage("route", route(label, {"bug": map_async(shout), "other": tap(lambda e: None)})),
+        ],
+        input_model=Ticket,
+    )
+    out = tmp_path / "out.jsonl"
+    report = await run_flow(pipeline, IterableSource(_tickets(4)), JsonlSink(out))
+
+    assert report.outcomes == {"ok": 4}
+    texts = {a["id"]: a["payload"]["text"] for a in _read(out)}
+    assert texts == {"t0": "hello 0", "t1": "CRASH 1", "t2": "hello 2", "t3": "CRASH 3"}
