@@ -1,4 +1,4 @@
-"""A small HTTP server for /metrics and /healthz on the event loop.
+"""A small HTTP server for /metrics, /healthz and /readyz on the event loop.
 
 It binds 127.0.0.1 unless told otherwise: metrics name pipelines, stages and
 models, which is nobody's business outside the machine until someone decides
@@ -28,7 +28,7 @@ Health = Callable[[], tuple[bool, str]]
 
 
 class MetricsServer:
-    """Serves ``/metrics`` (Prometheus text format) and ``/healthz`` (200 or 503)."""
+    """Serves ``/metrics`` (Prometheus text format), ``/healthz`` and ``/readyz`` (200 or 503)."""
 
     def __init__(self, server: asyncio.Server, port: int, host: str = DEFAULT_HOST) -> None:
         self._server = server
@@ -49,6 +49,7 @@ async def open_metrics_server(
     *,
     host: str = DEFAULT_HOST,
     health: Health | None = None,
+    ready: Health | None = None,
 ) -> AsyncIterator[MetricsServer]:
     """Serve metrics on ``host:port`` while the context is open.
 
@@ -56,7 +57,8 @@ async def open_metrics_server(
         registry: the registry to expose.
         port: TCP port; 0 picks a free one.
         host: interface to bind (``0.0.0.0`` for every IPv4 interface).
-        health: returns (healthy, reason) for /healthz; always healthy if None.
+        health: returns (healthy, reason) for /healthz (liveness); always healthy if None.
+        ready: returns (ready, reason) for /readyz (readiness); ``health`` if None.
 
     Raises:
         ConfigError: the port cannot be bound (names the port).
@@ -75,12 +77,17 @@ async def open_metrics_server(
                 status, ctype, body = "400 Bad Request", "text/plain", b""
             elif (path := parts[1].decode("latin-1").split("?", 1)[0]) == "/metrics":
                 status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(registry)
-            elif path == "/healthz":
-                ok, reason = health() if health is not None else (True, "ok")
+            elif path in ("/healthz", "/readyz"):
+                probe = ready or health if path == "/readyz" else health
+                ok, reason = probe() if probe is not None else (True, "ok")
                 status = "200 OK" if ok else "503 Service Unavailable"
                 ctype, body = "text/plain; charset=utf-8", (reason + "\n").encode()
             else:
-                status, ctype, body = "404 Not Found", "text/plain", b"try /metrics or /healthz\n"
+                status, ctype, body = (
+                    "404 Not Found",
+                    "text/plain",
+                    b"try /metrics, /healthz or /readyz\n",
+                )
             head = (
                 f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

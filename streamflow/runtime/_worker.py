@@ -93,6 +93,7 @@ class StageWorker:
         ]
 
     def healthy(self) -> tuple[bool, str]:
+        """Return (ok, reason) for liveness: up, the broker answers, not broken or stalled."""
         for part, (ok, reason) in (
             ("source", self.source.healthy()),
             ("sink", self.sink.healthy()),
@@ -103,6 +104,16 @@ class StageWorker:
         if stalled is not None:
             return False, f"stage {self.label}: {stalled}"
         return True, f"stage {self.label} ok"
+
+    def ready(self) -> tuple[bool, str]:
+        """Return (ok, reason) for readiness: alive, and its consumer joined its group."""
+        ok, reason = self.healthy()
+        if not ok:
+            return False, reason
+        joined, why = self.source.ready()
+        if not joined:
+            return False, f"stage {self.label} source: {why}"
+        return True, f"stage {self.label}: {why}"
 
     def _stalled(self) -> str | None:
         """Say so when events are inside and none was acknowledged for ``stall_seconds``."""
@@ -193,17 +204,22 @@ def _wire_kafka_metrics(metrics: PipelineMetrics, workers: Sequence[StageWorker]
     )
 
 
-def _health(workers: Sequence[StageWorker]) -> Callable[[], tuple[bool, str]]:
+def _health(
+    workers: Sequence[StageWorker], *, readiness: bool = False
+) -> Callable[[], tuple[bool, str]]:
     def check() -> tuple[bool, str]:
-        reasons = []
+        reasons: list[str] = []
+        fine: list[str] = []
         notes: list[str] = []
         for worker in workers:
-            ok, reason = worker.healthy()
-            if not ok:
-                reasons.append(reason)
+            ok, reason = worker.ready() if readiness else worker.healthy()
+            (fine if ok else reasons).append(reason)
             notes.extend(f"stage {worker.label}: {note}" for note in worker.source.resets)
         if reasons:
             return False, "; ".join(reasons)
+        if readiness:
+            # Which partitions each stage consumes: what an operator checks on rollout.
+            return True, "ready: " + "; ".join(fine)
         # Still healthy, but an offset reset is worth seeing where health is watched.
         return True, "ok" + "".join(f"; {note}" for note in notes[-3:])
 
@@ -227,7 +243,12 @@ async def observed(
     on_metrics: Callable[[str], None] | None,
     metrics_host: str = DEFAULT_HOST,
 ) -> AsyncIterator[None]:
-    """Serve /metrics and /healthz (if a port is given) and keep streamflow_up current."""
+    """Serve /metrics, /healthz and /readyz (if a port is given); keep streamflow_up current.
+
+    ``/healthz`` is liveness (restart the process when it fails): the pipeline
+    is built, the broker answers, nothing is broken or stalled. ``/readyz`` is
+    readiness: alive, and every consumer has joined its group and is consuming.
+    """
     _wire_kafka_metrics(metrics, workers)
     gauge = asyncio.create_task(_keep_up_gauge(metrics, workers))
     try:
@@ -235,7 +256,11 @@ async def observed(
             if metrics_port is not None:
                 server = await stack.enter_async_context(
                     open_metrics_server(
-                        metrics.registry, metrics_port, host=metrics_host, health=_health(workers)
+                        metrics.registry,
+                        metrics_port,
+                        host=metrics_host,
+                        health=_health(workers),
+                        ready=_health(workers, readiness=True),
                     )
                 )
                 if on_metrics is not None:
@@ -342,7 +367,8 @@ async def run_worker(
         pipeline: the pipeline.
         stage: the stage this worker runs, or consecutive stages to fuse.
         settings: broker settings.
-        metrics_port: serve ``/metrics`` and ``/healthz`` on this port (0: any free one).
+        metrics_port: serve ``/metrics``, ``/healthz`` and ``/readyz`` on this port (0: any
+            free one).
         window: most events inside this worker at once (default: the pipeline's).
         stop: set it to stop (signal handlers do); the worker runs until then.
         drain_timeout: seconds to finish in-flight work after ``stop``.

@@ -61,6 +61,8 @@ async def test_healthz_reports_a_lost_broker_and_the_worker_still_stops() -> Non
         )
         url = f"http://127.0.0.1:{port}/healthz"
         async with httpx.AsyncClient() as client:
+            # A member of its group, consuming; then the broker goes.
+            await _wait_for_status(client, f"http://127.0.0.1:{port}/readyz", 200, timeout=60)
             healthy = await _wait_for_status(client, url, 200, timeout=60)
             broker.process.kill()
             broker.process.wait()
@@ -71,3 +73,47 @@ async def test_healthz_reports_a_lost_broker_and_the_worker_still_stops() -> Non
         await asyncio.wait_for(worker, timeout=60)
     finally:
         broker.stop()
+
+
+async def test_healthz_is_liveness_and_readyz_waits_for_the_group_join(kafka_broker: str) -> None:
+    from streamflow.transports.kafka import KafkaSettings
+
+    # The dev broker holds a first JoinGroup for about half the session timeout:
+    # a long timeout leaves seconds in which the worker is alive but not yet ready.
+    settings = KafkaSettings(bootstrap=kafka_broker, session_timeout_ms=16_000)
+    pipeline = Pipeline("readiness", [Stage("work", map_async(_work))])
+    port = free_port()
+    stop = asyncio.Event()
+    worker = asyncio.create_task(
+        run_worker(
+            pipeline,
+            "work",
+            settings,
+            metrics_port=port,
+            stop=stop,
+            drain_timeout=2,
+            create_topics=True,
+        )
+    )
+    base = f"http://127.0.0.1:{port}"
+    joining: list[str] = []
+    try:
+        async with httpx.AsyncClient() as client:
+            deadline = asyncio.get_running_loop().time() + 90
+            while asyncio.get_running_loop().time() < deadline:
+                live, live_reason = await _health(client, f"{base}/healthz")
+                ready, ready_reason = await _health(client, f"{base}/readyz")
+                assert not (ready == 200 and live != 200), (live_reason, ready_reason)
+                if live == 200 and ready == 503:
+                    joining.append(f"{live_reason.strip()} | {ready_reason.strip()}")
+                if ready == 200:
+                    break
+                assert not worker.done(), worker
+                await asyncio.sleep(0.1)
+            assert ready == 200, f"/readyz never answered 200; last: {ready} {ready_reason}"
+        assert "partition(s) of readiness.in" in ready_reason, ready_reason
+        assert joining, "never saw the worker alive while it joined its group"
+        assert "joining group readiness.work" in joining[0], joining
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, timeout=60)

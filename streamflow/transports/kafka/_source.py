@@ -135,29 +135,33 @@ class KafkaSource:
         )
         # Liveness probes go through their own admin client: aiokafka offers no
         # public way to refresh a consumer's metadata or to see its coordinator.
+        # It starts first, so the worker is live (the broker answers) while the
+        # group join, which the coordinator may hold for seconds, is under way.
         admin = make_admin(self.settings)
+        await start_client(self.settings, admin, topic=self.topic)
+        self._admin = admin
+        self._probe = asyncio.get_running_loop().create_task(self._probe_liveness())
         consumer.subscribe([self.topic], listener=_Listener(self))
         self._joining = consumer
         try:
             await start_client(self.settings, consumer, topic=self.topic)
         except BaseException:
+            # Failed, or cancelled by a stop while the coordinator held the join.
             self._joining = None
-            raise
-        try:
-            await start_client(self.settings, admin, topic=self.topic)
-        except BaseException:
-            self._joining = None
+            self._probe.cancel()
+            self._probe = None
+            self._admin = None
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await asyncio.wait_for(consumer.stop(), _STOP_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(admin.close(), _STOP_TIMEOUT_S)
             raise
-        self._admin = admin
         self._consumer = consumer
         self._joining = None
-        self._probe = asyncio.get_running_loop().create_task(self._probe_liveness())
 
     async def _probe_liveness(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._consumer is not None and self._admin is not None and not self._closed:
+        while self._admin is not None and not self._closed:
             admin = self._admin
             # Metadata of the subscribed topic only (every topic of a cluster can be many).
             try:
@@ -188,7 +192,8 @@ class KafkaSource:
         Raises:
             TransportBroken: the consumer hit an error that retrying will not fix.
         """
-        await self.start()
+        if not await self._start_unless_stopped(stop):
+            return
         consumer = self._consumer
         assert consumer is not None
         self._window = window
@@ -268,6 +273,29 @@ class KafkaSource:
                     )
                 self._next[tp] = records[-1].offset + 1
                 self._fetched += len(records)
+
+    async def _start_unless_stopped(self, stop: asyncio.Event) -> bool:
+        """Start (join the group), or give up when ``stop`` is set first; True once started.
+
+        The coordinator may hold a join for seconds (or, with the broker gone,
+        for ever): a stop in that time must not wait for it.
+        """
+        if self._consumer is not None:
+            return True
+        starting = asyncio.ensure_future(self.start())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+        if starting.cancelled():
+            return False
+        starting.result()
+        return True
 
     def _apply_pauses(self, free: int) -> set[TopicPartition]:
         """Pause what must not be fetched now; return the assigned partitions left running."""
@@ -518,13 +546,18 @@ class KafkaSource:
                 )
 
     def healthy(self) -> tuple[bool, str]:
-        """Return (ok, reason): False when the broker or the group membership is lost."""
+        """Return (ok, reason): is this source alive (liveness)?
+
+        Alive means the broker answers and nothing is broken; a source still
+        joining its group is alive (see :meth:`ready`). False when it never
+        reached the broker, lost it or its group's coordinator, or keeps failing.
+        """
         if self._broken is not None:
             return False, f"consumer of {self.topic} is broken: {self._broken}"
         if self._closed:
             return False, f"consumer of {self.topic} is closed"
-        if self._consumer is None:
-            return False, f"consumer of {self.topic} has not started"
+        if self._admin is None:
+            return False, f"consumer of {self.topic} has not reached the broker yet"
         if self._unreachable is not None:
             return False, f"consumer of {self.topic} lost its broker: {self._unreachable}"
         lost_at = self._coordinator_lost_at
@@ -539,10 +572,25 @@ class KafkaSource:
                 f"consumer of {self.topic}: {self._error_streak} failed calls in a row "
                 f"(last: {self._last_error})"
             )
+        if self._consumer is None:
+            return True, f"broker answers; joining group {self.group} for {self.topic}"
         assigned = len(self._consumer.assignment())
         reason = f"member of group {self.group}, {assigned} partition(s) of {self.topic}"
         if self._resets:
             reason += f"; {len(self._resets)} offset reset(s), last: {self._resets[-1]}"
+        return True, reason
+
+    def ready(self) -> tuple[bool, str]:
+        """Return (ok, reason): alive, a member of its group and consuming (readiness).
+
+        A member with no partition (more members than partitions) is ready: it
+        stands by and takes partitions over when another member leaves.
+        """
+        ok, reason = self.healthy()
+        if not ok:
+            return False, reason
+        if self._consumer is None:
+            return False, f"consumer of {self.topic} is joining group {self.group}"
         return True, reason
 
     @property
