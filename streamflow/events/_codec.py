@@ -202,10 +202,16 @@ def decode_input(
             f"field {id_field!r} must be a string or number of at most {_MAX_ID_CHARS} "
             f"characters, got {_json_type(raw_id)}"
         )
-    # Counting brackets is cheap and bounds the depth from above (brackets inside
-    # strings only over-count), so only records that might be too deep are walked.
+    # A record with no object or array among its values has depth 1; otherwise
+    # counting brackets bounds the depth from above (brackets inside strings only
+    # over-count), so only records that might be too deep are walked. The first
+    # test is cheaper than the count on a flat record.
     max_depth = limits.max_json_depth
-    if data.count(b"{") + data.count(b"[") > max_depth and json_depth(raw, max_depth) > max_depth:
+    if (
+        not _NESTING.isdisjoint(map(type, raw.values()))
+        and data.count(b"{") + data.count(b"[") > max_depth
+        and json_depth(raw, max_depth) > max_depth
+    ):
         raise DecodeError(f"record nests deeper than max_json_depth={max_depth}", event_id=event_id)
     event_id = event_id or stable_id(origin)
     if key is None and key_field is not None and raw.get(key_field) is not None:
@@ -244,6 +250,13 @@ def _salvage_id(data: bytes, id_field: str | None, limits: RecordLimits) -> str 
     return _scalar_id(digits) if digits else None
 
 
+_NESTING = frozenset((dict, list))
+"""The container types orjson decodes to: a value of one of these nests."""
+
+_SCALARS = (str, int, float)
+"""The JSON value types an id may have (a tuple: ``str | int | float`` is built per call)."""
+
+
 def _check_size(data: bytes, limits: RecordLimits) -> None:
     if len(data) > limits.max_record_bytes:
         raise DecodeError(
@@ -253,7 +266,7 @@ def _check_size(data: bytes, limits: RecordLimits) -> None:
 
 def _scalar_id(value: Any) -> str | None:
     """The id a JSON value gives, if it is a usable one (a short string or a number)."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, bool) or not isinstance(value, _SCALARS):
         return None
     text = str(value)
     return text if text and len(text) <= _MAX_ID_CHARS else None

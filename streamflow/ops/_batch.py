@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+import typing
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from streamflow.errors import ConfigError, StepFailed
 from streamflow.events import Event, StepRecord
 from streamflow.ops._adapter import per_event
+from streamflow.ops._hinted import argument_for
 from streamflow.ops._operator import Lane, Operator
 from streamflow.ops._retry import RetryPolicy, retry_call
+from streamflow.ops._typed import _hints, _plain
 
 __all__ = ["BatchStatistics", "batch_async"]
 
@@ -60,16 +64,25 @@ def batch_async(
     good, every event of the batch fails with the error (dead letters); the
     stream goes on.
 
+    Like a step, ``fn`` may take the payloads instead of the events: when
+    its parameter's hint is ``list[Ticket]`` (any type but Event) it gets the
+    payloads (a dict becomes the model first; one that does not fit fails
+    that event alone) and returns one payload per input.
+
     Args:
-        fn: async ``list[Event] -> list[Event]``.
+        fn: async ``list[Event] -> list[Event]``, or of payloads as its hint says.
         max_size: most events per batch.
         max_wait: longest wait for a batch to fill, in seconds.
         concurrency: batches in flight at once.
         retry: retry policy for a failing batch.
         name: the step name in traces.
 
+    Returns:
+        The operator.
+
     Raises:
         ConfigError: on non-positive sizes or waits.
+        TopologyError: ``fn``'s hint cannot be resolved.
     """
     if max_size < 1 or concurrency < 1:
         raise ConfigError("batch_async: max_size and concurrency must be >= 1")
@@ -77,11 +90,26 @@ def batch_async(
         raise ConfigError("batch_async: max_wait must be > 0 seconds")
     step: str = name or str(getattr(fn, "__name__", "batch"))
     batchers: list[_Batcher] = []
+    item = _item_argument(fn, step)
+    events_fn = fn if item is None else _of_payloads(fn, step)
 
     def lane() -> Lane:
-        batcher = _Batcher(fn, step, max_size, max_wait, concurrency, retry)
+        batcher = _Batcher(events_fn, step, max_size, max_wait, concurrency, retry)
         batchers.append(batcher)
-        return batcher.call
+        if item is None:
+            return batcher.call
+
+        async def call(event: Event) -> Event:
+            # Each payload becomes the type fn takes before it joins: a misfit fails alone.
+            if not event.active:
+                return event
+            try:
+                payload = item(event)
+            except StepFailed as exc:
+                return event.failed(exc, step)
+            return await batcher.call(event.with_payload(payload))
+
+        return call
 
     def stats() -> BatchStatistics:
         return BatchStatistics(
@@ -229,3 +257,28 @@ def _record(
 ) -> StepRecord:
     duration = asyncio.get_running_loop().time() - t0
     return StepRecord.timed(step, started, duration, attempt, outcome, detail)
+
+
+def _item_argument(fn: Callable[..., Any], step: str) -> Callable[[Event], Any] | None:
+    """None when ``fn`` takes events; else what turns an event into one item of its list."""
+    # The hint of the list parameter names the item: list[Ticket] -> Ticket.
+    args = typing.get_args(_hints(fn, step)[0])
+    item = _plain(args[0]) if args else None
+    if item is None or issubclass(item, Event):
+        return None
+    return argument_for(item, step)
+
+
+def _of_payloads(fn: Callable[..., Any], step: str) -> BatchFn:
+    """``fn`` of payloads as a function of events: results go back into the events."""
+
+    async def of_events(events: list[Event]) -> Sequence[Event]:
+        results = list(await fn([event.payload for event in events]))
+        if len(results) != len(events):
+            raise StepFailed(
+                f"batch step '{step}' returned {len(results)} results for {len(events)}",
+                stage=step,
+            )
+        return [event.with_payload(result) for event, result in zip(events, results, strict=True)]
+
+    return of_events

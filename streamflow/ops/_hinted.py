@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from streamflow.events import Event
 from streamflow.ops._typed import _coerce, _hints, _plain
 
-__all__ = ["argument_of"]
+__all__ = ["argument_for", "argument_of"]
 
 
 def argument_of(fn: Callable[..., Any], name: str) -> Callable[[Event], Any]:
@@ -31,7 +31,20 @@ def argument_of(fn: Callable[..., Any], name: str) -> Callable[[Event], Any]:
     Raises:
         TopologyError: the hint cannot be resolved.
     """
-    model = _plain(_hints(fn, name)[0])
+    return argument_for(_plain(_hints(fn, name)[0]), name)
+
+
+def argument_for(model: type[Any] | None, name: str) -> Callable[[Event], Any]:
+    """Return what turns an event into a value of the type ``model`` (None: the event).
+
+    Args:
+        model: the type a callable takes, read from its hint.
+        name: the operator's name, for errors.
+
+    Returns:
+        A function of the event: the event (``model`` None or Event), the
+        payload, or the payload as ``model`` when that is a pydantic model.
+    """
     if model is None or issubclass(model, Event):
         return _same
     if not issubclass(model, BaseModel):

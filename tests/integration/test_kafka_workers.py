@@ -275,7 +275,11 @@ async def test_workers_in_separate_processes_lose_nothing_when_one_is_killed(
     victim_stage: str,
     others: tuple[str, ...],
     total: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The survivor gets the killed worker's partitions once its group session
+    # times out: Kafka's smallest default session (6 s) rather than 10 s.
+    monkeypatch.setenv("STREAMFLOW_KAFKA_SESSION_TIMEOUT_MS", "6000")
     name = f"tickets{uuid.uuid4().hex[:8]}"
     group = workers(TICKETS_PIPELINE.format(name=name))
     await _create_topics(kafka_broker, name, partitions=4)

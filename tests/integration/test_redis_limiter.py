@@ -206,16 +206,24 @@ async def test_an_unreachable_redis_fails_at_start_and_admissions_are_unavailabl
 
 GENERATE = textwrap.dedent(
     """
+    import asyncio
     import os
+    from pathlib import Path
 
     from operators.models import ModelClient, ModelEndpoint
     from streamflow import Pipeline, Stage, map_async, shared_limiter
 
     BASE = os.environ["OPENAI_BASE_URL"]
     client = ModelClient(ModelEndpoint(base_url=BASE))
+    READY, GO = os.environ.get("READY_FILE"), os.environ.get("GO_FILE")
 
 
     async def generate(event):
+        if READY and GO:
+            # Both processes start calling at once, however long each took to start.
+            Path(READY).touch()
+            while not os.path.exists(GO):
+                await asyncio.sleep(0.01)
         answer = await client.chat(event.payload["text"], model="gpt-4o-mini", max_tokens=8)
         return event.with_payload({**event.payload, "answer": answer.content})
 
@@ -256,9 +264,11 @@ def _tickets(path: Path, prefix: str, count: int) -> Path:
 def _run_two_processes(tmp_path: Path, base_url: str, limiter_url: str | None) -> None:
     pipeline = tmp_path / "generate.py"
     pipeline.write_text(GENERATE.replace("PIPELINE", "generate"))
-    env = _environment(base_url, limiter_url)
+    go = tmp_path / "go"
     started = []
     for n in range(2):
+        env = _environment(base_url, limiter_url)
+        env["READY_FILE"], env["GO_FILE"] = str(tmp_path / f"ready-{n}"), str(go)
         tickets = _tickets(tmp_path / f"tickets-{n}.jsonl", f"p{n}", TICKETS_PER_PROCESS)
         command = [
             sys.executable,
@@ -273,6 +283,15 @@ def _run_two_processes(tmp_path: Path, base_url: str, limiter_url: str | None) -
         ]
         log = (tmp_path / f"run-{n}.log").open("wb")
         started.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+    # Under load one process may start seconds after the other and be done before it
+    # begins; the budget is shared only if they call the endpoint at the same time.
+    deadline = time.monotonic() + 180
+    while not all((tmp_path / f"ready-{n}").exists() for n in range(2)):
+        logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("run-*.log"))
+        assert all(p.poll() is None for p in started), logs
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.05)
+    go.touch()
     for process in started:
         code = process.wait(timeout=180)
         logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("run-*.log"))

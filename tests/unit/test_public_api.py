@@ -97,3 +97,16 @@ def test_testing_helpers_are_public() -> None:
     assert {"open_openai_server", "run_marbles", "events_from_marbles"} <= set(
         streamflow.testing.__all__
     )
+
+
+def test_the_readme_lists_every_install_extra() -> None:
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    rows = set(re.findall(r"^\| `([a-z]+)` \|", (root / "README.md").read_text(), re.M))
+    assert set(extras) <= rows, f"extras missing from the README table: {set(extras) - rows}"

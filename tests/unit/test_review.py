@@ -487,3 +487,39 @@ def test_a_rejection_whose_stage_model_cannot_carry_the_note_is_refused(
     err = capsys.readouterr().err
     assert "Ticket" in err and "feedback" in err
     assert not out.with_name("typed.decisions.jsonl").exists()
+
+
+def test_a_rerun_writes_through_the_runs_sink_so_its_limits_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The re-run pads the answer past max_record_bytes: as in a run, it must become a
+    # dead letter naming the limit, not a line in the output above the limit.
+    source = (
+        TYPED.replace(
+            '        return event.evolve(outcome="review", reason="multiple of three")\n'
+            "    return event\n",
+            '        return event.evolve(outcome="review", reason="multiple of three")\n'
+            "    if event.payload.feedback is not None:\n"
+            "        pad = {'feedback': {'pad': 'x' * 5000}}\n"
+            "        return event.with_payload(event.payload.model_copy(update=pad))\n"
+            "    return event\n",
+        )
+        .replace(
+            "    input_model=Ticket,\n",
+            "    input_model=Ticket, limits=RecordLimits(max_record_bytes=4096),\n",
+        )
+        .replace(
+            "from streamflow import Event,",
+            "from streamflow.events import RecordLimits\nfrom streamflow import Event,",
+        )
+    )
+    assert "RecordLimits(max_record_bytes=4096)" in source and "'x' * 5000" in source
+    (tmp_path / "typed.py").write_text(source)
+    (tmp_path / "in.jsonl").write_text('{"id":"t3","n":3}\n')
+    out = tmp_path / "typed.jsonl"
+    pipeline = str(tmp_path / "typed.py")
+    assert main(["run", pipeline, "-i", str(tmp_path / "in.jsonl"), "-o", str(out)]) == 0
+    assert main(["review", "reject", "t3", pipeline, "-o", str(out), "--note", "pad it"]) == 0
+    assert all(len(line) <= 4096 for line in out.read_bytes().splitlines())
+    [letter] = _jsonl(out.with_name("typed.dlq.jsonl"))
+    assert letter["id"] == "t3" and "max_record_bytes" in letter["error"]["message"]

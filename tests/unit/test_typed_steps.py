@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from streamflow import Event, Pipeline, Stage, TopologyError, map_async
+from streamflow import Event, Pipeline, Stage, TopologyError, batch_async, map_async
 from streamflow.events import encode_event, loads
 from streamflow.ops import filter, route, tap
 from streamflow.runtime import run_flow
@@ -208,3 +208,20 @@ async def test_route_hands_a_typed_selector_the_payload(tmp_path: Path) -> None:
     assert report.outcomes == {"ok": 4}
     texts = {a["id"]: a["payload"]["text"] for a in _read(out)}
     assert texts == {"t0": "hello 0", "t1": "CRASH 1", "t2": "hello 2", "t3": "CRASH 3"}
+
+
+async def test_batch_async_hands_a_typed_batch_function_the_payloads(tmp_path: Path) -> None:
+    async def label_all(tickets: list[Ticket]) -> list[Classified]:
+        return [Classified(id=t.id, text=t.text, label="bug") for t in tickets]
+
+    pipeline = Pipeline(
+        "typed_batch",
+        [Stage("label", batch_async(label_all, max_size=4, max_wait=0.01))],
+        input_model=Ticket,
+    )
+    out = tmp_path / "out.jsonl"
+    report = await run_flow(pipeline, IterableSource(_tickets(6)), JsonlSink(out))
+
+    assert report.outcomes == {"ok": 6}
+    assert {a["payload"]["label"] for a in _read(out)} == {"bug"}
+    assert all(a["trace"][0]["detail"].startswith("batch of") for a in _read(out))

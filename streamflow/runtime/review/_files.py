@@ -8,12 +8,12 @@ this process, and appends what comes out to the result files.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from streamflow.errors import ConfigError, EventError, StreamflowError
-from streamflow.events import DeadLetter, ErrorInfo, Event, decode_event, dumps, encode_event, loads
+from streamflow.events import ErrorInfo, Event, decode_event, dumps, encode_event, loads
 from streamflow.flow import Ticket
 from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime._runner import run_flow
@@ -26,7 +26,7 @@ from streamflow.runtime.review._decisions import (
     parked_only,
     pending,
 )
-from streamflow.transports import EVENT_HEADER, IterableSource, Record, side_paths
+from streamflow.transports import EVENT_HEADER, IterableSource, JsonlSink, Record, side_paths
 
 __all__ = ["FileReviewQueue", "ReviewResult"]
 
@@ -49,46 +49,34 @@ class ReviewResult:
     outcome: str | None
 
 
-class _CollectingSink:
-    """Keeps what a re-run produces, so it can be appended to the result files."""
+class _Rerun:
+    """Writes what a re-run produces where the run wrote it, and keeps the last event.
 
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.letters: list[DeadLetter] = []
+    The files are the run's own sink (:class:`JsonlSink` appending), so a
+    re-run's answers, parked events and dead letters are bounded and shaped
+    exactly as the run's.
+    """
+
+    def __init__(self, files: JsonlSink) -> None:
+        self.files = files
+        self.last: Event | None = None
 
     def write(self, event: Event) -> None:
-        self.events.append(event)
-        _release(event._ticket)
+        self.last = event
+        self.files.write(event)
 
     def reject(self, record: Record, error: StreamflowError, ticket: Ticket) -> None:
-        self.letters.append(
-            DeadLetter(
-                id=error.event_id,
-                stage="decode",
-                error=ErrorInfo(type=type(error).__name__, message=str(error), step="decode"),
-                original=record.value.decode("utf-8", errors="replace"),
-                origin=record.origin,
-            )
-        )
-        ticket.release()
+        self.files.reject(record, error, ticket)
 
     def abandon(self, event: Event) -> None:
         info = ErrorInfo(
             type="Interrupted", message="review re-run did not finish in time", step="shutdown"
         )
-        self.events.append(event.evolve(outcome="failed", error=info, reason=info.message))
-        _release(event._ticket)
+        self.last = event.evolve(outcome="failed", error=info, reason=info.message)
+        self.files.abandon(event)
 
     async def flush(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-
-def _release(ticket: Ticket | None) -> None:
-    if ticket is not None:
-        ticket.release()
+        await self.files.flush()
 
 
 def _read_events(path: Path) -> Iterator[Event]:
@@ -119,25 +107,21 @@ def _read_decisions(path: Path) -> list[Decision]:
     return found
 
 
-async def _rerun(
-    pipeline: Pipeline, event: Event, stage: str, drain_timeout: float
-) -> _CollectingSink:
+async def _rerun(pipeline: Pipeline, event: Event, stage: str, sink: _Rerun, drain: float) -> None:
     """Run ``event`` through the stages from ``stage`` to the end, in this process."""
     names = [s.name for s in pipeline.stages]
-    sink = _CollectingSink()
     report = await run_flow(
         pipeline,
         IterableSource([encode_event(event)], name="review", headers=[(EVENT_HEADER, b"review")]),
         sink,
         stages=names[names.index(stage) :],
         window=1,
-        drain_timeout=drain_timeout,
+        drain_timeout=drain,
     )
     if report.error is not None:
         raise StreamflowError(
             f"re-running event {event.id} from stage '{stage}' stopped: {report.error}"
         ) from report.error
-    return sink
 
 
 class FileReviewQueue:
@@ -197,35 +181,28 @@ class FileReviewQueue:
             str(self.review_path),
         )
         changed, stage, decision = decide(self.pipeline, event, kind, note)
-        if stage is None:
-            finished, letters = [changed], []
-        else:
-            sink = await _rerun(self.pipeline, changed, stage, self.drain_timeout)
-            finished, letters = sink.events, sink.letters
-        self._append(finished, letters)
+        files = JsonlSink(
+            self.output_path,
+            dlq=self.dlq_path,
+            review=self.review_path,
+            append=True,
+            limits=self.pipeline.limits,
+        )
+        sink = _Rerun(files)
+        try:
+            if stage is None:
+                sink.write(changed)
+            else:
+                await _rerun(self.pipeline, changed, stage, sink, self.drain_timeout)
+        finally:
+            await files.aclose()
         with self.decisions_path.open("ab") as handle:
             handle.write(dumps(decision) + b"\n")
-        last = finished[-1] if finished else changed
+        last = sink.last or changed
         return ReviewResult(
             decision=decision,
             sent_to=stage or "output",
             event=last,
-            outcome=last.outcome if finished else "failed",
+            # No event came out: the re-run's input did not decode (a dead letter).
+            outcome=last.outcome if sink.last is not None else "failed",
         )
-
-    def _append(self, events: Sequence[Event], letters: Sequence[DeadLetter]) -> None:
-        lines: dict[Path, list[bytes]] = {}
-        for event in events:
-            if event.outcome == "ok":
-                lines.setdefault(self.output_path, []).append(encode_event(event))
-            elif event.outcome == "review":
-                lines.setdefault(self.review_path, []).append(encode_event(event))
-            elif event.outcome == "failed":
-                letter = DeadLetter.of(event)
-                lines.setdefault(self.dlq_path, []).append(dumps(letter))
-        for letter in letters:
-            lines.setdefault(self.dlq_path, []).append(dumps(letter))
-        for path, values in lines.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("ab") as handle:
-                handle.write(b"".join(value + b"\n" for value in values))
