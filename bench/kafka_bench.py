@@ -97,7 +97,10 @@ async def run_flow_worker(broker: str, workload: str, pipeline_name: str, stage:
 
     stop = _stop_on_term()
     pipeline = _flow_pipeline(workload, pipeline_name)
-    settings = KafkaSettings(bootstrap=broker, session_timeout_ms=6_000)
+    # The default session timeout (10 s): with 6 s the dev broker, which holds a
+    # JoinGroup for about half the session timeout, expired members during the
+    # rebalance a second worker starts, and two workers ran slower than one.
+    settings = KafkaSettings(bootstrap=broker)
     await run_worker(
         pipeline, stage, settings, stop=stop, drain_timeout=5.0, runtime=Runtime(tune_gc=True)
     )
