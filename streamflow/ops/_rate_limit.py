@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from streamflow.errors import CapacityExceeded, ConfigError
 from streamflow.events import Event
 from streamflow.ops._adapter import per_event
+from streamflow.ops._hinted import argument_of
 from streamflow.ops._limiter import Limiter, RateLimiter
 from streamflow.ops._limiter_registry import shared_limiter
 from streamflow.ops._operator import Lane, Operator
 
 __all__ = ["DEFAULT_CAPACITY", "TokenEstimate", "rate_limit"]
 
-TokenEstimate = Callable[[Event], int]
+TokenEstimate = Callable[[Any], int]
 
 DEFAULT_CAPACITY = 4096
 
@@ -50,7 +52,8 @@ def rate_limit(
 
     Args:
         limiter: the limiter to draw from; or give the limits (and ``key``).
-        tokens: the token estimate of an event (default 0).
+        tokens: the token estimate of an event (default 0); like a step, it
+            takes the payload when its hint names the payload's type.
         requests_per_s: most calls per second (with ``key``: the shared limiter).
         requests_per_min: most calls per minute.
         tokens_per_min: most tokens per minute.
@@ -86,9 +89,10 @@ def rate_limit(
     if capacity < 1:
         raise ConfigError(f"rate_limit '{name}': capacity must be >= 1, got {capacity}")
     bound = limiter
+    estimate = _estimate_of(tokens, name)
 
     def lane() -> Lane:
-        return _Held(bound, tokens, name, capacity)
+        return _Held(bound, estimate, name, capacity)
 
     return per_event(
         lane,
@@ -111,10 +115,10 @@ class _Held:
     """
 
     def __init__(
-        self, limiter: Limiter, tokens: TokenEstimate | None, name: str, capacity: int
+        self, limiter: Limiter, estimate: Callable[[Event], int], name: str, capacity: int
     ) -> None:
         self.limiter = limiter
-        self.tokens = tokens
+        self.estimate = estimate
         self.name = name
         self.capacity = capacity
         self.waiting = 0
@@ -124,10 +128,9 @@ class _Held:
         if not self.waiting:
             if not event.active:
                 return event
-            try:
-                estimate = 0 if self.tokens is None else int(self.tokens(event))
-            except Exception as exc:
-                return event.failed(exc, self.name)
+            estimate = self._estimate(event)
+            if isinstance(estimate, Event):
+                return estimate
             if self.limiter.try_acquire(estimate) is not None:
                 return event
         if self.waiting >= self.capacity:
@@ -146,10 +149,9 @@ class _Held:
                 await asyncio.shield(ahead)
             if not event.active:
                 return event
-            try:
-                estimate = 0 if self.tokens is None else int(self.tokens(event))
-            except Exception as exc:
-                return event.failed(exc, self.name)
+            estimate = self._estimate(event)
+            if isinstance(estimate, Event):
+                return estimate
             await self.limiter.acquire(estimate)
             return event
         finally:
@@ -158,3 +160,26 @@ class _Held:
             left.set_result(None)
             if self.tail is left:
                 self.tail = None
+
+    def _estimate(self, event: Event) -> int | Event:
+        """The event's token estimate, or the event failed when the estimate raises."""
+        try:
+            return self.estimate(event)
+        except Exception as exc:
+            return event.failed(exc, self.name)
+
+
+def _estimate_of(tokens: TokenEstimate | None, name: str) -> Callable[[Event], int]:
+    """The token estimate as a function of the event (0 without one)."""
+    if tokens is None:
+        return _no_tokens
+    argument = argument_of(tokens, name)
+
+    def estimate(event: Event) -> int:
+        return int(tokens(argument(event)))
+
+    return estimate
+
+
+def _no_tokens(event: Event) -> int:
+    return 0

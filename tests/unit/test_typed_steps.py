@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from streamflow import Event, Pipeline, Stage, TopologyError, batch_async, map_async
 from streamflow.events import encode_event, loads
-from streamflow.ops import filter, route, tap
+from streamflow.ops import filter, rate_limit, route, tap
 from streamflow.runtime import run_flow
 from streamflow.transports import EVENT_HEADER, IterableSource, JsonlSink
 
@@ -225,3 +225,18 @@ async def test_batch_async_hands_a_typed_batch_function_the_payloads(tmp_path: P
     assert report.outcomes == {"ok": 6}
     assert {a["payload"]["label"] for a in _read(out)} == {"bug"}
     assert all(a["trace"][0]["detail"].startswith("batch of") for a in _read(out))
+
+
+async def test_rate_limit_hands_a_typed_token_estimate_the_payload(tmp_path: Path) -> None:
+    def tokens(t: Ticket) -> int:
+        return len(t.text)
+
+    pipeline = Pipeline(
+        "typed_limit",
+        [Stage("limit", rate_limit(tokens=tokens, tokens_per_min=1_000_000))],
+        input_model=Ticket,
+    )
+    out = tmp_path / "out.jsonl"
+    report = await run_flow(pipeline, IterableSource(_tickets(4)), JsonlSink(out))
+
+    assert report.outcomes == {"ok": 4}
