@@ -261,6 +261,12 @@ class Flow:
 def expect_ok(event: Event) -> Event:
     """Return ``event`` if it finished ``ok``; else raise what :meth:`Flow.process` raises.
 
+    Args:
+        event: a finished event (from :meth:`Flow.stream`, say).
+
+    Returns:
+        The event, when its outcome is ``ok``.
+
     Raises:
         EventFailed: the event was dead-lettered.
         EventParked: the event was parked for review.

@@ -159,7 +159,14 @@ class StdinSource:
 
 
 def side_paths(output: str | Path) -> tuple[Path, Path]:
-    """Return the dead-letter and review file paths that sit beside ``output``."""
+    """Return the dead-letter and review file paths that sit beside ``output``.
+
+    Args:
+        output: the answers file (``-``: ``streamflow.jsonl`` in the working folder).
+
+    Returns:
+        ``(dead letters, review)``: ``<stem>.dlq.jsonl`` and ``<stem>.review.jsonl``.
+    """
     out = Path("streamflow.jsonl") if str(output) == "-" else Path(output)
     stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
     return out.with_name(f"{stem}.dlq.jsonl"), out.with_name(f"{stem}.review.jsonl")

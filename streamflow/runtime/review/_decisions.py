@@ -83,12 +83,26 @@ def policy_of(pipeline: Pipeline) -> ReviewPolicy:
 
 
 def review_round(event: Event) -> int:
-    """Return how many review decisions ``event`` carries (its current review round)."""
+    """Return how many review decisions ``event`` carries (its current review round).
+
+    Args:
+        event: a parked (or decided) event.
+
+    Returns:
+        The number of review records in its trace.
+    """
     return sum(1 for record in event.trace if record.step == REVIEW_STEP)
 
 
 def parked_at(event: Event) -> float:
-    """Return when ``event`` was parked: the end of its last step (its creation if none)."""
+    """Return when ``event`` was parked: the end of its last step (its creation if none).
+
+    Args:
+        event: a parked event.
+
+    Returns:
+        The time, in seconds since the epoch.
+    """
     for record in reversed(event.trace):
         if record.step != REVIEW_STEP:
             return round(record.started_at + record.duration_s, 6)
@@ -126,7 +140,15 @@ def _next_stage(pipeline: Pipeline, stage: str | None) -> str | None:
 
 
 def approve_target(pipeline: Pipeline, event: Event) -> str | None:
-    """The stage an approved event continues with (None: straight to the output)."""
+    """The stage an approved event continues with (None: straight to the output).
+
+    Args:
+        pipeline: the pipeline the event ran through.
+        event: the parked event.
+
+    Returns:
+        The stage after the one that parked it, or None after the last stage.
+    """
     return _next_stage(pipeline, parked_stage(pipeline, event))
 
 
@@ -137,6 +159,13 @@ def reject_target(pipeline: Pipeline, event: Event) -> str:
     there (then the stage after the one that parked it, so no stage is
     skipped); without a rework stage, the stage that parked it (the first
     stage when its trace names none).
+
+    Args:
+        pipeline: the pipeline the event ran through (its review policy).
+        event: the parked event.
+
+    Returns:
+        The stage name.
     """
     names = [s.name for s in pipeline.stages]
     parked = parked_stage(pipeline, event)
@@ -207,14 +236,28 @@ def rejected(event: Event, note: str, *, feedback_field: str = "feedback") -> Ev
 
 
 def decisions_path(output: str | Path) -> Path:
-    """Return the decisions log that sits beside ``output`` (``<stem>.decisions.jsonl``)."""
+    """Return the decisions log that sits beside ``output`` (``<stem>.decisions.jsonl``).
+
+    Args:
+        output: the run's output file.
+
+    Returns:
+        The path of the decisions log.
+    """
     out = Path(output)
     stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
     return out.with_name(f"{stem}.decisions.jsonl")
 
 
 def decisions_topic(pipeline: Pipeline | str) -> str:
-    """Return the topic of review decisions: ``{pipeline}.review.decisions``."""
+    """Return the topic of review decisions: ``{pipeline}.review.decisions``.
+
+    Args:
+        pipeline: the pipeline, or its name.
+
+    Returns:
+        The topic name.
+    """
     name = pipeline if isinstance(pipeline, str) else pipeline.name
     return f"{name}.review.decisions"
 

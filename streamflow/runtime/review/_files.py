@@ -158,6 +158,13 @@ class FileReviewQueue:
     async def approve(self, event_id: str, note: str | None = None) -> ReviewResult:
         """Approve ``event_id``: it goes on to the output (or the stages it has left).
 
+        Args:
+            event_id: the parked event's id.
+            note: the reviewer's note, kept in the trace.
+
+        Returns:
+            What the decision did.
+
         Raises:
             ConfigError: unknown id, or already decided.
         """
@@ -167,6 +174,13 @@ class FileReviewQueue:
         """Reject ``event_id``: it runs again from the rework stage with ``note`` as feedback.
 
         Its result is appended to the output, review or dead-letter file.
+
+        Args:
+            event_id: the parked event's id.
+            note: what to change; the rework stage reads it as feedback.
+
+        Returns:
+            What the decision did.
 
         Raises:
             ConfigError: unknown id, already decided, or an empty note.
