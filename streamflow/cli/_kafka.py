@@ -603,36 +603,6 @@ def replay_plan(
     return plan, counts
 
 
-async def _send_events(
-    settings: KafkaSettings, pipeline: Pipeline, topic: str, events: list[Event]
-) -> None:
-    """Produce ``events`` to ``topic`` as streamflow events (with the event header).
-
-    Raises:
-        StreamflowError: the broker did not acknowledge every event.
-    """
-    from streamflow.transports.kafka import KafkaSink
-
-    sink = KafkaSink(
-        settings,
-        output_topic=topic,
-        dlq_topic=pipeline.dlq_topic,
-        review_topic=pipeline.review_topic,
-        stage="replay",
-        limits=pipeline.limits,
-    )
-    await sink.start()
-    try:
-        for event in events:
-            sink.write(event)
-        await sink.flush()
-        ok, reason = sink.healthy()
-        if not ok:
-            raise StreamflowError(f"replaying to {topic} failed: {reason}")
-    finally:
-        await sink.aclose()
-
-
 @dlq.command("replay")
 @pipeline_argument
 @kafka_options
@@ -671,6 +641,7 @@ def dlq_replay(
     if stage is not None:
         loaded.stage(stage)
     settings = kafka.settings()
+    from streamflow.runtime._produce import send_events
     from streamflow.transports.kafka import open_group_reader
 
     reader_group = group or f"{loaded.name}.dlq-replay"
@@ -689,7 +660,7 @@ def dlq_replay(
                 by_topic.setdefault(topic, []).append(event)
             for topic, events in by_topic.items():
                 # Through the sink: replayed events carry the event header.
-                await _send_events(settings, loaded, topic, events)
+                await send_events(settings, loaded, topic, events, stage="replay")
             # Only after every replayed event was acknowledged: a failed send leaves
             # the offsets where they were, and the next replay tries again.
             await reader.commit()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from streamflow.errors import EventError, StreamflowError
+from streamflow.errors import EventError
 from streamflow.events import Event, decode_event, dumps, loads
 from streamflow.runtime._pipeline import Pipeline
 from streamflow.runtime.review._decisions import (
@@ -102,28 +102,14 @@ class KafkaReviewQueue:
         return await self._apply(event_id, "rejected", note)
 
     async def _apply(self, event_id: str, kind: DecisionKind, note: str | None) -> ReviewResult:
-        from streamflow.transports.kafka import KafkaSink, produce_lines
+        from streamflow.runtime._produce import send_events
+        from streamflow.transports.kafka import produce_lines
 
         events, decisions = await self._read()
         event = choose(event_id, events, decisions, self.pipeline.review_topic)
         changed, stage, decision = decide(self.pipeline, event, kind, note)
         topic = self.pipeline.output_topic if stage is None else self.pipeline.topic_into(stage)
-        sink = KafkaSink(
-            self.settings,
-            output_topic=topic,
-            dlq_topic=self.pipeline.dlq_topic,
-            review_topic=self.pipeline.review_topic,
-            stage=REVIEW_STEP,
-        )
-        await sink.start()
-        try:
-            sink.write(changed)
-            await sink.flush()
-            ok, reason = sink.healthy()
-            if not ok:
-                raise StreamflowError(f"sending event {event_id} to {topic} failed: {reason}")
-        finally:
-            await sink.aclose()
+        await send_events(self.settings, self.pipeline, topic, [changed], stage=REVIEW_STEP)
         # Recorded after the event is acknowledged: a lost decision at worst
         # repeats a send of the same id, which consumers drop as a duplicate.
         await produce_lines(self.settings, self.decisions_topic, [dumps(decision)], key_field="id")
