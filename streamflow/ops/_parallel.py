@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from streamflow.errors import ConfigError
+from streamflow.errors import ConfigError, StepFailed
 from streamflow.events import Event
 from streamflow.ops._adapter import lane_of, per_event
 from streamflow.ops._operator import EventOperator, Lane, Operator, as_operator
@@ -17,9 +17,30 @@ Merge = Callable[[Event, Mapping[str, Event]], Any]
 
 
 def merge_into_dict(original: Event, results: Mapping[str, Event]) -> Any:
-    """Default merge: the original payload (as a dict) plus one key per branch."""
+    """Default merge: the original payload (as a dict) plus one key per branch.
+
+    Args:
+        original: the event as it entered ``parallel``.
+        results: each branch's finished event, by branch name.
+
+    Returns:
+        A dict: the payload's fields (a model is dumped) and each branch's payload
+        under its name.
+
+    Raises:
+        StepFailed: the payload is neither a dict, a pydantic model nor None.
+    """
     base = original.payload
-    merged: dict[str, Any] = dict(base.model_dump() if hasattr(base, "model_dump") else base or {})
+    if hasattr(base, "model_dump"):
+        base = base.model_dump()
+    if base is not None and not isinstance(base, Mapping):
+        raise StepFailed(
+            f"parallel: the default merge adds each branch's result to the payload as a dict, "
+            f"but the payload is a {type(base).__name__}; pass merge=lambda original, "
+            "results: ... to combine them",
+            event_id=original.id,
+        )
+    merged: dict[str, Any] = dict(base or {})
     for name, result in results.items():
         merged[name] = result.payload
     return merged

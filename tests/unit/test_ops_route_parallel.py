@@ -240,3 +240,14 @@ async def test_parallel_inside_route_keeps_one_event_per_input() -> None:
     by_id = {e.id: e for e in result.events}
     assert by_id["d"].outcome == "failed"
     assert set(by_id["a"].payload) == {"kind", "left", "right"}
+
+
+def test_the_default_merge_names_the_fix_when_the_payload_is_not_an_object() -> None:
+    from streamflow.errors import StepFailed
+    from streamflow.ops import merge_into_dict
+
+    results = {"up": Event(id="e", payload="HELLO")}
+    with pytest.raises(StepFailed, match=r"payload is a str; pass merge="):
+        merge_into_dict(Event(id="e", payload="hello"), results)
+    assert merge_into_dict(Event(id="e", payload=None), results) == {"up": "HELLO"}
+    assert merge_into_dict(Event(id="e", payload={"a": 1}), results) == {"a": 1, "up": "HELLO"}
