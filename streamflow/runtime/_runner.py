@@ -107,15 +107,17 @@ async def run_flow(
         private = event.__pydantic_private__
         ticket = private["_ticket"]  # type: ignore[index]
         inside.pop(id(ticket), None)
-        outcome = "dead_lettered" if event.outcome == "failed" else event.outcome
-        report.count(outcome, event)
-        if event.outcome == "failed" and metrics is not None:
-            metrics.stage(private["_failed_in"] or names[-1]).dead_lettered += 1  # type: ignore[index]
         if ticket is not None:
             report.end_to_end.add(time.perf_counter() - ticket.read_at)
         if spans is not None and (last_is_output or event.outcome != "ok"):
             spans.export(event)
+        # Counted once the sink took it: a write that raises (a full sink, a full
+        # disk) stops the run, and the event must not show as written.
         sinks.write(event, ticket)
+        outcome = "dead_lettered" if event.outcome == "failed" else event.outcome
+        report.count(outcome, event)
+        if event.outcome == "failed" and metrics is not None:
+            metrics.stage(private["_failed_in"] or names[-1]).dead_lettered += 1  # type: ignore[index]
 
     def fail(error: Exception) -> None:
         log.error("pipeline %s stopped on a fatal error: %r", pipeline.name, error)

@@ -156,3 +156,21 @@ def test_filtered_file_is_refused_with_broker(
     )
     assert code == 2
     assert "--filtered is for runs in one process" in capsys.readouterr().err
+
+
+async def test_an_event_the_sink_refused_is_not_counted_as_written() -> None:
+    from streamflow.errors import CapacityExceeded
+    from streamflow.runtime import run_flow
+    from streamflow.transports import CollectingSink, IterableSource
+
+    async def same(event: Event) -> Event:
+        return event
+
+    pipeline = Pipeline("refused", [Stage("same", map_async(same))])
+    sink = CollectingSink(capacity=2)
+    lines = [f'{{"id":"e{i}"}}'.encode() for i in range(5)]
+    report = await run_flow(pipeline, IterableSource(lines), sink)
+
+    assert isinstance(report.error, CapacityExceeded)
+    # The summary's "ok" is what reached the sink, not what the sink refused.
+    assert report.outcomes["ok"] == len(sink.events) == 2
