@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import streamflow
 from examples.fastapi_service.pipeline import Ticket, build_pipeline
@@ -36,10 +37,11 @@ def create_app(pipeline: Pipeline | None = None, *, window: int | None = None) -
     """
     pipeline = pipeline or build_pipeline()
     registry = CollectorRegistry()
+    # Registered once per app: its lifespan may run again (a test client, a reload).
+    metrics = PipelineMetrics(registry, pipeline.name)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        metrics = PipelineMetrics(registry, pipeline.name)
         async with streamflow.open(pipeline, window=window, metrics=metrics) as flow:
             app.state.flow = flow
             yield
@@ -75,6 +77,10 @@ def create_app(pipeline: Pipeline | None = None, *, window: int | None = None) -
                 },
                 status_code=500,
             )
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz(request: Request) -> dict[str, int]:

@@ -111,3 +111,15 @@ async def test_a_full_window_answers_503_with_retry_after_and_the_rest_are_answe
         assert crash.json()["stage"] == "check" and crash.json()["error"] == "RuntimeError"
         health = await client.get("/healthz")
         assert health.json() == {"in_flight": 0, "window": 2}
+
+
+async def test_the_app_serves_again_after_a_restart_and_exposes_its_metrics() -> None:
+    app = create_app(build_pipeline())
+    ticket = {"id": "t1", "customer": "c1", "text": "my invoice is wrong"}
+    for _ in range(2):  # one app, started twice (a test client, a reload)
+        async with _serve(app) as base, httpx.AsyncClient(base_url=base) as client:
+            answer = await client.post("/tickets", json=ticket)
+            assert answer.status_code == 200
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 200
+            assert "streamflow_events_total" in metrics.text
