@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
-from streamflow.events import Event
+from streamflow.events import Event, ticket_of
 from streamflow.flow import Slots
 from streamflow.ops import Operator
 from streamflow.ops._context import StagePlace, current_stage
@@ -299,6 +299,20 @@ class _RxStage:
             if entered is not None and measured is not None:
                 measured(event, perf() - entered[0], entered[1])
 
+        # Events inside the stage, by their ticket (a user's operator may copy them):
+        # when the operator errors, those are abandoned because of that error.
+        self.inside: set[int] = set()
+        self.broken: tuple[Exception, frozenset[int]] | None = None
+
+        def on_deliver(event: Event) -> None:
+            self.inside.discard(id(ticket_of(event)))
+            deliver(event)
+
+        def on_error(error: Exception) -> None:
+            if self.broken is None:
+                self.broken = (error, frozenset(self.inside))
+            fail(error)
+
         self.gate = gate(
             stage.op,
             concurrency=stage.concurrency or window,
@@ -308,11 +322,23 @@ class _RxStage:
             on_exit=on_exit,
         )
         self.entry = Relay()
-        self.push: Callable[[Event], None] = self.entry.on_next
         loop = asyncio.get_running_loop()
         self.subscription = self.gate(self.entry).subscribe(
-            deliver, fail, completed, scheduler=AsyncIOScheduler(loop)
+            on_deliver, on_error, completed, scheduler=AsyncIOScheduler(loop)
         )
+
+    def push(self, event: Event) -> None:
+        ticket = ticket_of(event)
+        if ticket is not None:
+            self.inside.add(id(ticket))
+        self.entry.on_next(event)
+
+    def failure(self, event: Event) -> Exception | None:
+        """The operator's error, if ``event`` was inside the stage when it raised."""
+        ticket = ticket_of(event)
+        if self.broken is None or ticket is None or id(ticket) not in self.broken[1]:
+            return None
+        return self.broken[0]
 
     def statistics(self, stage: str) -> ChannelStatistics | None:
         if stage != self.name:
@@ -363,6 +389,8 @@ class LaneEngine:
         self.segments: list[_LaneRun | _RxStage] = []
         # Built from the last segment back, so each knows where its events go next.
         for group in reversed(groups):
+            onward: Callable[[Event], None]
+            done: Callable[[], None]
             if self.segments:
                 after = self.segments[0]
                 onward, done = after.push, after.finish
@@ -387,6 +415,22 @@ class LaneEngine:
     def finish(self) -> None:
         """No more events will come; call ``completed`` once the last one is out."""
         self.segments[0].finish()
+
+    def abandoned(self, event: Event) -> Event:
+        """``event`` as it is abandoned: failed in a stage whose reactivex operator raised.
+
+        A reactivex stream cannot go on after ``on_error``, so the run stops; the
+        events inside that stage carry the operator's error and the stage's name
+        (their dead letters say why). Any other event is returned as it is.
+        """
+        for segment in self.segments:
+            if isinstance(segment, _RxStage):
+                error = segment.failure(event)
+                if error is not None:
+                    failed = event.failed(error, segment.name)
+                    failed.__pydantic_private__["_failed_in"] = segment.name  # type: ignore[index]
+                    return failed
+        return event
 
     async def dispose(self) -> None:
         """Cancel whatever is still inside and let it unwind (bounded)."""

@@ -225,7 +225,7 @@ async def run_flow(
             await runner.dispose()
             for event in list(inside.values()):
                 report.count("interrupted", event)
-                sinks.abandon(event)
+                sinks.abandon(runner.abandoned(event))
             inside.clear()
             await sinks.flush()
             _count_unwritable(report, sink)

@@ -501,11 +501,18 @@ class JsonlSink:
         ticket.release()
 
     def abandon(self, event: Event) -> None:
-        """Dead-letter an event that shutdown could not finish, so nothing is lost."""
-        info = ErrorInfo(
-            type="Interrupted", message="shutdown before the event finished", step="shutdown"
-        )
-        self._dead_letter(event.model_copy(update={"outcome": "failed", "error": info}))
+        """Dead-letter an event that shutdown could not finish, so nothing is lost.
+
+        An event that already failed (a stage's operator broke the run while it
+        was inside) keeps its own error; any other is ``Interrupted``.
+        """
+        if event.outcome == "failed" and event.error is not None:
+            self._dead_letter(event)
+        else:
+            info = ErrorInfo(
+                type="Interrupted", message="shutdown before the event finished", step="shutdown"
+            )
+            self._dead_letter(event.model_copy(update={"outcome": "failed", "error": info}))
         self.written["dead_lettered"] += 1
         _release(event)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -273,3 +274,36 @@ async def test_batch_async_and_parallel_run_per_event_in_a_run(tmp_path: Path) -
     assert report.error is None and len(sink.events) == 64
     assert sum(sizes) == 64 and max(sizes) == 8  # concurrent events share batches
     assert {"vector", "left", "right"} <= set(sink.events[0].payload)
+
+
+def _boom_on_third() -> Operator:
+    # A user's own stateful operator that breaks on the third event it sees.
+    seen: list[str] = []
+
+    def check(event: Event) -> Event:
+        seen.append(event.id)
+        if len(seen) == 3:
+            raise ValueError(f"boom on {event.id}")
+        return event
+
+    def op(source: reactivex.Observable[Event]) -> reactivex.Observable[Event]:
+        return source.pipe(rx_ops.map(check))
+
+    return as_operator(op, name="boom")
+
+
+async def test_a_users_reactivex_error_names_itself_in_the_dead_letters(tmp_path: Path) -> None:
+    stages = [Stage("before", map_async(_same)), Stage("boom", _boom_on_third())]
+    sink = JsonlSink(tmp_path / "o.jsonl")
+    report = await run_flow(Pipeline("boom", stages, window=4), IterableSource(_lines(20)), sink)
+    await sink.aclose()
+
+    # A reactivex stream cannot go on after on_error: the run stops on it.
+    assert isinstance(report.error, ValueError)
+    letters = [json.loads(line) for line in (tmp_path / "o.dlq.jsonl").read_text().splitlines()]
+    by_id = {letter["id"]: letter for letter in letters}
+    # The event that broke the stage, abandoned inside it, says why and where.
+    culprit = by_id["t2"]
+    assert culprit["stage"] == "boom"
+    assert culprit["error"]["type"] == "ValueError"
+    assert "boom on t2" in culprit["error"]["message"]
