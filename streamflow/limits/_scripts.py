@@ -19,15 +19,9 @@ from __future__ import annotations
 
 __all__ = ["ACQUIRE", "SETTLE"]
 
-# KEYS: per window i (1-based): 3i-2 sorted set, 3i-1 amounts hash, 3i used sum.
-# ARGV: 1 admission id, 2 number of windows, 3 hold in microseconds (0: none),
-#       then per window i: 3+3i-2 limit, 3+3i-1 period in microseconds,
-#       3+3i amount to charge (0: none).
-# A held admission is scored ``hold`` into the future, so it stays counted while
-# its call is in flight; settling it scores it at the call's end.
-# Returns {1, 0, used...} when admitted (used after the charge), or
-# {0, microseconds to wait, used...} when not, charging nothing.
-ACQUIRE = """
+# What both scripts start with: the server's clock, the call's id and count,
+# and a time-to-live helper.
+_PREAMBLE = """
 -- Only ever lengthens a key's time to live: another process's held call
 -- (scored up to the hold limit ahead) must outlive this admission's window.
 local function keep(key, ttl)
@@ -37,6 +31,19 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local id = ARGV[1]
 local n = tonumber(ARGV[2])
+"""
+
+# KEYS: per window i (1-based): 3i-2 sorted set, 3i-1 amounts hash, 3i used sum.
+# ARGV: 1 admission id, 2 number of windows, 3 hold in microseconds (0: none),
+#       then per window i: 3+3i-2 limit, 3+3i-1 period in microseconds,
+#       3+3i amount to charge (0: none).
+# A held admission is scored ``hold`` into the future, so it stays counted while
+# its call is in flight; settling it scores it at the call's end.
+# Returns {1, 0, used...} when admitted (used after the charge), or
+# {0, microseconds to wait, used...} when not, charging nothing.
+ACQUIRE = (
+    _PREAMBLE
+    + """
 local hold = tonumber(ARGV[3])
 local wait = 0
 local used = {}
@@ -112,6 +119,7 @@ for i = 1, n do
 end
 return out
 """
+)
 
 # KEYS: per window i, as for ACQUIRE.
 # ARGV: 1 admission id, 2 number of windows, then per window i:
@@ -120,16 +128,9 @@ return out
 # The call ended now: an admission still inside its window counts from now, with
 # the amount really used (the endpoint saw the call arrive at some time before
 # now, so a window from now covers it). Returns the used sums afterwards.
-SETTLE = """
--- Only ever lengthens a key's time to live: another process's held call
--- (scored up to the hold limit ahead) must outlive this admission's window.
-local function keep(key, ttl)
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local id = ARGV[1]
-local n = tonumber(ARGV[2])
+SETTLE = (
+    _PREAMBLE
+    + """
 local out = {}
 for i = 1, n do
   local z, a, u = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
@@ -160,3 +161,4 @@ for i = 1, n do
 end
 return out
 """
+)
