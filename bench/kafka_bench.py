@@ -181,6 +181,19 @@ async def _create(broker: str, topics: list[str]) -> None:
     await create_topics(KafkaSettings(bootstrap=broker), topics, partitions=PARTITIONS)
 
 
+async def _warm_up(
+    producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, topic_in: str, settle: float
+) -> None:
+    """Send one event per partition and wait for all, so every stage has joined its group."""
+    warm = {f"warm-{p}" for p in range(PARTITIONS)}
+    for p in range(PARTITIONS):
+        await producer.send_and_wait(
+            topic_in, orjson.dumps({"id": f"warm-{p}", "sent_at": 0.0}), partition=p
+        )
+    await _collect(consumer, warm, time.monotonic() + 120)
+    await asyncio.sleep(settle)
+
+
 async def _collect(
     consumer: AIOKafkaConsumer, wanted: set[str], deadline: float
 ) -> dict[str, float]:
@@ -210,14 +223,7 @@ async def _drive(
     await producer.start()
     await consumer.start()
     try:
-        # Warm-up: one event per partition, so every stage has joined its group.
-        warm = {f"warm-{p}" for p in range(PARTITIONS)}
-        for p in range(PARTITIONS):
-            await producer.send_and_wait(
-                topic_in, orjson.dumps({"id": f"warm-{p}", "sent_at": 0.0}), partition=p
-            )
-        await _collect(consumer, warm, time.monotonic() + 120)
-        await asyncio.sleep(settle)
+        await _warm_up(producer, consumer, topic_in, settle)
         sent: dict[str, float] = {}
         started = time.time()
         futures = []
@@ -260,13 +266,7 @@ async def _drive_paced(broker: str, topic_in: str, topic_out: str, events: int) 
     await producer.start()
     await consumer.start()
     try:
-        warm = {f"warm-{p}" for p in range(PARTITIONS)}
-        for p in range(PARTITIONS):
-            await producer.send_and_wait(
-                topic_in, orjson.dumps({"id": f"warm-{p}", "sent_at": 0.0}), partition=p
-            )
-        await _collect(consumer, warm, time.monotonic() + 120)
-        await asyncio.sleep(_SETTLE_SECONDS)
+        await _warm_up(producer, consumer, topic_in, _SETTLE_SECONDS)
         sent: dict[str, float] = {}
         arrived: dict[str, float] = {}
         reader = asyncio.create_task(_collect_into(consumer, arrived))
