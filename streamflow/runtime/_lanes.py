@@ -71,7 +71,12 @@ class _LaneStage:
             self.slots = Slots(stage.name, stage.concurrency or window, capacity=window)
 
     def direct_call(self) -> tuple[StepFn, Slots, str]:
-        """The direct step's function, slots and name (placeholders for another lane)."""
+        """The direct step's function, slots and name.
+
+        A stage that is not one direct step returns its lane, an unused one-slot
+        ``Slots`` and its own name, so every entry of the worker's plan has one
+        shape; the worker reads them only when ``direct`` is set.
+        """
         if self.direct is not None:
             return self.direct.fn, self.direct.slots, self.direct.step
         return self.lane, Slots(self.name, 1, 1), self.name
